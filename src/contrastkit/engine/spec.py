@@ -1,0 +1,163 @@
+"""Objective specifications: what the engine needs to know about one row-wise objective.
+
+The unified row-wise form (methods card, section 1) for anchor ``i`` and candidates ``j``::
+
+    u_ij   = kappa_i * <a_i, b_j>                 (kappa = 1 / temperature, scalar or per row)
+    lse_k  = log sum_j w^k_ij exp(r_k * u_ij)     (K log-sum-exp reductions, masked by w^k)
+    phi_i  = sum_j softplus(u_ij + bias)          (optional elementwise term, SigLIP)
+    tgt_i  = sum_j p_ij u_ij,  mass_i = sum_j p_ij (soft targets evaluated per tile, CWCL)
+    col_lse_j = log sum_i w^0_ij exp(u_ij)        (optional column reduction, symmetric losses)
+
+    loss   = sum_i g(row stats_i, side_i)  [+ sum_j g_col(col stats_j, side_j)]
+
+Linear target terms with one-hot or label targets (``u_i,pos``, ``sum_{j in P(i)} u_ij``) do not
+need the engine at all: they are ``O((N + M) d)`` algebra done with autograd by the objective and
+passed to ``g`` as *side inputs*. The engine only sweeps the reductions that need every pair.
+
+Pair functions (masks and soft targets) are evaluated per tile from O(N + M) data (indices,
+labels, a second pair of embeddings); a dense ``(N, M)`` mask may be given for convenience.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["PairMask", "LSETerm", "SoftTargets", "RowSpec"]
+
+
+@dataclass(frozen=True)
+class PairMask:
+    """Which (anchor, candidate) pairs are *excluded* from a reduction, evaluated per tile.
+
+    Parameters
+    ----------
+    self_offset:
+        Column ``i + self_offset`` is anchor ``i`` itself (NT-Xent, SupCon: anchors are also
+        candidates). ``None``: no self pair.
+    index:
+        ``(N,)`` or ``(N, P)`` long tensor of global candidate columns to exclude per row
+        (``-1`` entries ignored), e.g. the positive (DCL: positive not in the denominator).
+    row_labels, col_labels:
+        With ``labels="same"`` exclude pairs with equal labels, ``labels="different"`` keep only
+        equal-label pairs. Labels are compared in the tile; no ``N x M`` mask is ever built.
+    dense:
+        Optional ``(N, M)`` bool tensor, True = excluded (convenience for small problems).
+    """
+
+    self_offset: Optional[int] = None
+    index: Optional[Tensor] = None
+    row_labels: Optional[Tensor] = None
+    col_labels: Optional[Tensor] = None
+    labels: Optional[str] = None  # None | "same" | "different"
+    dense: Optional[Tensor] = None
+
+    @property
+    def is_empty(self) -> bool:
+        return (
+            self.self_offset is None
+            and self.index is None
+            and self.labels is None
+            and self.dense is None
+        )
+
+    @property
+    def is_sparse(self) -> bool:
+        """Only O(1) excluded entries per row (self and/or index): can be set in place."""
+        return self.labels is None and self.dense is None
+
+    def sparse_entries(self, r0: int, r1: int, c0: int, c1: int, device) -> tuple[Tensor, Tensor]:
+        """(rows, cols) inside the tile, relative to the tile origin, of excluded entries."""
+        rows_list, cols_list = [], []
+        rows = torch.arange(r0, r1, device=device)
+        if self.self_offset is not None:
+            cols = rows + self.self_offset
+            keep = (cols >= c0) & (cols < c1)
+            rows_list.append(rows[keep] - r0)
+            cols_list.append(cols[keep] - c0)
+        if self.index is not None:
+            idx = self.index[r0:r1]
+            if idx.dim() == 1:
+                idx = idx[:, None]
+            rr = rows[:, None].expand_as(idx)
+            keep = (idx >= c0) & (idx < c1)
+            rows_list.append(rr[keep] - r0)
+            cols_list.append(idx[keep] - c0)
+        if not rows_list:
+            empty = torch.empty(0, dtype=torch.long, device=device)
+            return empty, empty
+        return torch.cat(rows_list), torch.cat(cols_list)
+
+    def tile(self, r0: int, r1: int, c0: int, c1: int, device) -> Optional[Tensor]:
+        """Bool tile (r1 - r0, c1 - c0), True = excluded; None when nothing is excluded."""
+        if self.is_empty:
+            return None
+        out = torch.zeros(r1 - r0, c1 - c0, dtype=torch.bool, device=device)
+        rr, cc = self.sparse_entries(r0, r1, c0, c1, device)
+        if rr.numel():
+            out[rr, cc] = True
+        if self.labels is not None:
+            same = self.row_labels[r0:r1, None] == self.col_labels[None, c0:c1]
+            out |= same if self.labels == "same" else ~same
+        if self.dense is not None:
+            out |= self.dense[r0:r1, c0:c1]
+        return out
+
+
+@dataclass(frozen=True)
+class LSETerm:
+    """One reduction ``lse_i = log sum_j w_ij exp(r * u_ij)`` with ``w`` given by ``exclude``."""
+
+    r: float = 1.0
+    exclude: PairMask = field(default_factory=PairMask)
+
+
+@dataclass(frozen=True)
+class SoftTargets:
+    """Soft targets ``p_ij`` computed per tile by ``fn(r0, r1, c0, c1) -> (b, t)`` (no gradient).
+
+    The engine accumulates ``tgt_i = sum_j p_ij u_ij`` and ``mass_i = sum_j p_ij`` per row and,
+    when the spec has columns, ``col_tgt_j`` and ``col_mass_j`` per column.
+    """
+
+    fn: Callable[[int, int, int, int], Tensor]
+
+
+RowFn = Callable[[dict, dict], Tensor]
+
+
+@dataclass
+class RowSpec:
+    """A row-wise objective for the engine.
+
+    ``row_fn(stats, side) -> (b,)`` per-row contributions to the loss (already weighted for the
+    reduction, so that the loss is their sum), given a dict of row statistics for a block of rows
+    (``"lse"``: ``(K, b)``, plus ``"phi"``, ``"tgt"``, ``"mass"`` when present) and the block's
+    slice of every side tensor. ``col_fn`` likewise for column statistics (``"col_lse"``,
+    ``"col_tgt"``, ``"col_mass"``) and column side tensors; it makes the objective two-sided, which
+    the engine computes with the recompute path.
+    """
+
+    terms: Sequence[LSETerm] = (LSETerm(),)
+    row_fn: Optional[RowFn] = None
+    row_side: dict = field(default_factory=dict)
+    columns: bool = False
+    col_fn: Optional[RowFn] = None
+    col_side: dict = field(default_factory=dict)
+    softplus_bias: Optional[Tensor] = None  # enables phi_i = sum_j softplus(u_ij + bias)
+    soft_targets: Optional[SoftTargets] = None
+
+    @property
+    def simple(self) -> bool:
+        """One plain LSE with O(1) exclusions per row: the fast in-place path applies."""
+        return (
+            len(self.terms) == 1
+            and self.terms[0].r == 1.0
+            and self.terms[0].exclude.is_sparse
+            and self.softplus_bias is None
+            and self.soft_targets is None
+            and not self.columns
+        )

@@ -1,0 +1,138 @@
+"""Helpers every objective shares: input preparation, temperatures, reductions."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._validation import check_positive, check_reduction
+from ..engine import compute_dtype
+
+EPS = 1e-12
+
+
+def prepare(x: Tensor, normalize: bool) -> Tensor:
+    """Compute dtype (fp32 for fp16/bf16) and, by default, L2 normalisation of the last axis."""
+    x = x.to(compute_dtype(x.dtype))
+    return F.normalize(x, dim=-1, eps=EPS) if normalize else x
+
+
+def kappa(
+    ref: Tensor,
+    temperature=None,
+    scale=None,
+    n_rows: Optional[int] = None,
+) -> Tensor:
+    """The logit multiplier 1/tau as a tensor: from ``scale`` if given, else ``temperature``.
+
+    A tensor temperature may be 0-dim (global, possibly learnable) or ``(n_rows,)`` (per anchor).
+    """
+    if scale is not None and temperature is not None:
+        raise ValueError("give either temperature or scale, not both")
+    name, value = ("scale", scale) if scale is not None else ("temperature", temperature)
+    if value is None:
+        raise ValueError("temperature (or scale) is required")
+    check_positive(name, value)
+    dt = compute_dtype(ref.dtype)
+    if isinstance(value, Tensor):
+        if value.dim() > 1 or (value.dim() == 1 and value.shape[0] != n_rows):
+            raise ValueError(
+                f"{name} must be a scalar or have one value per anchor ({n_rows},), "
+                f"got shape {tuple(value.shape)}"
+            )
+        if value.device != ref.device:
+            raise ValueError(f"{name} is on {value.device} but the embeddings on {ref.device}")
+        value = value.to(dt)
+        return value if name == "scale" else 1.0 / value
+    k = float(value) if name == "scale" else 1.0 / float(value)
+    return torch.tensor(k, dtype=dt, device=ref.device)
+
+
+def row_weight(reduction: str, count) -> float:
+    """Factor that turns per-row losses into the requested reduction when summed."""
+    check_reduction(reduction)
+    if reduction == "mean":
+        return 1.0 / count
+    return 1.0
+
+
+def kappa_rows(k: Tensor, n: int) -> Tensor:
+    """kappa broadcastable against per-row quantities."""
+    return k if k.dim() == 0 else k[:n]
+
+
+def engine_args(chunk_size, backend) -> dict:
+    from .._validation import optional_int
+    from ..engine import BACKENDS
+
+    optional_int("chunk_size", chunk_size)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return {"chunk_size": chunk_size, "backend": backend}
+
+
+def run(anchors: Tensor, candidates: Tensor, spec, k: Tensor, reduction: str, engine_kw: dict):
+    """Hand a spec to the engine; for ``reduction="none"`` average the row and column terms."""
+    from ..engine import contrast
+
+    out = contrast(anchors, candidates, spec, k, reduce=reduction != "none", **engine_kw)
+    if reduction != "none":
+        return out
+    rows, cols = out
+    return rows if cols is None else (rows + cols[: rows.shape[0]]) / 2
+
+
+def two_views(z1: Tensor, z2: Tensor, normalize: bool, names=("z1", "z2"), min_rows: int = 1):
+    """Stack two views (N, d) into 2N anchors that are also the candidates (view-major).
+
+    Returns ``(Z, partner)``: ``Z = cat(z1, z2)`` prepared, ``partner[i] = (i + N) mod 2N``.
+    """
+    from .._validation import check_compatible, check_embeddings
+
+    check_embeddings(names[0], z1, min_rows=min_rows)
+    check_embeddings(names[1], z2, min_rows=min_rows)
+    check_compatible(names[0], z1, names[1], z2, same_rows=True)
+    N = z1.shape[0]
+    Z = prepare(torch.cat([z1, z2]), normalize)
+    partner = torch.cat([torch.arange(N, 2 * N), torch.arange(0, N)]).to(z1.device)
+    return Z, partner
+
+
+def partner_logits(Z: Tensor, k: Tensor) -> Tensor:
+    """u_i,partner(i) for view-major stacked views: the positive logit of every anchor."""
+    N = Z.shape[0] // 2
+    s = (Z[:N] * Z[N:]).sum(-1)
+    return torch.cat([s, s]) * k
+
+
+class FunctionalLoss(torch.nn.Module):
+    """Module twin of a functional objective (the ``torch.nn.functional`` pairing).
+
+    Stores the keyword options as attributes (validated here, so a bad temperature fails at
+    construction) and forwards the current values to the functional on every call.
+    """
+
+    def __init__(self, fn, **options):
+        super().__init__()
+        self._fn = fn
+        self._option_names = tuple(options)
+        for name in ("temperature", "scale"):
+            value = options.get(name)
+            if value is not None and not isinstance(value, Tensor):
+                check_positive(name, value)
+        if "reduction" in options:
+            check_reduction(options["reduction"])
+        engine_args(options.get("chunk_size"), options.get("backend", "auto"))
+        for name, value in options.items():
+            setattr(self, name, value)
+
+    def forward(self, *inputs, **kwargs):
+        opts = {name: getattr(self, name) for name in self._option_names}
+        opts.update(kwargs)
+        return self._fn(*inputs, **opts)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{n}={getattr(self, n)!r}" for n in self._option_names)

@@ -1,0 +1,110 @@
+"""CWCL: Continuously Weighted Contrastive Loss (Srinivasa et al., NeurIPS 2023, 2309.14580).
+
+``p`` are the frozen modality's embeddings, ``q`` the trained modality's. Targets come from a
+frozen similarity, evaluated per tile (never an N x N matrix)::
+
+    W_ij = (<t_i, t_j> + 1) / 2      (t = target embeddings, by default p itself; no gradient)
+    L_pq = -(1/N) sum_i (1 / sum_j W_ij) sum_j W_ij log softmax_j(<p_i, q_j> / tau)
+    L_qp = the same over the columns (q_j against every p_i);  loss = (L_pq + L_qp) / 2
+
+No official code was found; the weight map and the two directions follow the paper (method card
+C10, MEDIUM confidence). With W = I this is the CLIP loss.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import Tensor, nn
+
+from .._validation import check_compatible, check_embeddings, check_reduction
+from ..engine import RowSpec, SoftTargets
+from ._common import engine_args, kappa, prepare, row_weight, run
+from .logit_scale import LogitScale
+
+__all__ = ["cwcl", "CWCL"]
+
+
+def cwcl(
+    frozen: Tensor,
+    trained: Tensor,
+    target_embeddings: Optional[Tensor] = None,
+    *,
+    temperature=None,
+    scale=None,
+    reduction: str = "mean",
+    normalize: bool = True,
+    chunk_size: Optional[int] = None,
+    backend: str = "auto",
+) -> Tensor:
+    """CWCL of ``frozen`` (N, d) and ``trained`` (N, d) embeddings; see :class:`CWCL`."""
+    eng = engine_args(chunk_size, backend)
+    if temperature is None and scale is None:
+        temperature = 0.07
+    check_embeddings("frozen", frozen)
+    check_embeddings("trained", trained)
+    check_compatible("frozen", frozen, "trained", trained, same_rows=True)
+    if target_embeddings is not None:
+        check_embeddings("target_embeddings", target_embeddings)
+        if target_embeddings.shape[0] != frozen.shape[0]:
+            raise ValueError(
+                f"target_embeddings must have one row per pair ({frozen.shape[0]}), got "
+                f"shape {tuple(target_embeddings.shape)}"
+            )
+    N = frozen.shape[0]
+    k = kappa(frozen, temperature, scale, n_rows=N)
+    if k.dim() != 0:
+        raise ValueError("temperature must be a scalar for CWCL")
+    p = prepare(frozen, normalize).detach()
+    q = prepare(trained, normalize)
+    t = prepare(target_embeddings if target_embeddings is not None else frozen, True).detach()
+    t = t.to(p.dtype)
+
+    def weights(r0: int, r1: int, c0: int, c1: int) -> Tensor:
+        return (t[r0:r1] @ t[c0:c1].T + 1.0) * 0.5
+
+    w = row_weight(reduction, N) / 2
+    spec = RowSpec(
+        soft_targets=SoftTargets(weights),
+        row_fn=lambda st, sd: w * (st["lse"][0] - st["tgt"] / st["mass"]),
+        columns=True,
+        col_fn=lambda st, sd: w * (st["col_lse"] - st["col_tgt"] / st["col_mass"]),
+    )
+    return run(p, q, spec, k, reduction, eng)
+
+
+class CWCL(nn.Module):
+    """CWCL owning a learnable logit scale (init 1/0.07, clamped at 100, as CLIP/LiT).
+
+    ``forward(frozen, trained, target_embeddings=None)``: ``frozen`` comes from the frozen
+    pre-trained encoder (no gradient flows into it), ``trained`` from the encoder being trained.
+    """
+
+    def __init__(
+        self,
+        init_temperature: float = 0.07,
+        learnable: bool = True,
+        max_logit_scale: float = 100.0,
+        reduction: str = "mean",
+        normalize: bool = True,
+        chunk_size: Optional[int] = None,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        check_reduction(reduction)
+        engine_args(chunk_size, backend)
+        self.scale = LogitScale(init_temperature, learnable, max_logit_scale)
+        self.reduction, self.normalize = reduction, normalize
+        self.chunk_size, self.backend = chunk_size, backend
+
+    def forward(self, frozen: Tensor, trained: Tensor, target_embeddings: Optional[Tensor] = None):
+        return cwcl(
+            frozen,
+            trained,
+            target_embeddings,
+            scale=self.scale().to(frozen.device),
+            reduction=self.reduction,
+            normalize=self.normalize,
+            chunk_size=self.chunk_size,
+            backend=self.backend,
+        )

@@ -1,0 +1,175 @@
+"""InfoNCE (CPC, van den Oord et al. 2018; MoCo's queue form, He et al. 2020) and MNRL.
+
+    l_i = -u_i,i + log( sum_j exp(u_ij) + sum_k exp(u_ik^neg) ),   u = s / tau
+
+over keys ``j`` (the positive of query ``i`` is key ``i``), shared negatives (a MoCo queue,
+``(K, d)``) and per-anchor negatives (``(N, h, d)``). ``symmetric=True`` adds the key-to-query
+direction (column softmax over the queries) and averages the two.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .._validation import check_compatible, check_embeddings
+from ..engine import RowSpec
+from ._common import FunctionalLoss, engine_args, kappa, prepare, row_weight, run
+
+__all__ = ["info_nce", "InfoNCE", "multiple_negatives_ranking", "MultipleNegativesRanking"]
+
+
+def info_nce(
+    query: Tensor,
+    key: Tensor,
+    negatives: Optional[Tensor] = None,
+    *,
+    temperature=0.07,
+    scale=None,
+    symmetric: bool = False,
+    reduction: str = "mean",
+    normalize: bool = True,
+    chunk_size: Optional[int] = None,
+    backend: str = "auto",
+) -> Tensor:
+    """InfoNCE of ``query`` (N, d) against ``key`` (M >= N, d); see :class:`InfoNCE`."""
+    eng = engine_args(chunk_size, backend)
+    check_embeddings("query", query)
+    check_embeddings("key", key)
+    check_compatible("query", query, "key", key)
+    N, M = query.shape[0], key.shape[0]
+    if M < N:
+        raise ValueError(
+            f"key must have at least as many rows as query (row i is query i's positive): "
+            f"query {tuple(query.shape)}, key {tuple(key.shape)}"
+        )
+    if symmetric and M != N:
+        raise ValueError(
+            f"symmetric=True needs one key per query: query {tuple(query.shape)}, "
+            f"key {tuple(key.shape)}"
+        )
+    private = None
+    if negatives is not None:
+        check_embeddings("negatives", negatives, ndim=(2, 3))
+        check_compatible("query", query, "negatives", negatives)
+        if negatives.dim() == 3 and negatives.shape[0] != N:
+            raise ValueError(
+                f"per-anchor negatives must have shape (N={N}, h, d), got {tuple(negatives.shape)}"
+            )
+    k = kappa(query, temperature, scale, n_rows=N)
+    q, key_n = prepare(query, normalize), prepare(key, normalize)
+    cands = key_n
+    if negatives is not None:
+        neg = prepare(negatives, normalize)
+        if neg.dim() == 2:
+            cands = torch.cat([key_n, neg])  # a shared queue: candidates of every anchor
+        else:
+            kr = k if k.dim() == 0 else k[:, None]
+            private = torch.logsumexp(torch.einsum("nd,nhd->nh", q, neg) * kr, dim=1)
+    pos = (q * key_n[:N]).sum(-1) * k
+    w = row_weight(reduction, N) / (2 if symmetric else 1)
+    side = {"pos": pos}
+    if private is not None:
+        side["private"] = private
+
+    def row_fn(st, sd):
+        lse = st["lse"][0]
+        if "private" in sd:
+            lse = torch.logaddexp(lse, sd["private"])
+        return w * (lse - sd["pos"])
+
+    spec = RowSpec(row_fn=row_fn, row_side=side)
+    if symmetric:
+        spec.columns = True
+        spec.col_side = {"pos": pos}
+        spec.col_fn = lambda st, sd: w * (st["col_lse"] - sd["pos"])
+    return run(q, cands, spec, k, reduction, eng)
+
+
+class InfoNCE(FunctionalLoss):
+    """InfoNCE loss module. ``forward(query, key, negatives=None)``.
+
+    Args:
+        temperature: tau (logits ``s / tau``); 0.07 as MoCo v1 (0.2 for MoCo v2). A 0-dim tensor
+            (learnable) or one value per query ``(N,)`` is accepted as well.
+        symmetric: also the key-to-query direction, averaged with the query-to-key one.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+        normalize: L2-normalise every input (default, as every modern use does).
+        chunk_size, backend: engine tile and path (``"auto"``, ``"dense"``, ``"tiled"``).
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        symmetric: bool = False,
+        reduction: str = "mean",
+        normalize: bool = True,
+        chunk_size: Optional[int] = None,
+        backend: str = "auto",
+    ):
+        super().__init__(
+            info_nce,
+            temperature=temperature,
+            symmetric=symmetric,
+            reduction=reduction,
+            normalize=normalize,
+            chunk_size=chunk_size,
+            backend=backend,
+        )
+
+
+def multiple_negatives_ranking(
+    anchor: Tensor,
+    positive: Tensor,
+    *negatives: Tensor,
+    scale: float = 20.0,
+    reduction: str = "mean",
+    chunk_size: Optional[int] = None,
+    backend: str = "auto",
+) -> Tensor:
+    """MNRL (Henderson et al. 2017; sentence-transformers): cosine similarities times ``scale``.
+
+    Candidates are ``cat(positive, n_1, ..., n_h)``: every anchor's hard negatives are
+    candidates for every anchor, as in sentence-transformers. Each negative is ``(N, d)`` (one
+    column of hard negatives) or ``(N, h, d)`` (h per anchor, flattened column by column).
+    """
+    check_embeddings("anchor", anchor)
+    check_embeddings("positive", positive)
+    check_compatible("anchor", anchor, "positive", positive, same_rows=True)
+    cols = []
+    for i, n in enumerate(negatives):
+        check_embeddings(f"negatives[{i}]", n, ndim=(2, 3))
+        check_compatible("anchor", anchor, f"negatives[{i}]", n, same_rows=True)
+        cols.extend([n] if n.dim() == 2 else list(n.unbind(1)))
+    negs = torch.cat(cols) if cols else None
+    return info_nce(
+        anchor,
+        positive,
+        negs,
+        scale=scale,
+        temperature=None,
+        reduction=reduction,
+        chunk_size=chunk_size,
+        backend=backend,
+    )
+
+
+class MultipleNegativesRanking(FunctionalLoss):
+    """MNRL module: ``forward(anchor, positive, *negatives)``, ``scale=20`` (tau = 0.05)."""
+
+    def __init__(
+        self,
+        scale: float = 20.0,
+        reduction: str = "mean",
+        chunk_size: Optional[int] = None,
+        backend: str = "auto",
+    ):
+        super().__init__(
+            multiple_negatives_ranking,
+            scale=scale,
+            reduction=reduction,
+            chunk_size=chunk_size,
+            backend=backend,
+        )

@@ -1,0 +1,115 @@
+"""SupCon: Supervised Contrastive Learning (Khosla et al., NeurIPS 2020), the L_out variant.
+
+Features ``(N, V, d)`` are flattened view-major into ``V N`` contrast vectors. For anchor ``a``
+with positives ``P(a)`` (same label, not itself) and candidates ``A(a)`` (all but itself)::
+
+    l_a = -(tau / tau_base) (1 / |P(a)|) sum_{p in P(a)} [u_ap - log sum_{k in A(a)} exp(u_ak)]
+
+The positive sums need no mask: ``sum_{p in P(a)} u_ap = kappa <z_a, C_y(a) - z_a>`` with
+``C_c`` the sum of class ``c``'s vectors, so labels cost O(N d). ``labels=None`` is SimCLR mode
+(positives = the other views of the same sample). Anchors without a positive are excluded from
+the mean (the official code counts them as 0 in the mean; ``exclude_no_positive=False`` does so).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .._validation import check_embeddings, check_labels
+from ..engine import LSETerm, PairMask, RowSpec
+from ._common import FunctionalLoss, engine_args, kappa, prepare, row_weight, run
+
+__all__ = ["supcon", "SupCon"]
+
+
+def supcon(
+    features: Tensor,
+    labels: Optional[Tensor] = None,
+    *,
+    temperature=0.1,
+    base_temperature: Optional[float] = None,
+    contrast_mode: str = "all",
+    exclude_no_positive: bool = True,
+    reduction: str = "mean",
+    normalize: bool = True,
+    chunk_size: Optional[int] = None,
+    backend: str = "auto",
+) -> Tensor:
+    """SupCon of ``features`` (N, d) or (N, V, d) with ``labels`` (N,); see :class:`SupCon`."""
+    eng = engine_args(chunk_size, backend)
+    check_embeddings("features", features, ndim=(2, 3))
+    if contrast_mode not in ("all", "one"):
+        raise ValueError(f"contrast_mode must be 'all' or 'one', got {contrast_mode!r}")
+    feats = features if features.dim() == 3 else features[:, None]
+    N, V = feats.shape[0], feats.shape[1]
+    if N * V < 2:
+        raise ValueError(
+            f"features needs at least 2 vectors (N * V) to contrast, got shape {tuple(features.shape)}"
+        )
+    if labels is None:
+        labels = torch.arange(N, device=features.device)
+    else:
+        check_labels("labels", labels, N, features)
+    ids = torch.unique(labels, return_inverse=True)[1].repeat(V)  # view-major
+    Zc = prepare(feats.transpose(0, 1).reshape(N * V, -1), normalize)
+    Za = Zc if contrast_mode == "all" else Zc[:N]
+    k = kappa(Zc, temperature)
+    if k.dim() != 0:
+        raise ValueError("temperature must be a scalar for SupCon")
+    tau = 1.0 / float(k)
+    ratio = 1.0 if base_temperature is None else tau / base_temperature
+    n_classes = int(ids.max()) + 1
+    class_sum = torch.zeros(n_classes, Zc.shape[1], dtype=Zc.dtype, device=Zc.device)
+    class_sum = class_sum.index_add(0, ids, Zc)
+    n_pos = torch.bincount(ids, minlength=n_classes)[ids[: Za.shape[0]]] - 1
+    pos_sum = ((Za * (class_sum[ids[: Za.shape[0]]] - Za)).sum(-1)) * k
+    has_pos = n_pos > 0
+    count = int(has_pos.sum()) if exclude_no_positive else Za.shape[0]
+    w = row_weight(reduction, max(count, 1)) * ratio
+    row_w = has_pos.to(Zc.dtype) * w
+    mean_pos = pos_sum / n_pos.clamp(min=1)
+    spec = RowSpec(
+        terms=(LSETerm(exclude=PairMask(self_offset=0)),),
+        row_fn=lambda st, sd: sd["w"] * (st["lse"][0] - sd["pos"]),
+        row_side={"pos": mean_pos, "w": row_w},
+    )
+    return run(Za, Zc, spec, k, reduction, eng)
+
+
+class SupCon(FunctionalLoss):
+    """SupCon module: ``forward(features, labels=None)``.
+
+    Args:
+        temperature: tau, 0.1 (the paper's README; the class default there is 0.07).
+        base_temperature: the official ``tau / tau_base`` rescaling; None means tau_base = tau.
+        contrast_mode: ``"all"`` (every view is an anchor) or ``"one"`` (view 0 only).
+        exclude_no_positive: drop anchors without positives from the mean (default).
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        base_temperature: Optional[float] = None,
+        contrast_mode: str = "all",
+        exclude_no_positive: bool = True,
+        reduction: str = "mean",
+        normalize: bool = True,
+        chunk_size: Optional[int] = None,
+        backend: str = "auto",
+    ):
+        if contrast_mode not in ("all", "one"):
+            raise ValueError(f"contrast_mode must be 'all' or 'one', got {contrast_mode!r}")
+        super().__init__(
+            supcon,
+            temperature=temperature,
+            base_temperature=base_temperature,
+            contrast_mode=contrast_mode,
+            exclude_no_positive=exclude_no_positive,
+            reduction=reduction,
+            normalize=normalize,
+            chunk_size=chunk_size,
+            backend=backend,
+        )
