@@ -115,7 +115,6 @@ class FusedRowLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         dA, dB, dkappa, dbias, side_grads = ctx.saved
-        ctx.saved = None
 
         def scale(t):
             return None if t is None else t * grad

@@ -75,14 +75,15 @@ def engine_args(chunk_size, backend) -> dict:
 
 
 def run(anchors: Tensor, candidates: Tensor, spec, k: Tensor, reduction: str, engine_kw: dict):
-    """Hand a spec to the engine; for ``reduction="none"`` average the row and column terms."""
+    """Hand a spec to the engine; for ``reduction="none"`` add each row's and column's terms
+    (the objective's row and column functions already carry their weights, e.g. 1/2 each)."""
     from ..engine import contrast
 
     out = contrast(anchors, candidates, spec, k, reduce=reduction != "none", **engine_kw)
     if reduction != "none":
         return out
     rows, cols = out
-    return rows if cols is None else (rows + cols[: rows.shape[0]]) / 2
+    return rows if cols is None else rows + cols[: rows.shape[0]]
 
 
 def two_views(z1: Tensor, z2: Tensor, normalize: bool, names=("z1", "z2"), min_rows: int = 1):
