@@ -26,7 +26,7 @@ def info_nce(
     key: Tensor,
     negatives: Optional[Tensor] = None,
     *,
-    temperature=0.07,
+    temperature=None,
     scale=None,
     symmetric: bool = False,
     reduction: str = "mean",
@@ -34,7 +34,13 @@ def info_nce(
     chunk_size: Optional[int] = None,
     backend: str = "auto",
 ) -> Tensor:
-    """InfoNCE of ``query`` (N, d) against ``key`` (M >= N, d); see :class:`InfoNCE`."""
+    """InfoNCE of ``query`` (N, d) against ``key`` (M >= N, d); see :class:`InfoNCE`.
+
+    ``temperature`` (default 0.07) or ``scale`` = 1 / temperature; a tensor temperature may be
+    0-dim (learnable) or ``(N,)`` (one per query).
+    """
+    if temperature is None and scale is None:
+        temperature = 0.07
     eng = engine_args(chunk_size, backend)
     check_embeddings("query", query)
     check_embeddings("key", key)

@@ -1,0 +1,120 @@
+"""Engine behaviour: low precision, large logit scales, path choice, no N x M allocation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import contrastkit as ck
+from contrastkit.engine import LSETerm, PairMask, RowSpec, SoftTargets, choose_path, contrast
+from contrastkit.engine import dispatch
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_accumulate_in_fp32(dtype):
+    g = torch.Generator().manual_seed(0)
+    q32, k32 = torch.randn(2, 64, 32, generator=g)
+    q = q32.to(dtype).requires_grad_()
+    k = k32.to(dtype).requires_grad_()
+    loss = ck.info_nce(q, k, temperature=0.05, backend="tiled", chunk_size=16)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert q.grad.dtype == dtype and k.grad.dtype == dtype
+    want = ck.info_nce(q.detach().float(), k.detach().float(), temperature=0.05, backend="dense")
+    torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["dense", "tiled"])
+def test_logit_scale_100_does_not_overflow(backend):
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(2, 48, 16, generator=g)
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):
+        a = x.to(dtype).detach().clone().requires_grad_()
+        b = (-x).to(dtype).detach().clone().requires_grad_()  # worst case: anti-aligned pairs
+        loss = ck.clip_loss(a, b, scale=100.0, backend=backend, chunk_size=16)
+        loss.backward()
+        assert torch.isfinite(loss) and float(loss.detach()) > 100  # about 200 - log-terms
+        assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+    loss = ck.info_nce(x, y, scale=100.0, backend=backend, chunk_size=16)
+    ref = F.cross_entropy(100 * F.normalize(x, dim=1) @ F.normalize(y, dim=1).T, torch.arange(48))
+    torch.testing.assert_close(loss, ref)
+
+
+def test_path_choice():
+    spec = RowSpec()
+    assert choose_path(8, 8, spec, True, "auto", None) == "dense"
+    assert choose_path(4096, 4096, spec, True, "auto", None) == "fused"
+    assert choose_path(4096, 4096, spec, False, "auto", None) == "recompute"
+    assert choose_path(4096, 4096, RowSpec(columns=True), True, "auto", None) == "recompute"
+    # when a row block of every candidate would not fit the buffer, fall back to tiles
+    huge = dispatch.FUSED_BUFFER_ELEMS // dispatch.FUSED_MIN_ROWS + 1
+    assert choose_path(64, huge, spec, True, "tiled", None) == "recompute"
+    assert choose_path(4096, 4096, spec, True, "dense", None) == "dense"
+    with pytest.raises(ValueError, match="backend"):
+        choose_path(4, 4, spec, True, "cuda", None)
+
+
+def test_tiled_never_allocates_the_full_matrix(monkeypatch):
+    """Run with a tiny buffer budget and check every allocated logit tile is small."""
+    sizes = []
+    real_mm = torch.mm
+
+    def spy(a, b, *args, **kw):
+        out = real_mm(a, b, *args, **kw)
+        sizes.append(out.numel())
+        return out
+
+    monkeypatch.setattr(dispatch, "FUSED_BUFFER_ELEMS", 64 * 300)
+    monkeypatch.setattr(torch, "mm", spy)
+    g = torch.Generator().manual_seed(2)
+    q, k = torch.randn(2, 300, 8, generator=g)
+    ck.info_nce(q.requires_grad_(), k.requires_grad_(), backend="tiled").backward()
+    assert sizes and max(sizes) <= 64 * 300 < 300 * 300
+
+
+def test_soft_targets_and_label_masks_in_tile():
+    """A spec mixing a label mask, soft targets and columns matches the dense evaluation."""
+    g = torch.Generator().manual_seed(3)
+    A = torch.randn(9, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    B = torch.randn(11, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    rl = torch.randint(0, 3, (9,), generator=g)
+    cl = torch.randint(0, 3, (11,), generator=g)
+    P = torch.rand(9, 11, generator=g, dtype=torch.float64)
+    kappa = torch.tensor(1.7, dtype=torch.float64, requires_grad=True)
+    spec = RowSpec(
+        terms=(
+            LSETerm(exclude=PairMask(row_labels=rl, col_labels=cl, labels="same")),
+            LSETerm(r=0.5, exclude=PairMask(self_offset=1)),
+        ),
+        soft_targets=SoftTargets(lambda r0, r1, c0, c1: P[r0:r1, c0:c1]),
+        columns=True,
+        row_fn=lambda st, sd: st["lse"][0] * 0.3 + st["lse"][1] - st["tgt"] / st["mass"],
+        col_fn=lambda st, sd: st["col_lse"] - st["col_tgt"] / st["col_mass"],
+    )
+    # rows where every candidate has the same label would be -inf: avoid by construction
+    spec.terms[0].exclude.row_labels[0] = 99
+    vals = {}
+    for backend, chunk in (("dense", None), ("tiled", 2), ("tiled", 4)):
+        loss = contrast(A, B, spec, kappa, backend=backend, chunk_size=chunk)
+        finite = torch.isfinite(loss)
+        grads = torch.autograd.grad(loss, [A, B, kappa]) if finite else None
+        vals[(backend, chunk)] = (loss, grads)
+    (l0, g0) = vals[("dense", None)]
+    for key, (l1, g1) in vals.items():
+        torch.testing.assert_close(l1, l0)
+        if g0 is not None:
+            for a, b in zip(g1, g0):
+                torch.testing.assert_close(a, b)
+
+
+def test_no_grad_forward_skips_gradient_work():
+    g = torch.Generator().manual_seed(4)
+    q, k = torch.randn(2, 40, 8, generator=g)
+    with torch.no_grad():
+        a = ck.info_nce(q, k, backend="tiled", chunk_size=7)
+    b = ck.info_nce(q, k, backend="dense")
+    torch.testing.assert_close(a, b)
+    assert math.isfinite(float(a))
