@@ -17,8 +17,8 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, Optional
 
 TAU = 0.07
 SMALL_N = 16384  # up to here: one warm-up run and 3 timed runs by default
@@ -28,25 +28,30 @@ ENGINE_METHODS = ("infonce", "infonce-auto", "clip", "supcon", "dcl")
 PEER_METHODS = ("st-cached-mnrl", "open-clip")
 METHODS = ("floor", *ENGINE_METHODS, "dense", *PEER_METHODS)
 #: bytes per logit held at the peak of the dense baselines (fp32 logits, softmax, gradient).
-DENSE_BYTES_PER_PAIR = {"dense": 3 * 4, "open-clip": 6 * 4}
+DENSE_BYTES_PER_PAIR = {"dense": 3 * 4, "open-clip": 5 * 4}
 NOTES = {
     "floor": "bare GEMMs, 6NMd FLOPs",
-    "infonce": "tiled",
+    "infonce": "tiled (single sweep)",
     "infonce-auto": "backend=auto",
-    "clip": "symmetric, tiled",
+    "clip": "symmetric, tiled (two sweeps, 8NMd)",
     "supcon": "single view, ~N/4 classes",
     "dcl": "z1, z2: N/2 rows each (2N-stack = N)",
     "dense": "plain PyTorch",
-    "st-cached-mnrl": "sentence-transformers, loss on embeddings",
+    "st-cached-mnrl": "sentence-transformers CachedMNRL loss on embeddings",
     "open-clip": "open_clip ClipLoss (dense)",
 }
 
 
 def default_repeat(n: int) -> int:
+    """Timed runs per (method, N) unless given: 3 up to SMALL_N, 1 above."""
     return 3 if n <= SMALL_N else 1
 
 
 # --------------------------------------------------------------------------- worker side
+
+
+class _Skip(Exception):
+    """A method that cannot run here (its peer library is missing)."""
 
 
 def _peers():
@@ -70,17 +75,12 @@ def _peer(accessor: str):
     return obj
 
 
-class _Skip(Exception):
-    pass
-
-
-def _setup(method: str, n: int, d: int, seed: int):
+def _setup(method: str, n: int, d: int, seed: int, block: int):
     """Return (leaves, step): ``step()`` runs forward and backward, returns the loss or None."""
     import torch
     import torch.nn.functional as F
 
     import contrastkit as ck
-    from contrastkit.engine.dispatch import fused_block_rows
 
     g = torch.Generator().manual_seed(seed)
 
@@ -92,7 +92,6 @@ def _setup(method: str, n: int, d: int, seed: int):
         return [z1, z2], lambda: _backward(ck.dcl(z1, z2, temperature=TAU, backend="tiled"))
     A, B = leaf(n), leaf(n)
     target = torch.arange(n)
-    block = fused_block_rows(n, None)
     if method == "floor":
         return [], lambda: _floor(A, B, block)
     if method in ("infonce", "infonce-auto"):
@@ -150,10 +149,13 @@ def run_worker(job: dict) -> dict:
     """Measure one (method, N) in this process; meant to run in a fresh process."""
     import torch
 
+    from contrastkit.engine.dispatch import fused_block_rows
+
     torch.set_num_threads(job["threads"])
-    out = {"method": job["method"], "n": job["n"], "d": job["d"]}
+    block = fused_block_rows(job["n"], None)  # the engine's row block at M = N
+    out = {"method": job["method"], "n": job["n"], "d": job["d"], "block": block}
     try:
-        leaves, step = _setup(job["method"], job["n"], job["d"], job["seed"])
+        leaves, step = _setup(job["method"], job["n"], job["d"], job["seed"], block)
     except _Skip as exc:
         return {**out, "skipped": str(exc)}
     base = _maxrss_mib()
@@ -172,7 +174,7 @@ def run_worker(job: dict) -> dict:
         "time_s": min(times),
         "times_s": times,
         "warmup": job["warmup"],
-        "loss": None if loss is None else float(loss),
+        "loss": None if loss is None else float(loss.detach()),
         "baseline_rss_mib": base,
         "peak_rss_mib": peak,
         "incremental_mib": peak - base,
@@ -182,7 +184,7 @@ def run_worker(job: dict) -> dict:
 # --------------------------------------------------------------------------- driver side
 
 
-def _skip_reason(method: str, n: int, dense_budget_gib: float, max_peer_n: Optional[int]):
+def _skip_reason(method: str, n: int, dense_budget_gib: float, max_peer_n: int | None):
     if method in PEER_METHODS:
         if max_peer_n is not None and n > max_peer_n:
             return f"N > max peer N ({max_peer_n})"
@@ -197,9 +199,10 @@ def _skip_reason(method: str, n: int, dense_budget_gib: float, max_peer_n: Optio
 
 
 def _spawn(job: dict) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(job["threads"]), MKL_NUM_THREADS=str(job["threads"]))
+    threads = str(job["threads"])
+    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     cmd = [sys.executable, "-m", "contrastkit.bench", "--worker", json.dumps(job)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode == 0 and lines:
         return json.loads(lines[-1])
@@ -213,12 +216,12 @@ def run(
     ns: Iterable[int] = QUICK_NS,
     d: int = 128,
     methods: Iterable[str] = QUICK_METHODS,
-    threads: Optional[int] = None,
-    repeat: Optional[int] = None,
+    threads: int | None = None,
+    repeat: int | None = None,
     dense_budget_gib: float = 12.0,
-    max_peer_n: Optional[int] = None,
+    max_peer_n: int | None = None,
     seed: int = 0,
-    progress: Optional[Callable[[dict], None]] = None,
+    progress: Callable[[dict], None] | None = None,
 ) -> dict:
     """Benchmark every method at every N; returns ``{"meta": ..., "results": [row, ...]}``."""
     import torch
@@ -238,7 +241,7 @@ def run(
             if reason:
                 row = {"method": method, "n": n, "d": d, "skipped": reason}
             else:
-                job = dict(method=method, n=n, d=d, threads=threads, seed=seed)
+                job = {"method": method, "n": n, "d": d, "threads": threads, "seed": seed}
                 row = _spawn({**job, "warmup": warmup, "repeat": rep})
             rows.append(row)
             if progress:
@@ -251,7 +254,7 @@ def run(
         "cpu": _cpu_name(),
         "threads": threads,
         "dtype": "float32",
-        "repeat": repeat or f"{default_repeat(1)} for N <= {SMALL_N}, else {default_repeat(SMALL_N + 1)}",
+        "repeat": repeat or f"3 (N <= {SMALL_N}) / 1 (above)",
         "warmup": f"1 run for N <= {SMALL_N}, none above",
         "dense_budget_gib": dense_budget_gib,
         "max_peer_n": max_peer_n,
@@ -286,31 +289,39 @@ def _fmt(x, spec: str) -> str:
 def to_markdown(report: dict) -> str:
     """The report as markdown: a header of conditions and one table row per (method, N)."""
     m = report["meta"]
-    head = [
+    conditions = (
         f"contrastkit {m['contrastkit']}, torch {m['torch']}, {m['cpu']}, {m['threads']} threads, "
         f"fp32, M = N. Time: forward+backward, best of {m['repeat']} runs; warm-up: {m['warmup']}. "
         "Peak RSS: whole process (fresh process per row); incremental = peak - RSS after "
-        "importing torch and allocating the inputs.",
+        "importing torch and allocating the inputs."
+    )
+    head = [
+        conditions,
         "",
         "| method | N | d | time s | x floor | x dense | peak RSS MiB | incr. MiB | loss | note |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    if m.get("command"):
+        head.insert(0, f"`{m['command']}`\n")
     lines = []
     for r in report["results"]:
         note = NOTES.get(r["method"], "")
+        if r["method"] in ("floor", "st-cached-mnrl") and "block" in r:
+            note += f", {r['block']}-row blocks"
         if "skipped" in r or "error" in r:
             why = f"skipped: {r['skipped']}" if "skipped" in r else f"error: {r['error']}"
             lines.append(f"| {r['method']} | {r['n']} | {r['d']} | | | | | | | {why} |")
             continue
+        ratios = f"{_fmt(r.get('x_floor'), '.2f')} | {_fmt(r.get('x_dense'), '.2f')}"
         lines.append(
-            f"| {r['method']} | {r['n']} | {r['d']} | {r['time_s']:.3f} | {_fmt(r.get('x_floor'), '.2f')} "
-            f"| {_fmt(r.get('x_dense'), '.2f')} | {r['peak_rss_mib']:.0f} | {r['incremental_mib']:.0f} "
-            f"| {_fmt(r['loss'], '.4f')} | {note} |"
+            f"| {r['method']} | {r['n']} | {r['d']} | {r['time_s']:.4g} | {ratios} "
+            f"| {r['peak_rss_mib']:.0f} | {r['incremental_mib']:.0f} | {_fmt(r['loss'], '.4f')} "
+            f"| {note} |"
         )
     return "\n".join(head + lines) + "\n"
 
 
-def write(report: dict, out: Optional[str] = None, json_path: Optional[str] = None) -> str:
+def write(report: dict, out: str | None = None, json_path: str | None = None) -> str:
     """Render the markdown table; also write it to ``out`` and the raw report to ``json_path``."""
     text = to_markdown(report)
     if out:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Annotated
 
 import typer
 
@@ -20,9 +20,10 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
 ) -> None:
     """Exact, tiled contrastive objectives for PyTorch."""
 
@@ -33,34 +34,59 @@ def _split(values) -> list:
 
 @app.command()
 def bench(
-    quick: bool = typer.Option(False, "--quick", help="N in {1024, 4096}, core methods (< 1 min)."),
-    n: Optional[List[str]] = typer.Option(None, "--n", help="Batch sizes N (= M); repeat or comma list."),
-    d: int = typer.Option(128, "--d", help="Embedding dimension."),
-    methods: Optional[str] = typer.Option(
-        None, "--methods", help=f"Comma list from: {', '.join(B.METHODS)}."
-    ),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (default: all)."),
-    repeat: Optional[int] = typer.Option(None, "--repeat", help="Timed runs (best is kept)."),
-    out: Optional[str] = typer.Option(None, "--out", help="Write the markdown table here."),
-    json_path: Optional[str] = typer.Option(None, "--json", help="Write the raw results here."),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="N in {1024, 4096}, core methods (< 1 min).")
+    ] = False,
+    n: Annotated[
+        list[str] | None,
+        typer.Option("--n", help="Batch sizes N (= M); repeat the option or give a comma list."),
+    ] = None,
+    d: Annotated[int, typer.Option("--d", help="Embedding dimension.")] = 128,
+    methods: Annotated[
+        str | None,
+        typer.Option("--methods", help=f"Comma list from: {', '.join(B.METHODS)}."),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="Torch threads (default: all)."),
+    ] = None,
+    repeat: Annotated[
+        int | None,
+        typer.Option(
+            "--repeat", help="Timed runs; the best is kept (default: 3, 1 above N=16384)."
+        ),
+    ] = None,
+    out: Annotated[
+        str | None,
+        typer.Option("--out", help="Write the markdown table here."),
+    ] = None,
+    json_path: Annotated[
+        str | None,
+        typer.Option("--json", help="Write the raw results (JSON) here."),
+    ] = None,
 ) -> None:
     """Time forward+backward and measure peak memory of the objectives (one process per row)."""
     try:
         ns = [int(v) for v in _split(n)] or (list(B.QUICK_NS) if quick else [])
     except ValueError as exc:
-        raise typer.BadParameter(f"N must be integers: {exc}", param_hint="--n")
+        raise typer.BadParameter(f"N must be integers: {exc}", param_hint="--n") from None
     if not ns:
         raise typer.BadParameter("give --n or --quick", param_hint="--n")
     chosen = _split([methods]) if methods else list(B.QUICK_METHODS if quick else B.METHODS)
     try:
         report = B.run(
-            ns, d=d, methods=chosen, threads=threads, repeat=repeat,
+            ns,
+            d=d,
+            methods=chosen,
+            threads=threads,
+            repeat=repeat,
             progress=lambda r: typer.echo(f"  done {r['method']} N={r['n']}", err=True),
         )
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--methods")
+        raise typer.BadParameter(str(exc), param_hint="--methods") from None
     typer.echo(B.write(report, out, json_path), nl=False)
 
 
 def main() -> None:
+    """Entry point of the ``contrastkit`` console script."""
     app()
