@@ -50,7 +50,7 @@ def test_path_choice():
     assert choose_path(4096, 4096, spec, False, "auto", None) == "recompute"
     assert choose_path(4096, 4096, RowSpec(columns=True), True, "auto", None) == "recompute"
     # when a row block of every candidate would not fit the buffer, fall back to tiles
-    huge = dispatch.FUSED_BUFFER_ELEMS // dispatch.FUSED_MIN_ROWS + 1
+    huge = dispatch.FUSED_MAX_ELEMS // dispatch.MIN_ROWS + 1
     assert choose_path(64, huge, spec, True, "tiled", None) == "recompute"
     assert choose_path(4096, 4096, spec, True, "dense", None) == "dense"
     with pytest.raises(ValueError, match="backend"):
@@ -67,11 +67,14 @@ def test_tiled_never_allocates_the_full_matrix(monkeypatch):
         sizes.append(out.numel())
         return out
 
-    monkeypatch.setattr(dispatch, "FUSED_BUFFER_ELEMS", 64 * 300)
+    monkeypatch.setattr(dispatch, "TILE_ELEMS", 64 * 300)
+    monkeypatch.setattr(dispatch, "MIN_ROWS", 64)
     monkeypatch.setattr(torch, "mm", spy)
     g = torch.Generator().manual_seed(2)
     q, k = torch.randn(2, 300, 8, generator=g)
-    ck.info_nce(q.requires_grad_(), k.requires_grad_(), backend="tiled").backward()
+    q.requires_grad_(), k.requires_grad_()
+    ck.info_nce(q, k, backend="tiled").backward()  # single sweep
+    ck.info_nce(q, k, symmetric=True, backend="tiled").backward()  # two sweeps
     assert sizes and max(sizes) <= 64 * 300 < 300 * 300
 
 

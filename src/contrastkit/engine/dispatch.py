@@ -14,15 +14,18 @@ from .tiles import tile_stats
 
 BACKENDS = ("auto", "dense", "tiled")
 
-#: auto uses the dense path only below this many logits (it is faster only for tiny problems,
-#: where per-tile Python overhead dominates; see docs/benchmarks.md).
+#: auto uses the dense path only up to this many logits, where it measured faster (small
+#: problems, in which per-tile overhead dominates; see docs/benchmarks.md).
 DENSE_MAX_PAIRS = 1 << 16
-#: logits held by one row block of the single-sweep path (fp32: 4 bytes each).
-FUSED_BUFFER_ELEMS = 1 << 23
-FUSED_MIN_ROWS = 16
-FUSED_MAX_ROWS = 1024
-#: tile of the two-sweep path (rows, columns).
-RECOMPUTE_TILE = (256, 8192)
+#: target logits per tile (fp32: 32 MiB). Tiles this large are served by fresh mappings from
+#: the allocator (not the fragmenting heap) and keep GEMMs efficient.
+TILE_ELEMS = 1 << 23
+#: row-block bounds: fewer than 128 rows starves the GEMMs (measured 56 vs 85 GFLOP/s).
+MIN_ROWS = 128
+MAX_ROWS = 1024
+#: the single-sweep path holds a row block against *every* candidate; above this many logits
+#: per block it gives way to the two-sweep path (256 MiB fp32, i.e. M > 524,288 at 128 rows).
+FUSED_MAX_ELEMS = 1 << 26
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -47,9 +50,19 @@ def _apply_fns(spec: RowSpec, stats: dict, reduce: bool):
 
 
 def fused_block_rows(M: int, chunk_size: Optional[int]) -> int:
+    """Rows per block: ``chunk_size`` if given, else about TILE_ELEMS / M within the bounds."""
     if chunk_size is not None:
         return chunk_size
-    return max(FUSED_MIN_ROWS, min(FUSED_MAX_ROWS, FUSED_BUFFER_ELEMS // max(M, 1)))
+    return max(MIN_ROWS, min(MAX_ROWS, TILE_ELEMS // max(M, 1)))
+
+
+def recompute_tile(M: int, chunk_size: Optional[int]) -> tuple[int, int]:
+    """(rows, columns) of a two-sweep tile: square ``chunk_size`` if given, else full-width
+    row blocks as the single sweep uses, split into column tiles only for very large M."""
+    if chunk_size is not None:
+        return chunk_size, chunk_size
+    rows = fused_block_rows(M, None)
+    return rows, max(1, min(M, TILE_ELEMS // rows))
 
 
 def choose_path(N: int, M: int, spec: RowSpec, reduce: bool, backend: str, chunk_size) -> str:
@@ -60,7 +73,7 @@ def choose_path(N: int, M: int, spec: RowSpec, reduce: bool, backend: str, chunk
     if backend == "auto" and N * M <= DENSE_MAX_PAIRS and chunk_size is None:
         return "dense"
     fusable = reduce and not spec.columns
-    if fusable and (chunk_size is not None or FUSED_BUFFER_ELEMS // max(M, 1) >= FUSED_MIN_ROWS):
+    if fusable and (chunk_size is not None or fused_block_rows(M, None) * M <= FUSED_MAX_ELEMS):
         return "fused"
     return "recompute"
 
@@ -96,6 +109,6 @@ def contrast(
         vals = [v.to(dt) if v.is_floating_point() else v for v in spec.row_side.values()]
         block = fused_block_rows(M, chunk_size)
         return FusedRowLoss.apply(A, B, kappa, bias, spec, block, keys, *vals)
-    tile = RECOMPUTE_TILE if chunk_size is None else (chunk_size, max(chunk_size, 1))
+    tile = recompute_tile(M, chunk_size)
     outs = RowStats.apply(A, B, kappa, bias, spec, tile)
     return _apply_fns(spec, dict(zip(output_keys(spec), outs)), reduce)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from .spec import RowSpec
+from .recompute import kappa_block
 from .tiles import NEG_INF, _finite_or_zero, tile_grad, tile_stats
 
 
@@ -46,10 +47,6 @@ def row_coefficients(spec: RowSpec, stats: dict, side: dict, need_grad: bool):
     return val.detach(), coef, side_grad
 
 
-def _kappa_block(kappa: Tensor, r0: int, r1: int) -> Tensor:
-    return kappa if kappa.dim() == 0 else kappa[r0:r1, None]
-
-
 class FusedRowLoss(torch.autograd.Function):
     """loss = sum_i row_fn(stats_i, side_i); inputs A (N, d), B (M, d) already in compute dtype."""
 
@@ -68,7 +65,7 @@ class FusedRowLoss(torch.autograd.Function):
         Bt = B.t()
         for r0 in range(0, N, block):
             r1 = min(r0 + block, N)
-            kb = _kappa_block(kappa, r0, r1)
+            kb = kappa_block(kappa, r0, r1)
             a = A[r0:r1] * kb  # (b, d) scaled anchors: u = a @ B^T
             u = buf[: r1 - r0]
             torch.mm(a, Bt, out=u)

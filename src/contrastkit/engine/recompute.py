@@ -1,24 +1,25 @@
 """Two-sweep path: forward keeps only per-row/per-column statistics, backward recomputes tiles.
 
-Forward streams ``b x t`` tiles, merging partial log-sum-exps with ``logaddexp`` (row and column
-accumulators in the same sweep), and returns the O(N + M) statistics as differentiable outputs;
-the objective combines them with ordinary autograd. Backward recomputes every tile's logits and
-turns the incoming ``d loss / d stat`` into ``dA``, ``dB`` (as Inf-CL does).
+Forward streams ``b x t`` tiles, merging partial log-sum-exps with ``logaddexp`` into
+preallocated row and column accumulators (both in the same sweep), and returns the O(N + M)
+statistics as differentiable outputs; the objective combines them with ordinary autograd.
+Backward recomputes every tile's logits and turns the incoming ``d loss / d stat`` into ``dA``,
+``dB`` (as Inf-CL does).
 
 FLOPs: ``2 N M d`` forward + ``2 N M d`` recompute + ``4 N M d`` gradients = **8 N M d**.
 Needed when a row's weights depend on reductions known only after the full sweep (column softmax
 of symmetric losses) or when the caller needs per-row losses (``reduction="none"``).
-Memory ``O((N + M) d + b t)``.
+Memory ``O((N + M) d + b t)``: one reusable logit tile plus the temporaries of one tile.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from .candidates import LocalCandidates
-from .fused import _kappa_block
 from .spec import RowSpec
-from .tiles import merge_stats, tile_grad, tile_stats
+from .tiles import NEG_INF, _finite_or_zero, tile_grad, tile_stats
 
 ROW_KEYS = ("lse", "phi", "tgt", "mass")
 COL_KEYS = ("col_lse", "col_tgt", "col_mass")
@@ -37,6 +38,47 @@ def output_keys(spec: RowSpec) -> list[str]:
     return keys
 
 
+def kappa_block(kappa: Tensor, r0: int, r1: int) -> Tensor:
+    return kappa if kappa.dim() == 0 else kappa[r0:r1, None]
+
+
+def logits_tile(buf: Tensor, a: Tensor, Bt: Tensor, spec: RowSpec, r0, r1, c0, c1) -> Tensor:
+    """``u = a @ Bt^T`` into a reused buffer; for plain specs the excluded entries are set to
+    -inf in place (so later passes can work in place too)."""
+    u = buf[: a.shape[0], : Bt.shape[0]]
+    torch.mm(a, Bt.t(), out=u)
+    if spec.plain:
+        rr, cc = spec.terms[0].exclude.sparse_entries(r0, r1, c0, c1, a.device)
+        if rr.numel():
+            u[rr, cc] = NEG_INF
+    return u
+
+
+def _empty_stats(spec: RowSpec, N: int, M: int, like: Tensor) -> dict:
+    def full(n, value):
+        return torch.full((n,), value, dtype=like.dtype, device=like.device)
+
+    out = {}
+    if spec.terms:
+        out["lse"] = torch.full((len(spec.terms), N), NEG_INF, dtype=like.dtype, device=like.device)
+    if spec.softplus_bias is not None:
+        out["phi"] = full(N, 0.0)
+    if spec.soft_targets is not None:
+        out["tgt"], out["mass"] = full(N, 0.0), full(N, 0.0)
+    if spec.columns:
+        out["col_lse"] = full(M, NEG_INF)
+        if spec.soft_targets is not None:
+            out["col_tgt"], out["col_mass"] = full(M, 0.0), full(M, 0.0)
+    return out
+
+
+def _merge_into(dst: Tensor, part: Tensor, is_lse: bool) -> None:
+    if is_lse:
+        torch.logaddexp(dst, part, out=dst)
+    else:
+        dst.add_(part)
+
+
 class RowStats(torch.autograd.Function):
     """Returns the statistics named by :func:`output_keys`, in that order."""
 
@@ -45,33 +87,22 @@ class RowStats(torch.autograd.Function):
         N, M = A.shape[0], B.shape[0]
         bt, tt = tile
         cands = LocalCandidates(B)
-        rows = []
-        col_acc = None
+        stats = _empty_stats(spec, N, M, A)
+        buf = torch.empty(min(bt, N), min(tt, M), dtype=A.dtype, device=A.device)
         for r0 in range(0, N, bt):
             r1 = min(r0 + bt, N)
-            a = A[r0:r1] * _kappa_block(kappa, r0, r1)
-            acc = None
+            a = A[r0:r1] * kappa_block(kappa, r0, r1)
             for c0, c1, Bt in cands.tiles(tt):
-                part = tile_stats(a @ Bt.t(), spec, r0, r1, c0, c1)
-                acc = merge_stats(acc, part, axis_rows=True)
-                if spec.columns:
-                    colpart = {k: part[k] for k in COL_KEYS if k in part}
-                    if col_acc is None:
-                        col_acc = {k: [] for k in colpart}
-                    if r0 == 0:
-                        for k, v in colpart.items():
-                            col_acc[k].append(v)
-                    else:
-                        ci = c0 // tt
-                        merged = merge_stats(
-                            {k: col_acc[k][ci] for k in colpart}, colpart, axis_rows=False
-                        )
-                        for k, v in merged.items():
-                            col_acc[k][ci] = v
-            rows.append(acc)
-        stats = {k: torch.cat([r[k] for r in rows], dim=-1) for k in ROW_KEYS if k in rows[0]}
-        if spec.columns:
-            stats.update({k: torch.cat(v) for k, v in col_acc.items()})
+                u = logits_tile(buf, a, Bt, spec, r0, r1, c0, c1)
+                if spec.plain:
+                    part = {"lse": torch.logsumexp(u, dim=1)[None]}
+                    if spec.columns:
+                        part["col_lse"] = torch.logsumexp(u, dim=0)
+                else:
+                    part = tile_stats(u, spec, r0, r1, c0, c1)
+                for k, v in part.items():
+                    dst = stats[k][c0:c1] if k in COL_KEYS else stats[k][..., r0:r1]
+                    _merge_into(dst, v, k.endswith("lse"))
         keys = output_keys(spec)
         outs = [stats[k] for k in keys]
         ctx.keys, ctx.spec, ctx.tile = keys, spec, tile
@@ -89,26 +120,38 @@ class RowStats(torch.autograd.Function):
             for k, o, g in zip(keys, outs, grads)
             if not k.endswith("mass")
         }
-        N = A.shape[0]
+        N, M = A.shape[0], B.shape[0]
         dA, dB = torch.zeros_like(A), torch.zeros_like(B)
         dkappa = torch.zeros_like(kappa) if ctx.needs_input_grad[2] else None
         dbias = torch.zeros((), dtype=A.dtype, device=A.device)
         cands = LocalCandidates(B)
+        buf = torch.empty(min(bt, N), min(tt, M), dtype=A.dtype, device=A.device)
+        if spec.plain:
+            lse_r = _finite_or_zero(stats["lse"][0])
+            lse_c = _finite_or_zero(stats["col_lse"]) if spec.columns else None
         for r0 in range(0, N, bt):
             r1 = min(r0 + bt, N)
-            kb = _kappa_block(kappa, r0, r1)
+            kb = kappa_block(kappa, r0, r1)
             a = A[r0:r1] * kb
             row = {k: stats[k][..., r0:r1] for k in ROW_KEYS if k in stats}
             coef = {k: coefs[k][..., r0:r1] for k in ROW_KEYS if k in coefs}
             gA = torch.zeros_like(a)
             for c0, c1, Bt in cands.tiles(tt):
-                col = {k: stats[k][c0:c1] for k in COL_KEYS if k in stats}
-                col_coef = {k: coefs[k][c0:c1] for k in COL_KEYS if k in coefs}
-                du, db = tile_grad(
-                    a @ Bt.t(), spec, r0, r1, c0, c1, row, coef, col or None, col_coef or None
-                )
-                if db is not None:
-                    dbias += db
+                u = logits_tile(buf, a, Bt, spec, r0, r1, c0, c1)
+                if spec.plain:
+                    # du = G_i softmax_row + G_j softmax_col, built in place on the tile
+                    du = torch.sub(u, lse_r[r0:r1, None]).exp_().mul_(coef["lse"][0][:, None])
+                    if spec.columns:
+                        u.sub_(lse_c[None, c0:c1]).exp_().mul_(coefs["col_lse"][None, c0:c1])
+                        du.add_(u)
+                else:
+                    col = {k: stats[k][c0:c1] for k in COL_KEYS if k in stats}
+                    col_coef = {k: coefs[k][c0:c1] for k in COL_KEYS if k in coefs}
+                    du, db = tile_grad(
+                        u, spec, r0, r1, c0, c1, row, coef, col or None, col_coef or None
+                    )
+                    if db is not None:
+                        dbias += db
                 gA.addmm_(du, Bt)
                 dB[c0:c1].addmm_(du.t(), a)
             gA.mul_(kb)

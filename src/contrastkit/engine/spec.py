@@ -151,13 +151,18 @@ class RowSpec:
     soft_targets: Optional[SoftTargets] = None
 
     @property
-    def simple(self) -> bool:
-        """One plain LSE with O(1) exclusions per row: the fast in-place path applies."""
+    def plain(self) -> bool:
+        """One plain LSE (r = 1) with O(1) exclusions per row and no other statistic: tiles can
+        be masked and exponentiated in place (columns allowed)."""
         return (
             len(self.terms) == 1
             and self.terms[0].r == 1.0
             and self.terms[0].exclude.is_sparse
             and self.softplus_bias is None
             and self.soft_targets is None
-            and not self.columns
         )
+
+    @property
+    def simple(self) -> bool:
+        """:attr:`plain` and one-sided: the single-sweep path's fastest branch applies."""
+        return self.plain and not self.columns
