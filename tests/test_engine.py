@@ -48,7 +48,9 @@ def test_path_choice():
     assert choose_path(8, 8, spec, True, "auto", None) == "dense"
     assert choose_path(4096, 4096, spec, True, "auto", None) == "fused"
     assert choose_path(4096, 4096, spec, False, "auto", None) == "recompute"
-    assert choose_path(4096, 4096, RowSpec(columns=True), True, "auto", None) == "recompute"
+    assert choose_path(4096, 4096, RowSpec(columns=True), True, "auto", None) == "fused"
+    two_lse = RowSpec(terms=(LSETerm(), LSETerm(r=2.0)), columns=True)
+    assert choose_path(4096, 4096, two_lse, True, "auto", None) == "recompute"
     # when a row block of every candidate would not fit the buffer, fall back to tiles
     huge = dispatch.FUSED_MAX_ELEMS // dispatch.MIN_ROWS + 1
     assert choose_path(64, huge, spec, True, "tiled", None) == "recompute"

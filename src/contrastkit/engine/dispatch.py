@@ -72,7 +72,7 @@ def choose_path(N: int, M: int, spec: RowSpec, reduce: bool, backend: str, chunk
         return "dense"
     if backend == "auto" and N * M <= DENSE_MAX_PAIRS and chunk_size is None:
         return "dense"
-    fusable = reduce and not spec.columns
+    fusable = reduce and (spec.plain or not spec.columns)
     if fusable and (chunk_size is not None or fused_block_rows(M, None) * M <= FUSED_MAX_ELEMS):
         return "fused"
     return "recompute"
@@ -105,8 +105,11 @@ def contrast(
         u = (A * (kappa if kappa.dim() == 0 else kappa[:, None])) @ B.t()
         return _apply_fns(spec, tile_stats(u, spec, 0, N, 0, M), reduce)
     if path == "fused":
-        keys = tuple(spec.row_side)
-        vals = [v.to(dt) if v.is_floating_point() else v for v in spec.row_side.values()]
+        sides = [("row", k, v) for k, v in spec.row_side.items()]
+        if spec.columns:
+            sides += [("col", k, v) for k, v in spec.col_side.items()]
+        keys = tuple((scope, k) for scope, k, _ in sides)
+        vals = [v.to(dt) if v.is_floating_point() else v for _, _, v in sides]
         block = fused_block_rows(M, chunk_size)
         return FusedRowLoss.apply(A, B, kappa, bias, spec, block, keys, *vals)
     tile = recompute_tile(M, chunk_size)

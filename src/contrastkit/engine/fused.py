@@ -8,32 +8,46 @@ for the anchors and candidates. Backward only scales the saved gradients by the 
 (as Liger's fused linear cross-entropy and sentence-transformers' cached MNRL do).
 
 FLOPs: ``2 N M d`` (logits) + ``4 N M d`` (``dA = dU B``, ``dB = dU^T A``) = **6 N M d**, no
-recomputation, plus O(N M) exponentials. Applies to scalar losses whose rows depend only on
-their own reductions (no column softmax); memory ``O((N + M) d + b M)``.
+recomputation, plus O(N M) exponentials. Two-sided objectives with a plain column softmax
+(CLIP, symmetric InfoNCE) first run a forward-only sweep for the column log-sum-exps
+(``+ 2 N M d`` = 8 N M d in all) and then the same single sweep with both softmaxes.
+Memory ``O((N + M) d + b M)``.
+
+Plain specs (one LSE, O(1) exclusions per row) work in base 2 in place: the logits are scaled by
+``log2(e)`` inside the anchor scaling (free), shifted by the exact row maximum and
+exponentiated with ``exp2``, which is about three times faster than ``exp`` on CPU.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from .spec import RowSpec
 from .recompute import kappa_block
+from .spec import RowSpec
 from .tiles import NEG_INF, _finite_or_zero, tile_grad, tile_stats
 
+LOG2E = 1.0 / math.log(2.0)
+LN2 = math.log(2.0)
 
-def row_coefficients(spec: RowSpec, stats: dict, side: dict, need_grad: bool):
-    """Evaluate ``row_fn`` on a block; return (sum of values, d/dstats, d/dside) via autograd."""
+
+def row_coefficients(fn, stats: dict, side: dict, need_grad: bool):
+    """Evaluate ``fn`` on a block; return (sum of values, d/dstats, d/dside) via autograd."""
     leaves = {k: v.detach().requires_grad_(need_grad and k != "mass") for k, v in stats.items()}
     side_leaves = {
         k: v.detach().requires_grad_(need_grad and v.is_floating_point()) for k, v in side.items()
     }
     with torch.enable_grad():
-        val = spec.row_fn(leaves, side_leaves).sum()
+        val = fn(leaves, side_leaves).sum()
     if not need_grad:
-        return val.detach(), None, None
+        return val.detach(), None, {}
     wrt = [v for v in list(leaves.values()) + list(side_leaves.values()) if v.requires_grad]
-    grads = torch.autograd.grad(val, wrt, allow_unused=True) if val.requires_grad else [None] * len(wrt)
+    if val.requires_grad:
+        grads = torch.autograd.grad(val, wrt, allow_unused=True)
+    else:
+        grads = [None] * len(wrt)
     it = iter(grads)
     coef, side_grad = {}, {}
     for k, v in leaves.items():
@@ -47,50 +61,99 @@ def row_coefficients(spec: RowSpec, stats: dict, side: dict, need_grad: bool):
     return val.detach(), coef, side_grad
 
 
+def _plain_logits2(u: Tensor, a2: Tensor, Bt: Tensor, spec: RowSpec, r0: int, r1: int) -> Tensor:
+    """Base-2 logits ``u2 = log2(e) u`` of a full-width row block, exclusions set to -inf."""
+    torch.mm(a2, Bt, out=u)
+    rr, cc = spec.terms[0].exclude.sparse_entries(r0, r1, 0, u.shape[1], u.device)
+    if rr.numel():
+        u[rr, cc] = NEG_INF
+    return u
+
+
+def _column_lse(A, B, kappa, spec, block, buf) -> Tensor:
+    """Forward-only sweep: natural-log column log-sum-exps of a plain spec (M,)."""
+    N, M = A.shape[0], B.shape[0]
+    lse2 = torch.full((M,), NEG_INF, dtype=A.dtype, device=A.device)
+    Bt = B.t()
+    for r0 in range(0, N, block):
+        r1 = min(r0 + block, N)
+        u = _plain_logits2(buf[: r1 - r0], A[r0:r1] * (kappa_block(kappa, r0, r1) * LOG2E), Bt,
+                           spec, r0, r1)
+        m = _finite_or_zero(u.amax(dim=0))
+        part = torch.log2(u.sub_(m).exp2_().sum(dim=0)).add_(m)
+        torch.logaddexp2(lse2, part, out=lse2)
+    return lse2 * LN2
+
+
 class FusedRowLoss(torch.autograd.Function):
-    """loss = sum_i row_fn(stats_i, side_i); inputs A (N, d), B (M, d) already in compute dtype."""
+    """loss = sum_i row_fn(stats_i, side_i) [+ sum_j col_fn(col stats_j, side_j)].
+
+    Inputs ``A (N, d)``, ``B (M, d)`` in compute dtype; ``side_keys`` are ``("row"|"col", name)``.
+    """
 
     @staticmethod
     def forward(ctx, A, B, kappa, bias, spec, block, side_keys, *side_vals):
         N, M = A.shape[0], B.shape[0]
         need_grad = any(ctx.needs_input_grad[:4]) or any(ctx.needs_input_grad[7:])
-        side = dict(zip(side_keys, side_vals))
+        row_side = {k: v for (scope, k), v in zip(side_keys, side_vals) if scope == "row"}
+        col_side = {k: v for (scope, k), v in zip(side_keys, side_vals) if scope == "col"}
         dA = torch.zeros_like(A) if need_grad else None
         dB = torch.zeros_like(B) if need_grad else None
         dkappa = torch.zeros_like(kappa) if need_grad and ctx.needs_input_grad[2] else None
         dbias = torch.zeros((), dtype=A.dtype, device=A.device) if need_grad else None
-        side_grads = {k: torch.zeros_like(v) for k, v in side.items() if v.is_floating_point()}
+        side_grads = {
+            ("row", k): torch.zeros_like(v) for k, v in row_side.items() if v.is_floating_point()
+        }
         loss = torch.zeros((), dtype=A.dtype, device=A.device)
         buf = torch.empty(min(block, N), M, dtype=A.dtype, device=A.device)
         Bt = B.t()
+        plain = spec.plain
+        col_coef = None
+        if spec.columns:
+            if not plain:
+                raise ValueError("the single-sweep path supports columns only for plain specs")
+            col_lse = _column_lse(A, B, kappa, spec, block, buf)
+            val, cc, sg = row_coefficients(spec.col_fn, {"col_lse": col_lse}, col_side, need_grad)
+            loss += val
+            for k, g in sg.items():
+                side_grads[("col", k)] = g
+            col_coef = cc["col_lse"] if need_grad else None
+            col_lse2 = _finite_or_zero(col_lse) * LOG2E
+            buf2 = torch.empty_like(buf) if need_grad else None
         for r0 in range(0, N, block):
             r1 = min(r0 + block, N)
             kb = kappa_block(kappa, r0, r1)
-            a = A[r0:r1] * kb  # (b, d) scaled anchors: u = a @ B^T
-            u = buf[: r1 - r0]
-            torch.mm(a, Bt, out=u)
-            if spec.simple:
-                rr, cc = spec.terms[0].exclude.sparse_entries(r0, r1, 0, M, A.device)
-                if rr.numel():
-                    u[rr, cc] = NEG_INF
-                stats = {"lse": torch.logsumexp(u, dim=1)[None]}
+            side_blk = {k: v[r0:r1] for k, v in row_side.items()}
+            if plain:
+                u = _plain_logits2(buf[: r1 - r0], A[r0:r1] * (kb * LOG2E), Bt, spec, r0, r1)
+                if col_coef is not None:
+                    # column softmax weights, before u is overwritten: exp2(u2 - col_lse2)
+                    ec = torch.sub(u, col_lse2, out=buf2[: r1 - r0]).exp2_()
+                m = _finite_or_zero(u.amax(dim=1))
+                l = u.sub_(m[:, None]).exp2_().sum(dim=1)  # u <- exp(u - m) (natural units)
+                stats = {"lse": ((torch.log2(l) + m) * LN2)[None]}
             else:
+                u = buf[: r1 - r0]
+                torch.mm(A[r0:r1] * kb, Bt, out=u)
                 stats = tile_stats(u, spec, r0, r1, 0, M)
-            side_blk = {k: v[r0:r1] for k, v in side.items()}
-            val, coef, sgrad = row_coefficients(spec, stats, side_blk, need_grad)
+            val, coef, sgrad = row_coefficients(spec.row_fn, stats, side_blk, need_grad)
             loss += val
             if not need_grad:
                 continue
             for k, g in sgrad.items():
-                side_grads[k][r0:r1] = g
-            if spec.simple:
-                # in place: u <- exp(u - lse) (masked entries are exp(-inf) = 0); fold the
-                # per-row coefficient into the GEMM operands instead of scaling the tile.
-                w = coef["lse"][0]
-                u.sub_(_finite_or_zero(stats["lse"][0])[:, None]).exp_()
-                gA = torch.mm(u, B)
-                gA.mul_((w[:, None] * kb) if kappa.dim() else (w[:, None] * kappa))
-                dB.addmm_(u.t(), a * w[:, None])
+                side_grads[("row", k)][r0:r1] = g
+            a = A[r0:r1] * kb  # natural-unit scaled anchors: u = a @ B^T
+            if plain:
+                # softmax_row = u / l; fold the per-row coefficient G / l into the GEMMs
+                w = torch.where(l > 0, coef["lse"][0] / l, torch.zeros_like(l))
+                if col_coef is None:
+                    gA = torch.mm(u, B).mul_((w * kb.squeeze(-1))[:, None] if kappa.dim() else
+                                             (w * kappa)[:, None])
+                    dB.addmm_(u.t(), a * w[:, None])
+                else:
+                    du = ec.mul_(col_coef).addcmul_(u, w[:, None])
+                    gA = torch.mm(du, B).mul_(kb)
+                    dB.addmm_(du.t(), a)
             else:
                 du, db = tile_grad(u, spec, r0, r1, 0, M, stats, coef)
                 if db is not None:
