@@ -17,14 +17,15 @@ BACKENDS = ("auto", "dense", "tiled")
 #: auto uses the dense path only up to this many logits, where it measured faster (small
 #: problems, in which per-tile overhead dominates; see docs/benchmarks.md).
 DENSE_MAX_PAIRS = 1 << 16
-#: target logits per tile (fp32: 32 MiB). Tiles this large are served by fresh mappings from
+#: target logits per tile (fp32: 64 MiB). Tiles this large are served by fresh mappings from
 #: the allocator (not the fragmenting heap) and keep GEMMs efficient.
-TILE_ELEMS = 1 << 23
-#: row-block bounds: fewer than 128 rows starves the GEMMs (measured 56 vs 85 GFLOP/s).
-MIN_ROWS = 128
+TILE_ELEMS = 1 << 24
+#: row-block bounds: GEMMs with fewer rows run slower (M = 65,536, d = 128, 2 threads:
+#: 64 rows ~100 GFLOP/s, 128 ~110, 256 ~130, 512 ~140).
+MIN_ROWS = 256
 MAX_ROWS = 1024
 #: the single-sweep path holds a row block against *every* candidate; above this many logits
-#: per block it gives way to the two-sweep path (256 MiB fp32, i.e. M > 524,288 at 128 rows).
+#: per block it gives way to the two-sweep path (256 MiB fp32, i.e. M > 262,144 at 256 rows).
 FUSED_MAX_ELEMS = 1 << 26
 
 
@@ -110,7 +111,7 @@ def contrast(
             sides += [("col", k, v) for k, v in spec.col_side.items()]
         keys = tuple((scope, k) for scope, k, _ in sides)
         vals = [v.to(dt) if v.is_floating_point() else v for _, _, v in sides]
-        block = fused_block_rows(M, chunk_size)
+        block = (fused_block_rows(M, chunk_size), fused_block_rows(N, chunk_size))
         return FusedRowLoss.apply(A, B, kappa, bias, spec, block, keys, *vals)
     tile = recompute_tile(M, chunk_size)
     outs = RowStats.apply(A, B, kappa, bias, spec, tile)

@@ -95,7 +95,8 @@ def _column_lse(A, B, kappa, spec, block) -> Tensor:
 class FusedRowLoss(torch.autograd.Function):
     """loss = sum_i row_fn(stats_i, side_i) [+ sum_j col_fn(col stats_j, side_j)].
 
-    Inputs ``A (N, d)``, ``B (M, d)`` in compute dtype; ``side_keys`` are ``("row"|"col", name)``.
+    Inputs ``A (N, d)``, ``B (M, d)`` in compute dtype; ``block`` = (anchor rows per block,
+    candidate rows per block of the column pre-pass); ``side_keys`` are ``("row"|"col", name)``.
     """
 
     @staticmethod
@@ -112,14 +113,13 @@ class FusedRowLoss(torch.autograd.Function):
             ("row", k): torch.zeros_like(v) for k, v in row_side.items() if v.is_floating_point()
         }
         loss = torch.zeros((), dtype=A.dtype, device=A.device)
-        buf = torch.empty(min(block, N), M, dtype=A.dtype, device=A.device)
         Bt = B.t()
         plain = spec.plain
         col_coef = None
         if spec.columns:
             if not plain:
                 raise ValueError("the single-sweep path supports columns only for plain specs")
-            col_lse = _column_lse(A, B, kappa, spec, block)
+            col_lse = _column_lse(A, B, kappa, spec, block[1])
             val, cc, sg = row_coefficients(spec.col_fn, {"col_lse": col_lse}, col_side, need_grad)
             loss += val
             for k, g in sg.items():
@@ -129,7 +129,10 @@ class FusedRowLoss(torch.autograd.Function):
             fold = col_coef is not None and bool((col_coef > 0).all())
             if fold:  # G_j softmax_col = exp2(u2 - lse2_j + log2 G_j): saves a pass
                 col_shift = col_shift - torch.log2(col_coef)
-            buf2 = torch.empty_like(buf) if need_grad else None
+        block = block[0]
+        buf = torch.empty(min(block, N), M, dtype=A.dtype, device=A.device)
+        if spec.columns and need_grad:
+            buf2 = torch.empty_like(buf)
         for r0 in range(0, N, block):
             r1 = min(r0 + block, N)
             kb = kappa_block(kappa, r0, r1)
