@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 import contrastkit as ck
+
 import reference as ref
 
 

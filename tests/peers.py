@@ -217,7 +217,9 @@ def lightly_losses() -> Optional[types.SimpleNamespace]:
     try:
         assert pkg is not None
         with _quiet():
-            ntx = _load_file_as_module("_peers_lightly_ntx_ent_loss", pkg / "loss" / "ntx_ent_loss.py")
+            ntx = _load_file_as_module(
+                "_peers_lightly_ntx_ent_loss", pkg / "loss" / "ntx_ent_loss.py"
+            )
             dcl = _load_file_as_module("_peers_lightly_dcl_loss", pkg / "loss" / "dcl_loss.py")
         return types.SimpleNamespace(
             NTXentLoss=ntx.NTXentLoss, DCLLoss=dcl.DCLLoss, DCLWLoss=dcl.DCLWLoss, module=None
@@ -225,7 +227,8 @@ def lightly_losses() -> Optional[types.SimpleNamespace]:
     except Exception as exc2:  # noqa: BLE001
         extra = f" ({tv_problem})" if tv_problem else ""
         return _fail(
-            name, f"lightly.loss import failed: {_short(err)}; direct file load: {_short(exc2)}{extra}"
+            name,
+            f"lightly.loss import failed: {_short(err)}; direct file load: {_short(exc2)}{extra}",
         )
 
 
@@ -262,7 +265,8 @@ def open_clip_losses() -> Optional[types.SimpleNamespace]:
     except Exception as exc2:  # noqa: BLE001
         extra = f" ({tv_problem})" if tv_problem else ""
         return _fail(
-            name, f"open_clip.loss import failed: {_short(err)}; direct file load: {_short(exc2)}{extra}"
+            name,
+            f"open_clip.loss import failed: {_short(err)}; direct file load: {_short(exc2)}{extra}",
         )
 
 

@@ -9,8 +9,15 @@ import torch
 import torch.nn.functional as F
 
 import contrastkit as ck
-from contrastkit.engine import LSETerm, PairMask, RowSpec, SoftTargets, choose_path, contrast
-from contrastkit.engine import dispatch
+from contrastkit.engine import (
+    LSETerm,
+    PairMask,
+    RowSpec,
+    SoftTargets,
+    choose_path,
+    contrast,
+    dispatch,
+)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -108,7 +115,7 @@ def test_soft_targets_and_label_masks_in_tile():
         grads = torch.autograd.grad(loss, [A, B, kappa]) if finite else None
         vals[(backend, chunk)] = (loss, grads)
     (l0, g0) = vals[("dense", None)]
-    for key, (l1, g1) in vals.items():
+    for l1, g1 in vals.values():
         torch.testing.assert_close(l1, l0)
         if g0 is not None:
             for a, b in zip(g1, g0):

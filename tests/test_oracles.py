@@ -209,7 +209,9 @@ def test_cwcl_identity_targets_give_clip():
     uni = torch.ones(6, 3, dtype=torch.float64)
     got = ck.cwcl(p, q, uni, temperature=0.2, **ENG)
     u = F.normalize(p, dim=-1) @ F.normalize(q, dim=-1).T / 0.2
-    want = ((torch.logsumexp(u, 1) - u.mean(1)).mean() + (torch.logsumexp(u, 0) - u.mean(0)).mean()) / 2
+    want = (
+        (torch.logsumexp(u, 1) - u.mean(1)).mean() + (torch.logsumexp(u, 0) - u.mean(0)).mean()
+    ) / 2
     torch.testing.assert_close(got, want)
     # W = I (two antipodal targets per pair is impossible for N > 2): N = 2 with t2 = -t1
     t = torch.tensor([[1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)
@@ -244,7 +246,9 @@ def test_modules_match_functionals(module):
     }[module]
     m = module(temperature=0.3)
     if fn is None:
-        torch.testing.assert_close(m(torch.stack([a, b], 1)), ck.supcon(torch.stack([a, b], 1), temperature=0.3))
+        torch.testing.assert_close(
+            m(torch.stack([a, b], 1)), ck.supcon(torch.stack([a, b], 1), temperature=0.3)
+        )
     else:
         torch.testing.assert_close(m(a, b), fn(a, b, temperature=0.3))
     assert "temperature=0.3" in repr(m)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import contrastkit as ck
+
 import peers
 
 N, D = 12, 16

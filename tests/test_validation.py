@@ -34,7 +34,10 @@ CASES = [
     ("features needs at least 2", lambda: ck.supcon(r(1, 8), torch.zeros(1, dtype=torch.long))),
     ("contrast_mode", lambda: ck.supcon(r(4, 8), contrast_mode="two")),
     ("text", lambda: ck.clip_loss(r(4, 8), r(5, 8))),
-    ("symmetric=True needs one key per query", lambda: ck.info_nce(r(4, 8), r(6, 8), symmetric=True)),
+    (
+        "symmetric=True needs one key per query",
+        lambda: ck.info_nce(r(4, 8), r(6, 8), symmetric=True),
+    ),
     ("bias", lambda: ck.siglip_loss(r(4, 8), r(4, 8), bias=float("nan"))),
     ("tau_plus", lambda: ck.debiased_info_nce(r(4, 8), r(4, 8), tau_plus=1.0)),
     ("beta", lambda: ck.hard_negative_info_nce(r(4, 8), r(4, 8), beta=-1.0)),

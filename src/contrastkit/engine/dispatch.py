@@ -34,7 +34,6 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-
 def _apply_fns(spec: RowSpec, stats: dict, reduce: bool):
     row_stats = {k: v for k, v in stats.items() if not k.startswith("col_")}
     rows = spec.row_fn(row_stats, spec.row_side) if spec.row_fn is not None else None

@@ -145,8 +145,8 @@ class FusedRowLoss(torch.autograd.Function):
                     if not fold:
                         ec.mul_(col_coef)
                 m = _finite_or_zero(u.amax(dim=1))
-                l = u.sub_(m[:, None]).exp2_().sum(dim=1)  # u <- exp(u - m) (natural units)
-                stats = {"lse": ((torch.log2(l) + m) * LN2)[None]}
+                rowsum = u.sub_(m[:, None]).exp2_().sum(dim=1)  # u <- exp(u - m) (natural units)
+                stats = {"lse": ((torch.log2(rowsum) + m) * LN2)[None]}
             else:
                 u = buf[: r1 - r0]
                 torch.mm(A[r0:r1] * kb, Bt, out=u)
@@ -159,11 +159,12 @@ class FusedRowLoss(torch.autograd.Function):
                 side_grads[("row", k)][r0:r1] = g
             a = A[r0:r1] * kb  # natural-unit scaled anchors: u = a @ B^T
             if plain:
-                # softmax_row = u / l; fold the per-row coefficient G / l into the GEMMs
-                w = torch.where(l > 0, coef["lse"][0] / l, torch.zeros_like(l))
+                # softmax_row = u / rowsum; fold the coefficient G / rowsum into the GEMMs
+                w = torch.where(rowsum > 0, coef["lse"][0] / rowsum, torch.zeros_like(rowsum))
                 if col_coef is None:
-                    gA = torch.mm(u, B).mul_((w * kb.squeeze(-1))[:, None] if kappa.dim() else
-                                             (w * kappa)[:, None])
+                    gA = torch.mm(u, B).mul_(
+                        (w * kb.squeeze(-1))[:, None] if kappa.dim() else (w * kappa)[:, None]
+                    )
                     dB.addmm_(u.t(), a * w[:, None])
                 else:
                     du = ec.addcmul_(u, w[:, None])

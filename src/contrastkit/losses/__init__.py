@@ -3,7 +3,12 @@
 from .clip import CLIPLoss, clip_loss
 from .cwcl import CWCL, cwcl
 from .dcl import DCL, DCLW, dcl, dclw
-from .debiased import DebiasedInfoNCE, HardNegativeInfoNCE, debiased_info_nce, hard_negative_info_nce
+from .debiased import (
+    DebiasedInfoNCE,
+    HardNegativeInfoNCE,
+    debiased_info_nce,
+    hard_negative_info_nce,
+)
 from .info_nce import InfoNCE, MultipleNegativesRanking, info_nce, multiple_negatives_ranking
 from .logit_scale import LogitScale
 from .ntxent import NTXent, nt_xent

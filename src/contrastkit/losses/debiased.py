@@ -61,8 +61,9 @@ def _estimator(z1, z2, temperature, tau_plus, beta, reduction, normalize, chunk_
 
     spec = RowSpec(
         terms=terms,
-        row_fn=lambda st, sd: w
-        * _debiased_row(log_neg(st["lse"]), sd["pos"], sd["kappa"], n_neg, tau_plus),
+        row_fn=lambda st, sd: (
+            w * _debiased_row(log_neg(st["lse"]), sd["pos"], sd["kappa"], n_neg, tau_plus)
+        ),
         # kappa as a side input so a learnable temperature also gets the clamp's gradient
         row_side={"pos": partner_logits(Z, k), "kappa": k.expand(Z.shape[0])},
     )
@@ -81,7 +82,9 @@ def debiased_info_nce(
     backend: str = "auto",
 ) -> Tensor:
     """Debiased contrastive loss of two views (N, d), N >= 2; see :class:`DebiasedInfoNCE`."""
-    return _estimator(z1, z2, temperature, tau_plus, None, reduction, normalize, chunk_size, backend)
+    return _estimator(
+        z1, z2, temperature, tau_plus, None, reduction, normalize, chunk_size, backend
+    )
 
 
 def hard_negative_info_nce(
@@ -97,7 +100,9 @@ def hard_negative_info_nce(
     backend: str = "auto",
 ) -> Tensor:
     """HCL of two views (N, d), N >= 2; see :class:`HardNegativeInfoNCE`."""
-    return _estimator(z1, z2, temperature, tau_plus, beta, reduction, normalize, chunk_size, backend)
+    return _estimator(
+        z1, z2, temperature, tau_plus, beta, reduction, normalize, chunk_size, backend
+    )
 
 
 class DebiasedInfoNCE(FunctionalLoss):

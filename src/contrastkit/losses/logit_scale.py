@@ -17,7 +17,9 @@ class LogitScale(nn.Module):
     which is what open_clip does after every optimiser step, so ``t`` stays in ``[1, 100]``.
     """
 
-    def __init__(self, init_temperature: float = 0.07, learnable: bool = True, max_logit_scale=100.0):
+    def __init__(
+        self, init_temperature: float = 0.07, learnable: bool = True, max_logit_scale=100.0
+    ):
         super().__init__()
         check_positive("init_temperature", init_temperature)
         check_positive("max_logit_scale", max_logit_scale)

@@ -47,7 +47,8 @@ def supcon(
     N, V = feats.shape[0], feats.shape[1]
     if N * V < 2:
         raise ValueError(
-            f"features needs at least 2 vectors (N * V) to contrast, got shape {tuple(features.shape)}"
+            "features needs at least 2 vectors (N * V) to contrast, "
+            f"got shape {tuple(features.shape)}"
         )
     if labels is None:
         labels = torch.arange(N, device=features.device)
