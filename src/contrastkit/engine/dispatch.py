@@ -14,9 +14,10 @@ from .tiles import tile_stats
 
 BACKENDS = ("auto", "dense", "tiled")
 
-#: auto uses the dense path only up to this many logits, where it measured faster (small
-#: problems, in which per-tile overhead dominates; see docs/benchmarks.md).
-DENSE_MAX_PAIRS = 1 << 16
+#: auto uses the dense path only up to this many logits (512 x 512), where it measured as fast
+#: or faster (per-tile overhead dominates small problems; its memory, about 12 bytes per
+#: logit, is then 3 MiB). See docs/benchmarks.md.
+DENSE_MAX_PAIRS = 1 << 18
 #: target logits per tile (fp32: 64 MiB). Tiles this large are served by fresh mappings from
 #: the allocator (not the fragmenting heap) and keep GEMMs efficient.
 TILE_ELEMS = 1 << 24

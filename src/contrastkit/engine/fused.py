@@ -26,7 +26,6 @@ import torch
 from torch import Tensor
 
 from .recompute import kappa_block
-from .spec import RowSpec
 from .tiles import NEG_INF, _finite_or_zero, tile_grad, tile_stats
 
 LOG2E = 1.0 / math.log(2.0)
@@ -61,13 +60,51 @@ def row_coefficients(fn, stats: dict, side: dict, need_grad: bool):
     return val.detach(), coef, side_grad
 
 
-def _plain_logits2(u: Tensor, a2: Tensor, Bt: Tensor, spec: RowSpec, r0: int, r1: int) -> Tensor:
-    """Base-2 logits ``u2 = log2(e) u`` of a full-width row block, exclusions set to -inf."""
-    torch.mm(a2, Bt, out=u)
-    rr, cc = spec.terms[0].exclude.sparse_entries(r0, r1, 0, u.shape[1], u.device)
-    if rr.numel():
-        u[rr, cc] = NEG_INF
-    return u
+#: logits per in-cache chunk of a row block (4 MiB fp32): elementwise passes over a chunk run
+#: from cache instead of memory.
+CHUNK_ELEMS = 1 << 20
+
+
+def column_chunks(M: int, rows: int) -> list[tuple[int, int]]:
+    width = max(256, CHUNK_ELEMS // max(rows, 1))
+    return [(c0, min(c0 + width, M)) for c0 in range(0, M, width)]
+
+
+def _plain_block(flat, flat2, a2, B, spec, r0, r1, chunks, col_shift, col_mul):
+    """Statistics of a plain spec on a full-width row block, chunk by chunk.
+
+    Each chunk's base-2 logits ``u2 = a2 @ B_c^T`` are masked, optionally turned into column
+    softmax weights ``exp2(u2 - col_shift) [* col_mul]`` (kept in ``flat2``), then shifted by the
+    chunk's row maximum and exponentiated in place. Chunk maxima are merged afterwards (online
+    softmax), so every pass runs while its chunk is in cache. Returns ``(lse, rowsum, scale, E,
+    EC)``: natural-log row LSEs, ``sum_j exp2(u2_ij - m_i)``, per-chunk factors ``exp2(m_c -
+    m)`` (b, chunks), and the chunk views holding ``exp2(u2 - m_c)`` and the column weights.
+    """
+    b = r1 - r0
+    ms = torch.empty(b, len(chunks), dtype=a2.dtype, device=a2.device)
+    ss = torch.empty_like(ms)
+    E, EC = [], []
+    for ci, (c0, c1) in enumerate(chunks):
+        uc = flat[b * c0 : b * c1].view(b, c1 - c0)
+        torch.mm(a2, B[c0:c1].t(), out=uc)
+        rr, cc = spec.terms[0].exclude.sparse_entries(r0, r1, c0, c1, uc.device)
+        if rr.numel():
+            uc[rr, cc] = NEG_INF
+        if col_shift is not None:
+            ec = flat2[b * c0 : b * c1].view(b, c1 - c0)
+            torch.sub(uc, col_shift[c0:c1], out=ec).exp2_()
+            if col_mul is not None:
+                ec.mul_(col_mul[c0:c1])
+            EC.append(ec)
+        mc = uc.amax(dim=1)
+        ms[:, ci] = mc
+        ss[:, ci] = uc.sub_(_finite_or_zero(mc)[:, None]).exp2_().sum(dim=1)
+        E.append(uc)
+    m = _finite_or_zero(ms.amax(dim=1))
+    scale = torch.exp2(ms - m[:, None])
+    rowsum = (ss * scale).sum(dim=1)
+    lse = (torch.log2(rowsum) + m) * LN2
+    return lse, rowsum, scale, E, EC
 
 
 def _column_lse(A, B, kappa, spec, block) -> Tensor:
@@ -130,25 +167,24 @@ class FusedRowLoss(torch.autograd.Function):
             if fold:  # G_j softmax_col = exp2(u2 - lse2_j + log2 G_j): saves a pass
                 col_shift = col_shift - torch.log2(col_coef)
         block = block[0]
-        buf = torch.empty(min(block, N), M, dtype=A.dtype, device=A.device)
-        if spec.columns and need_grad:
-            buf2 = torch.empty_like(buf)
+        buf = torch.empty(min(block, N) * M, dtype=A.dtype, device=A.device)
+        buf2 = torch.empty_like(buf) if spec.columns and need_grad else None
+        chunks = column_chunks(M, min(block, N))
+        if col_coef is None:
+            col_shift = col_mul = None
+        else:
+            col_mul = None if fold else col_coef
         for r0 in range(0, N, block):
             r1 = min(r0 + block, N)
             kb = kappa_block(kappa, r0, r1)
             side_blk = {k: v[r0:r1] for k, v in row_side.items()}
             if plain:
-                u = _plain_logits2(buf[: r1 - r0], A[r0:r1] * (kb * LOG2E), Bt, spec, r0, r1)
-                if col_coef is not None:
-                    # column softmax weights, before u is overwritten: exp2(u2 - col_lse2)
-                    ec = torch.sub(u, col_shift, out=buf2[: r1 - r0]).exp2_()
-                    if not fold:
-                        ec.mul_(col_coef)
-                m = _finite_or_zero(u.amax(dim=1))
-                rowsum = u.sub_(m[:, None]).exp2_().sum(dim=1)  # u <- exp(u - m) (natural units)
-                stats = {"lse": ((torch.log2(rowsum) + m) * LN2)[None]}
+                lse, rowsum, scale, E, EC = _plain_block(
+                    buf, buf2, A[r0:r1] * (kb * LOG2E), B, spec, r0, r1, chunks, col_shift, col_mul
+                )
+                stats = {"lse": lse[None]}
             else:
-                u = buf[: r1 - r0]
+                u = buf[: (r1 - r0) * M].view(r1 - r0, M)
                 torch.mm(A[r0:r1] * kb, Bt, out=u)
                 stats = tile_stats(u, spec, r0, r1, 0, M)
             val, coef, sgrad = row_coefficients(spec.row_fn, stats, side_blk, need_grad)
@@ -159,17 +195,20 @@ class FusedRowLoss(torch.autograd.Function):
                 side_grads[("row", k)][r0:r1] = g
             a = A[r0:r1] * kb  # natural-unit scaled anchors: u = a @ B^T
             if plain:
-                # softmax_row = u / rowsum; fold the coefficient G / rowsum into the GEMMs
+                # softmax_row = E_c * scale_c / rowsum: fold G / rowsum * scale_c into the GEMMs
                 w = torch.where(rowsum > 0, coef["lse"][0] / rowsum, torch.zeros_like(rowsum))
-                if col_coef is None:
-                    gA = torch.mm(u, B).mul_(
-                        (w * kb.squeeze(-1))[:, None] if kappa.dim() else (w * kappa)[:, None]
-                    )
-                    dB.addmm_(u.t(), a * w[:, None])
-                else:
-                    du = ec.addcmul_(u, w[:, None])
-                    gA = torch.mm(du, B).mul_(kb)
-                    dB.addmm_(du.t(), a)
+                f = w[:, None] * scale
+                gA = torch.zeros_like(a)
+                for ci, (c0, c1) in enumerate(chunks):
+                    fc = f[:, ci : ci + 1]
+                    if col_coef is None:
+                        gA.addcmul_(torch.mm(E[ci], B[c0:c1]), fc)
+                        dB[c0:c1].addmm_(E[ci].t(), a * fc)
+                    else:
+                        du = EC[ci].addcmul_(E[ci], fc)
+                        gA.addmm_(du, B[c0:c1])
+                        dB[c0:c1].addmm_(du.t(), a)
+                gA.mul_(kb)
             else:
                 du, db = tile_grad(u, spec, r0, r1, 0, M, stats, coef)
                 if db is not None:
