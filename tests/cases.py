@@ -26,8 +26,10 @@ def inputs(name, N, M, d, dtype=torch.float64, seed=0):
         return (r(N, d), r(M, d)), {}
     if name == "info_nce_queue":
         return (r(N, d), r(N, d), r(M, d)), {}
-    if name == "info_nce_private":
+    if name in ("info_nce_private", "info_nce_sym_private"):
         return (r(N, d), r(N, d), r(N, 3, d)), {}
+    if name == "info_nce_sym_queue":
+        return (r(N, d), r(N, d), r(M, d)), {}
     if name in ("info_nce_sym", "clip", "siglip"):
         return (r(N, d), r(N, d)), {}
     if name == "cwcl":  # the first modality is frozen: no gradient flows into it
@@ -53,7 +55,7 @@ def call(name, args, kw, **eng):
         return ck.info_nce(*args, temperature=0.1, **eng)
     if name == "info_nce_private":
         return ck.info_nce(*args, temperature=0.1, **eng)
-    if name == "info_nce_sym":
+    if name in ("info_nce_sym", "info_nce_sym_queue", "info_nce_sym_private"):
         return ck.info_nce(*args, temperature=0.1, symmetric=True, **eng)
     if name == "info_nce_rowtemp":
         q, k, t = args
@@ -86,7 +88,7 @@ def call(name, args, kw, **eng):
 def reference(name, args, kw):
     if name in ("info_nce", "info_nce_queue", "info_nce_private"):
         return ref.info_nce(*args, temperature=0.1).mean()
-    if name == "info_nce_sym":
+    if name in ("info_nce_sym", "info_nce_sym_queue", "info_nce_sym_private"):
         return ref.info_nce(*args, temperature=0.1, symmetric=True).mean()
     if name == "info_nce_rowtemp":
         q, k, t = args
@@ -125,6 +127,8 @@ NAMES = [
     "info_nce_queue",
     "info_nce_private",
     "info_nce_sym",
+    "info_nce_sym_queue",
+    "info_nce_sym_private",
     "info_nce_rowtemp",
     "nt_xent",
     "dcl",

@@ -130,3 +130,23 @@ def test_no_grad_forward_skips_gradient_work():
     b = ck.info_nce(q, k, backend="dense")
     torch.testing.assert_close(a, b)
     assert math.isfinite(float(a))
+
+
+def test_symmetric_shared_exponential_falls_back_exactly(monkeypatch):
+    """A row whose logits all sit far below the largest column LSE takes the exact route."""
+    from contrastkit.engine import fused
+
+    calls = []
+    real = fused._plain_block
+    monkeypatch.setattr(fused, "_plain_block", lambda *a, **k: calls.append(1) or real(*a, **k))
+    e = torch.eye(4, dtype=torch.float64)
+    x = torch.stack([e[0], -e[0], e[2], e[3]]).requires_grad_()
+    y = torch.stack([e[0], e[1], -e[2], e[3]]).requires_grad_()
+    tiled = ck.clip_loss(x, y, scale=100.0, backend="tiled", chunk_size=2)
+    gt = torch.autograd.grad(tiled, [x, y])
+    assert calls, "the exact route was not taken"
+    dense = ck.clip_loss(x, y, scale=100.0, backend="dense")
+    gd = torch.autograd.grad(dense, [x, y])
+    torch.testing.assert_close(tiled, dense)
+    for a, b in zip(gt, gd):
+        torch.testing.assert_close(a, b)

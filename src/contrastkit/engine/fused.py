@@ -107,6 +107,37 @@ def _plain_block(flat, flat2, a2, B, spec, r0, r1, chunks, col_shift, col_mul):
     return lse, rowsum, scale, E, EC
 
 
+#: a row whose sum of 2^(u2 - C) falls below 2^SAFE_LOG2 takes the exact two-exponential route
+SAFE_LOG2 = -100.0
+
+
+def _shared_exp_block(flat, tmp, a2, B, spec, r0, r1, chunks, col_shift, v, C):
+    """Symmetric plain specs: one exponential serves both softmaxes.
+
+    ``E_ij = exp2(u2_ij - col_shift_j)`` is the column term (``G_j softmax_col`` once the
+    positive coefficient is folded into ``col_shift``); with ``v_j = exp2(col_shift_j - C)``
+    the row sums are ``s_i = sum_j E_ij v_j = sum_j exp2(u2_ij - C)``, so ``lse_i`` costs a
+    matrix-vector product instead of a max, a shift, an exponential and a sum. Exact to fp32
+    while ``s_i >= 2^-100`` (terms lost to underflow are then below 2^-49 of the row sum);
+    returns None otherwise, and the caller takes the exact route for the block.
+    """
+    b = r1 - r0
+    s = torch.zeros(b, dtype=a2.dtype, device=a2.device)
+    E = []
+    for c0, c1 in chunks:
+        uc = flat[b * c0 : b * c1].view(b, c1 - c0)
+        torch.mm(a2, B[c0:c1].t(), out=uc)
+        rr, cc = spec.terms[0].exclude.sparse_entries(r0, r1, c0, c1, uc.device)
+        if rr.numel():
+            uc[rr, cc] = NEG_INF
+        uc.sub_(col_shift[c0:c1]).exp2_()
+        s.addmv_(uc, v[c0:c1])
+        E.append(uc)
+    if bool((s < 2.0**SAFE_LOG2).any()):
+        return None
+    return (torch.log2(s) + C) * LN2, s, E
+
+
 def _column_lse(A, B, kappa, spec, block) -> Tensor:
     """Forward-only sweep for the natural-log column log-sum-exps of a plain spec (M,).
 
@@ -168,17 +199,35 @@ class FusedRowLoss(torch.autograd.Function):
                 col_shift = col_shift - torch.log2(col_coef)
         block = block[0]
         buf = torch.empty(min(block, N) * M, dtype=A.dtype, device=A.device)
-        buf2 = torch.empty_like(buf) if spec.columns and need_grad else None
+        buf2 = None  # second buffer of the exact symmetric route, allocated on first use
         chunks = column_chunks(M, min(block, N))
+        shared = spec.columns and (fold or not need_grad)
+        if shared:
+            C = float(col_shift.max())
+            v = torch.exp2(col_shift - C)
+            tmp = torch.empty(min(block, N), chunks[0][1], dtype=A.dtype, device=A.device)
         if col_coef is None:
-            col_shift = col_mul = None
+            col_mul = None
+            if not spec.columns:
+                col_shift = None
         else:
             col_mul = None if fold else col_coef
         for r0 in range(0, N, block):
             r1 = min(r0 + block, N)
             kb = kappa_block(kappa, r0, r1)
             side_blk = {k: v[r0:r1] for k, v in row_side.items()}
-            if plain:
+            shared_out = None
+            if plain and shared:
+                a2 = A[r0:r1] * (kb * LOG2E)
+                shared_out = _shared_exp_block(
+                    buf, tmp, a2, B, spec, r0, r1, chunks, col_shift, v, C
+                )
+            if shared_out is not None:
+                lse, rowsum, E = shared_out
+                stats = {"lse": lse[None]}
+            elif plain:
+                if spec.columns and buf2 is None:
+                    buf2 = torch.empty_like(buf)
                 lse, rowsum, scale, E, EC = _plain_block(
                     buf, buf2, A[r0:r1] * (kb * LOG2E), B, spec, r0, r1, chunks, col_shift, col_mul
                 )
@@ -194,7 +243,18 @@ class FusedRowLoss(torch.autograd.Function):
             for k, g in sgrad.items():
                 side_grads[("row", k)][r0:r1] = g
             a = A[r0:r1] * kb  # natural-unit scaled anchors: u = a @ B^T
-            if plain:
+            if shared_out is not None:
+                # du = E * (1 + f v^T), f_i = G_i / s_i: column plus row softmax terms
+                f = torch.where(rowsum > 0, coef["lse"][0] / rowsum, torch.zeros_like(rowsum))
+                gA = torch.zeros_like(a)
+                for ci, (c0, c1) in enumerate(chunks):
+                    mod = tmp[: r1 - r0, : c1 - c0]
+                    torch.addr(torch.ones((), dtype=a.dtype), f, v[c0:c1], out=mod)
+                    du = E[ci].mul_(mod)
+                    gA.addmm_(du, B[c0:c1])
+                    dB[c0:c1].addmm_(du.t(), a)
+                gA.mul_(kb)
+            elif plain:
                 # softmax_row = E_c * scale_c / rowsum: fold G / rowsum * scale_c into the GEMMs
                 w = torch.where(rowsum > 0, coef["lse"][0] / rowsum, torch.zeros_like(rowsum))
                 f = w[:, None] * scale

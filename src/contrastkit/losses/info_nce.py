@@ -88,9 +88,12 @@ def info_nce(
 
     spec = RowSpec(row_fn=row_fn, row_side=side)
     if symmetric:
+        # key-to-query direction: only the N keys are anchors there (queue columns get weight 0)
+        extra = cands.shape[0] - N
+        col_w = torch.cat([pos.new_full((N,), w), pos.new_zeros(extra)])
         spec.columns = True
-        spec.col_side = {"pos": pos}
-        spec.col_fn = lambda st, sd: w * (st["col_lse"] - sd["pos"])
+        spec.col_side = {"pos": torch.cat([pos, pos.new_zeros(extra)]), "w": col_w}
+        spec.col_fn = lambda st, sd: sd["w"] * (st["col_lse"] - sd["pos"])
     return run(q, cands, spec, k, reduction, eng)
 
 
