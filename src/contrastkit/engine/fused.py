@@ -249,8 +249,8 @@ class FusedRowLoss(torch.autograd.Function):
                 gA = torch.zeros_like(a)
                 for ci, (c0, c1) in enumerate(chunks):
                     mod = tmp[: r1 - r0, : c1 - c0]
-                    torch.addr(torch.ones((), dtype=a.dtype), f, v[c0:c1], out=mod)
-                    du = E[ci].mul_(mod)
+                    torch.mul(f[:, None], v[None, c0:c1], out=mod)  # (addr is 10x slower)
+                    du = E[ci].addcmul_(E[ci], mod)
                     gA.addmm_(du, B[c0:c1])
                     dB[c0:c1].addmm_(du.t(), a)
                 gA.mul_(kb)
