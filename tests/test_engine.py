@@ -150,3 +150,29 @@ def test_symmetric_shared_exponential_falls_back_exactly(monkeypatch):
     torch.testing.assert_close(tiled, dense)
     for a, b in zip(gt, gd):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize(
+    "exclude",
+    [PairMask(), PairMask(self_offset=1), PairMask(index=torch.tensor([2, 0, -1, 5, 1, 3, 4]))],
+    ids=["none", "self_offset", "index"],
+)
+def test_two_sided_plain_spec_with_exclusions(exclude):
+    """Column pre-pass (transposed, chunked) and shared exponential under exclusions."""
+    g = torch.Generator().manual_seed(5)
+    A = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    B = torch.randn(9, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    kappa = torch.tensor(2.5, dtype=torch.float64, requires_grad=True)
+    spec = RowSpec(
+        terms=(LSETerm(exclude=exclude),),
+        row_fn=lambda st, sd: st["lse"][0] * 0.2,
+        columns=True,
+        col_fn=lambda st, sd: st["col_lse"] * 0.3,
+    )
+    ref = contrast(A, B, spec, kappa, backend="dense")
+    gref = torch.autograd.grad(ref, [A, B, kappa])
+    for chunk in (2, 3, None):
+        got = contrast(A, B, spec, kappa, backend="tiled", chunk_size=chunk)
+        torch.testing.assert_close(got, ref)
+        for a, b in zip(torch.autograd.grad(got, [A, B, kappa]), gref):
+            torch.testing.assert_close(a, b)

@@ -14,10 +14,12 @@ from .tiles import tile_stats
 
 BACKENDS = ("auto", "dense", "tiled")
 
-#: auto uses the dense path only up to this many logits (512 x 512), where it measured as fast
-#: or faster (per-tile overhead dominates small problems; its memory, about 12 bytes per
-#: logit, is then 3 MiB). See docs/benchmarks.md.
+#: auto uses the dense path below this many logits (512 x 512), where it measured faster, and
+#: for two-sided objectives (column pre-pass) up to 1024 x 1024: per-tile overhead dominates
+#: small problems, and dense memory (about 12 bytes per logit) is then at most 12 MiB.
+#: Measured by benchmarks/crossover.py (docs/benchmarks.md).
 DENSE_MAX_PAIRS = 1 << 18
+DENSE_MAX_PAIRS_COLUMNS = 1 << 20
 #: target logits per tile (fp32: 64 MiB). Tiles this large are served by fresh mappings from
 #: the allocator (not the fragmenting heap) and keep GEMMs efficient.
 TILE_ELEMS = 1 << 24
@@ -71,8 +73,9 @@ def choose_path(N: int, M: int, spec: RowSpec, reduce: bool, backend: str, chunk
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "dense":
         return "dense"
-    if backend == "auto" and N * M <= DENSE_MAX_PAIRS and chunk_size is None:
-        return "dense"
+    if backend == "auto" and chunk_size is None:
+        if (spec.columns and N * M <= DENSE_MAX_PAIRS_COLUMNS) or N * M < DENSE_MAX_PAIRS:
+            return "dense"
     fusable = reduce and (spec.plain or not spec.columns)
     if fusable and (chunk_size is not None or fused_block_rows(M, None) * M <= FUSED_MAX_ELEMS):
         return "fused"

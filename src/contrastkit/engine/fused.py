@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .recompute import kappa_block
+from .spec import LSETerm, PairMask, RowSpec
 from .tiles import NEG_INF, _finite_or_zero, tile_grad, tile_stats
 
 LOG2E = 1.0 / math.log(2.0)
@@ -141,20 +142,35 @@ def _shared_exp_block(flat, tmp, a2, B, spec, r0, r1, chunks, col_shift, v, C):
 def _column_lse(A, B, kappa, spec, block) -> Tensor:
     """Forward-only sweep for the natural-log column log-sum-exps of a plain spec (M,).
 
-    Sweeps blocks of *candidates* against all anchors (the transposed product), so the
-    reductions run along contiguous rows, several times faster than column reductions."""
+    The column LSEs are the row LSEs of the transposed problem (candidates against all
+    anchors), so this sweeps blocks of candidates with the same in-cache chunked routine,
+    reducing along contiguous rows (several times faster than column reductions)."""
     N, M = A.shape[0], B.shape[0]
     Ak = A * ((kappa if kappa.dim() == 0 else kappa[:, None]) * LOG2E)
-    rr, cc = spec.terms[0].exclude.sparse_entries(0, N, 0, M, A.device)
+    exclude = spec.terms[0].exclude
+    if exclude.index is None:
+        offset = None if exclude.self_offset is None else -exclude.self_offset
+        spec_t = RowSpec(terms=(LSETerm(exclude=PairMask(self_offset=offset)),))
+        rows = min(block, M)
+        flat = torch.empty(rows * N, dtype=A.dtype, device=A.device)
+        chunks = column_chunks(N, rows)
+        out = torch.empty(M, dtype=A.dtype, device=A.device)
+        for c0 in range(0, M, block):
+            c1 = min(c0 + block, M)
+            out[c0:c1] = _plain_block(flat, None, B[c0:c1], Ak, spec_t, c0, c1, chunks, None, None)[
+                0
+            ]
+        return out
+    # index exclusions: mask the transposed blocks directly (full width, no chunks)
+    rr, cc = exclude.sparse_entries(0, N, 0, M, A.device)
     out = torch.empty(M, dtype=A.dtype, device=A.device)
     buf = torch.empty(min(block, M), N, dtype=A.dtype, device=A.device)
     for c0 in range(0, M, block):
         c1 = min(c0 + block, M)
         v = buf[: c1 - c0]
         torch.mm(B[c0:c1], Ak.t(), out=v)
-        if rr.numel():
-            sel = (cc >= c0) & (cc < c1)
-            v[cc[sel] - c0, rr[sel]] = NEG_INF
+        sel = (cc >= c0) & (cc < c1)
+        v[cc[sel] - c0, rr[sel]] = NEG_INF
         m = _finite_or_zero(v.amax(dim=1))
         out[c0:c1] = (torch.log2(v.sub_(m[:, None]).exp2_().sum(dim=1)) + m) * LN2
     return out
