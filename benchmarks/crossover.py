@@ -38,7 +38,8 @@ def main() -> None:
             dense = best_ms(fn, q, k, "dense", reps)
             tiled = best_ms(fn, q, k, "tiled", reps)
             rows = 2 * n if name == "nt_xent" else n
-            pick = choose_path(rows, rows, RowSpec(), True, "auto", None)
+            spec = RowSpec(columns=name == "clip")
+            pick = choose_path(rows, rows, spec, True, "auto", None)
             print(f"| {n} | {name} | {dense:.2f} | {tiled:.2f} | {pick} |", flush=True)
 
 

@@ -20,9 +20,9 @@ BACKENDS = ("auto", "dense", "tiled")
 #: Measured by benchmarks/crossover.py (docs/benchmarks.md).
 DENSE_MAX_PAIRS = 1 << 18
 DENSE_MAX_PAIRS_COLUMNS = 1 << 20
-#: target logits per tile (fp32: 64 MiB). Tiles this large are served by fresh mappings from
+#: target logits per tile (fp32: 128 MiB). Tiles this large are served by fresh mappings from
 #: the allocator (not the fragmenting heap) and keep GEMMs efficient.
-TILE_ELEMS = 1 << 24
+TILE_ELEMS = 1 << 25
 #: row-block bounds: GEMMs with fewer rows run slower (M = 65,536, d = 128, 2 threads:
 #: 64 rows ~100 GFLOP/s, 128 ~110, 256 ~130, 512 ~140).
 MIN_ROWS = 256
