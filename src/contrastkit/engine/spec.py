@@ -109,10 +109,16 @@ class PairMask:
 
 @dataclass(frozen=True)
 class LSETerm:
-    """One reduction ``lse_i = log sum_j w_ij exp(r * u_ij)`` with ``w`` given by ``exclude``."""
+    """One reduction ``lse_i = log sum_j w_ij exp(r * u_ij)``.
+
+    ``w`` is 0 on the pairs ``exclude`` names and otherwise 1, or ``weights(r0, r1, c0, c1)``:
+    a per-tile function returning non-negative weights ``(b, t)`` (importance or
+    label-distance weights of negatives; no gradient flows into them).
+    """
 
     r: float = 1.0
     exclude: PairMask = field(default_factory=PairMask)
+    weights: Optional[Callable[[int, int, int, int], Tensor]] = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,7 @@ class RowSpec:
             len(self.terms) == 1
             and self.terms[0].r == 1.0
             and self.terms[0].exclude.is_sparse
+            and self.terms[0].weights is None
             and self.softplus_bias is None
             and self.soft_targets is None
         )

@@ -25,11 +25,20 @@ from .spec import RowSpec
 NEG_INF = float("-inf")
 
 
-def _masked(u: Tensor, r: float, mask: Optional[Tensor]) -> Tensor:
+def _masked(u: Tensor, r: float, mask: Optional[Tensor], log_w: Optional[Tensor] = None):
     x = u if r == 1.0 else u * r
+    if log_w is not None:
+        x = x + log_w
     if mask is not None:
         x = x.masked_fill(mask, NEG_INF)
     return x
+
+
+def _log_weights(term, r0: int, r1: int, c0: int, c1: int, like: Tensor) -> Optional[Tensor]:
+    """log of a term's per-tile weights (log 0 = -inf removes the pair), or None."""
+    if term.weights is None:
+        return None
+    return torch.log(term.weights(r0, r1, c0, c1).to(like.dtype).detach())
 
 
 def _finite_or_zero(lse: Tensor) -> Tensor:
@@ -44,7 +53,8 @@ def tile_stats(u: Tensor, spec: RowSpec, r0: int, r1: int, c0: int, c1: int) -> 
     lses = []
     col_lse = None
     for k, term in enumerate(spec.terms):
-        x = _masked(u, term.r, term.exclude.tile(r0, r1, c0, c1, dev))
+        log_w = _log_weights(term, r0, r1, c0, c1, u)
+        x = _masked(u, term.r, term.exclude.tile(r0, r1, c0, c1, dev), log_w)
         lses.append(torch.logsumexp(x, dim=1))
         if k == 0 and spec.columns:
             col_lse = torch.logsumexp(x, dim=0)
@@ -101,7 +111,7 @@ def tile_grad(
     du = torch.zeros_like(u)
     for k, term in enumerate(spec.terms):
         mask = term.exclude.tile(r0, r1, c0, c1, dev)
-        x = _masked(u, term.r, mask)
+        x = _masked(u, term.r, mask, _log_weights(term, r0, r1, c0, c1, u))
         g = coef["lse"][k]
         if torch.any(g != 0):
             du += (g * term.r)[:, None] * torch.exp(x - _finite_or_zero(row["lse"][k])[:, None])
