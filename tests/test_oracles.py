@@ -252,3 +252,21 @@ def test_modules_match_functionals(module):
     else:
         torch.testing.assert_close(m(a, b), fn(a, b, temperature=0.3))
     assert "temperature=0.3" in repr(m)
+
+
+def test_scaled_loss_modules_own_their_parameters():
+    g = torch.Generator().manual_seed(13)
+    a, b = torch.randn(2, 6, 4, generator=g)
+    sig = ck.SigLIPLoss()
+    loss = sig(a, b)
+    torch.testing.assert_close(loss, ck.siglip_loss(a, b, scale=10.0, bias=-10.0))
+    loss.backward()
+    assert sig.logit_scale.grad is not None and sig.logit_bias.grad is not None
+    cw = ck.CWCL()
+    loss = cw(a, b)
+    torch.testing.assert_close(loss, ck.cwcl(a, b, scale=1 / 0.07))
+    loss.backward()
+    assert cw.logit_scale.grad is not None
+    fixed = ck.CLIPLoss(learnable=False)
+    assert not any(p.requires_grad for p in fixed.parameters())
+    assert math.isclose(fixed.scale.temperature, 0.07, rel_tol=1e-6)

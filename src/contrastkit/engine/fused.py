@@ -25,7 +25,7 @@ import math
 import torch
 from torch import Tensor
 
-from .recompute import kappa_block
+from .recompute import add_kappa_grad, kappa_block
 from .spec import LSETerm, PairMask, RowSpec
 from .tiles import NEG_INF, _finite_or_zero, tile_grad, tile_stats
 
@@ -293,12 +293,7 @@ class FusedRowLoss(torch.autograd.Function):
                 dB.addmm_(du.t(), a)
             dA[r0:r1] = gA
             if dkappa is not None:
-                # d l / d kappa_i = sum_j du_ij s_ij = <a_i, dA_i> / kappa_i  (no extra sweep)
-                per_row = (A[r0:r1] * gA).sum(dim=1) / (kb.squeeze(-1) if kappa.dim() else kappa)
-                if kappa.dim():
-                    dkappa[r0:r1] = per_row
-                else:
-                    dkappa += per_row.sum()
+                add_kappa_grad(dkappa, kappa, A[r0:r1], gA, r0, r1)
         ctx.side_keys = side_keys
         ctx.saved = (dA, dB, dkappa, dbias, side_grads)
         return loss

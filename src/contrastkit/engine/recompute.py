@@ -42,6 +42,16 @@ def kappa_block(kappa: Tensor, r0: int, r1: int) -> Tensor:
     return kappa if kappa.dim() == 0 else kappa[r0:r1, None]
 
 
+def add_kappa_grad(dkappa: Tensor, kappa: Tensor, A_blk: Tensor, gA: Tensor, r0: int, r1: int):
+    """``d l / d kappa_i = sum_j du_ij s_ij = <a_i, dA_i> / kappa_i``: free, from the block's
+    anchor gradient (``u_ij = kappa_i s_ij`` in every term, rows and columns alike)."""
+    per_row = (A_blk * gA).sum(dim=1) / (kappa[r0:r1] if kappa.dim() else kappa)
+    if kappa.dim():
+        dkappa[r0:r1] = per_row
+    else:
+        dkappa += per_row.sum()
+
+
 def logits_tile(buf: Tensor, a: Tensor, Bt: Tensor, spec: RowSpec, r0, r1, c0, c1) -> Tensor:
     """``u = a @ Bt^T`` into a reused buffer; for plain specs the excluded entries are set to
     -inf in place (so later passes can work in place too)."""
@@ -157,9 +167,5 @@ class RowStats(torch.autograd.Function):
             gA.mul_(kb)
             dA[r0:r1] = gA
             if dkappa is not None:
-                per_row = (A[r0:r1] * gA).sum(dim=1) / (kb.squeeze(-1) if kappa.dim() else kappa)
-                if kappa.dim():
-                    dkappa[r0:r1] = per_row
-                else:
-                    dkappa += per_row.sum()
+                add_kappa_grad(dkappa, kappa, A[r0:r1], gA, r0, r1)
         return dA, dB, dkappa, (dbias if ctx.needs_input_grad[3] else None), None, None

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from .._validation import check_reduction
-from ._common import engine_args
 from .info_nce import info_nce
-from .logit_scale import LogitScale
+from .logit_scale import ScaledLoss
 
 __all__ = ["clip_loss", "CLIPLoss"]
 
@@ -54,7 +52,7 @@ def clip_loss(
     )
 
 
-class CLIPLoss(nn.Module):
+class CLIPLoss(ScaledLoss):
     """CLIP loss owning its learnable logit scale: ``forward(image, text)``.
 
     Args:
@@ -73,25 +71,9 @@ class CLIPLoss(nn.Module):
         chunk_size: Optional[int] = None,
         backend: str = "auto",
     ):
-        super().__init__()
-        check_reduction(reduction)
-        engine_args(chunk_size, backend)
-        self.scale = LogitScale(init_temperature, learnable, max_logit_scale)
-        self.reduction, self.normalize = reduction, normalize
-        self.chunk_size, self.backend = chunk_size, backend
-
-    @property
-    def logit_scale(self):
-        """The learned parameter ``t'`` (open_clip's ``logit_scale``)."""
-        return self.scale.logit_scale
+        super().__init__(
+            init_temperature, learnable, max_logit_scale, reduction, normalize, chunk_size, backend
+        )
 
     def forward(self, image: Tensor, text: Tensor) -> Tensor:
-        return clip_loss(
-            image,
-            text,
-            scale=self.scale().to(image.device),
-            reduction=self.reduction,
-            normalize=self.normalize,
-            chunk_size=self.chunk_size,
-            backend=self.backend,
-        )
+        return clip_loss(image, text, **self.options(image))

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from typing import Optional
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from .._validation import check_compatible, check_embeddings, check_reduction
+from .._validation import check_compatible, check_embeddings
 from ..engine import RowSpec, SoftTargets
 from ._common import engine_args, kappa, prepare, row_weight, run
-from .logit_scale import LogitScale
+from .logit_scale import ScaledLoss
 
 __all__ = ["cwcl", "CWCL"]
 
@@ -73,7 +73,7 @@ def cwcl(
     return run(p, q, spec, k, reduction, eng)
 
 
-class CWCL(nn.Module):
+class CWCL(ScaledLoss):
     """CWCL owning a learnable logit scale (init 1/0.07, clamped at 100, as CLIP/LiT).
 
     ``forward(frozen, trained, target_embeddings=None)``: ``frozen`` comes from the frozen
@@ -90,21 +90,9 @@ class CWCL(nn.Module):
         chunk_size: Optional[int] = None,
         backend: str = "auto",
     ):
-        super().__init__()
-        check_reduction(reduction)
-        engine_args(chunk_size, backend)
-        self.scale = LogitScale(init_temperature, learnable, max_logit_scale)
-        self.reduction, self.normalize = reduction, normalize
-        self.chunk_size, self.backend = chunk_size, backend
+        super().__init__(
+            init_temperature, learnable, max_logit_scale, reduction, normalize, chunk_size, backend
+        )
 
     def forward(self, frozen: Tensor, trained: Tensor, target_embeddings: Optional[Tensor] = None):
-        return cwcl(
-            frozen,
-            trained,
-            target_embeddings,
-            scale=self.scale().to(frozen.device),
-            reduction=self.reduction,
-            normalize=self.normalize,
-            chunk_size=self.chunk_size,
-            backend=self.backend,
-        )
+        return cwcl(frozen, trained, target_embeddings, **self.options(frozen))

@@ -43,3 +43,43 @@ class LogitScale(nn.Module):
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature:.4g}, max_logit_scale={self.max_logit_scale}"
+
+
+class ScaledLoss(nn.Module):
+    """Base of the losses that own a :class:`LogitScale` (CLIP, CWCL, SigLIP): it validates and
+    stores the shared options and exposes ``logit_scale`` (open_clip's parameter ``t'``)."""
+
+    def __init__(
+        self,
+        init_temperature: float,
+        learnable: bool,
+        max_logit_scale: float,
+        reduction: str,
+        normalize: bool,
+        chunk_size,
+        backend: str,
+    ):
+        super().__init__()
+        from .._validation import check_reduction
+        from ._common import engine_args
+
+        check_reduction(reduction)
+        engine_args(chunk_size, backend)
+        self.scale = LogitScale(init_temperature, learnable, max_logit_scale)
+        self.reduction, self.normalize = reduction, normalize
+        self.chunk_size, self.backend = chunk_size, backend
+
+    @property
+    def logit_scale(self):
+        """The learned parameter ``t'`` (open_clip's ``logit_scale``)."""
+        return self.scale.logit_scale
+
+    def options(self, ref: Tensor) -> dict:
+        """Keyword arguments for the functional twin: the current scale and the options."""
+        return {
+            "scale": self.scale().to(ref.device),
+            "reduction": self.reduction,
+            "normalize": self.normalize,
+            "chunk_size": self.chunk_size,
+            "backend": self.backend,
+        }

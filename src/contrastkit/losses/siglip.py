@@ -15,9 +15,10 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_compatible, check_embeddings, check_reduction
+from .._validation import check_compatible, check_embeddings, check_positive
 from ..engine import RowSpec, compute_dtype
 from ._common import engine_args, kappa, prepare, row_weight, run
+from .logit_scale import ScaledLoss
 
 __all__ = ["siglip_loss", "SigLIPLoss"]
 
@@ -63,7 +64,7 @@ def siglip_loss(
     return run(x, y, spec, k, reduction, eng)
 
 
-class SigLIPLoss(nn.Module):
+class SigLIPLoss(ScaledLoss):
     """SigLIP loss owning ``logit_scale`` (init log 10, clamped to [0, log 100]) and ``logit_bias``
     (init -10), as open_clip's ``--siglip`` set-up. ``forward(image, text)``."""
 
@@ -78,28 +79,17 @@ class SigLIPLoss(nn.Module):
         chunk_size: Optional[int] = None,
         backend: str = "auto",
     ):
-        super().__init__()
-        from .logit_scale import LogitScale
-
-        check_reduction(reduction)
-        engine_args(chunk_size, backend)
-        self.scale = LogitScale(1.0 / init_scale, learnable, max_logit_scale)
+        check_positive("init_scale", init_scale)
+        super().__init__(
+            1.0 / init_scale, learnable, max_logit_scale, reduction, normalize, chunk_size, backend
+        )
         bias = torch.tensor(float(init_bias))
         if learnable:
             self.logit_bias = nn.Parameter(bias)
         else:
             self.register_buffer("logit_bias", bias)
-        self.reduction, self.normalize = reduction, normalize
-        self.chunk_size, self.backend = chunk_size, backend
 
     def forward(self, image: Tensor, text: Tensor) -> Tensor:
         return siglip_loss(
-            image,
-            text,
-            scale=self.scale().to(image.device),
-            bias=self.logit_bias.to(image.device),
-            reduction=self.reduction,
-            normalize=self.normalize,
-            chunk_size=self.chunk_size,
-            backend=self.backend,
+            image, text, bias=self.logit_bias.to(image.device), **self.options(image)
         )
