@@ -154,8 +154,13 @@ def test_symmetric_shared_exponential_falls_back_exactly(monkeypatch):
 
 @pytest.mark.parametrize(
     "exclude",
-    [PairMask(), PairMask(self_offset=1), PairMask(index=torch.tensor([2, 0, -1, 5, 1, 3, 4]))],
-    ids=["none", "self_offset", "index"],
+    [
+        PairMask(),
+        PairMask(self_offset=1),
+        PairMask(index=torch.tensor([2, 0, -1, 5, 1, 3, 4])),
+        PairMask(dense=torch.rand(7, 9, generator=torch.Generator().manual_seed(0)) < 0.3),
+    ],
+    ids=["none", "self_offset", "index", "dense_mask"],
 )
 def test_two_sided_plain_spec_with_exclusions(exclude):
     """Column pre-pass (transposed, chunked) and shared exponential under exclusions."""
