@@ -168,8 +168,3 @@ class RowSpec:
             and self.softplus_bias is None
             and self.soft_targets is None
         )
-
-    @property
-    def simple(self) -> bool:
-        """:attr:`plain` and one-sided: the single-sweep path's fastest branch applies."""
-        return self.plain and not self.columns

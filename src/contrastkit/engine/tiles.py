@@ -75,21 +75,6 @@ def tile_stats(u: Tensor, spec: RowSpec, r0: int, r1: int, c0: int, c1: int) -> 
     return out
 
 
-def merge_stats(acc: Optional[dict], part: dict, axis_rows: bool) -> dict:
-    """Merge the statistics of two tiles along the reduction axis (rows: over columns)."""
-    if acc is None:
-        return dict(part)
-    keys = ("lse", "phi", "tgt", "mass") if axis_rows else ("col_lse", "col_tgt", "col_mass")
-    for key in keys:
-        if key not in part:
-            continue
-        if key.endswith("lse"):
-            acc[key] = torch.logaddexp(acc[key], part[key])
-        else:
-            acc[key] = acc[key] + part[key]
-    return acc
-
-
 def tile_grad(
     u: Tensor,
     spec: RowSpec,

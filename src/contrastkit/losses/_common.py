@@ -59,11 +59,6 @@ def row_weight(reduction: str, count) -> float:
     return 1.0
 
 
-def kappa_rows(k: Tensor, n: int) -> Tensor:
-    """kappa broadcastable against per-row quantities."""
-    return k if k.dim() == 0 else k[:n]
-
-
 def engine_args(chunk_size, backend) -> dict:
     from .._validation import optional_int
     from ..engine import BACKENDS
