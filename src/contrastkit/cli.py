@@ -87,6 +87,42 @@ def bench(
     typer.echo(B.write(report, out, json_path), nl=False)
 
 
+@app.command()
+def train(
+    recipe: Annotated[
+        str | None, typer.Option("--recipe", help="Recipe name (default: simclr-digits).")
+    ] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", help="Config file (.toml, .yaml).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override any config field: --set epochs=5 (repeatable)."),
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name: runs/<name>.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run from its last checkpoint.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Delete an existing run of that name first.")
+    ] = False,
+) -> None:
+    """Train an encoder with a contrastive recipe (default: SimCLR on scikit-learn's digits)."""
+    from contrastkit.train import load_config
+    from contrastkit.train import train as run_training
+
+    overrides = list(set_ or [])
+    if name is not None:
+        overrides.append(f"name={name}")
+    try:
+        cfg = load_config(recipe, config, overrides)
+        summary = run_training(cfg, resume=resume, overwrite=overwrite)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"run written to {summary['run_dir']} (final loss {summary['final_loss']:.4f})")
+
+
 def main() -> None:
     """Entry point of the ``contrastkit`` console script."""
     app()
