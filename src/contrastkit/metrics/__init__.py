@@ -1,0 +1,61 @@
+"""Evaluation metrics on embeddings (spec Part H, ``sampling_and_evaluation.md``).
+
+Pure functions: tensors in, Python floats out (spectra and ranks as tensors). Bad inputs raise
+``ValueError`` naming the argument and its shape.
+"""
+
+from .geometry import (
+    alignment,
+    collapse_spectrum,
+    cone_effect,
+    effective_rank,
+    isotropy,
+    modality_gap,
+    modality_separability,
+    rankme,
+    uniformity,
+)
+from .knn import knn_accuracy
+from .probe import linear_probe_accuracy
+from .retrieval import (
+    cosine_scores,
+    ground_truth_ranks,
+    hit_rate_at_k,
+    mean_rank,
+    mean_rank_variance,
+    median_rank,
+    mrr_at_k,
+    ndcg_at_k,
+    recall_at_k,
+    retrieval_ranks,
+)
+from .sts import spearman_correlation, sts_spearman
+from .zero_shot import zero_shot_accuracy, zero_shot_classifier
+
+__all__ = [
+    "alignment",
+    "uniformity",
+    "effective_rank",
+    "rankme",
+    "collapse_spectrum",
+    "modality_gap",
+    "cone_effect",
+    "modality_separability",
+    "isotropy",
+    "knn_accuracy",
+    "linear_probe_accuracy",
+    "cosine_scores",
+    "ground_truth_ranks",
+    "retrieval_ranks",
+    "hit_rate_at_k",
+    "mean_rank",
+    "median_rank",
+    "recall_at_k",
+    "mrr_at_k",
+    "ndcg_at_k",
+    "mean_rank_variance",
+    "spearman_correlation",
+    "sts_spearman",
+    "zero_shot_classifier",
+    "zero_shot_accuracy",
+]
