@@ -100,3 +100,17 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, recipe):
         assert torch.equal(a[key], b[key]), key
     log = (tmp_path / "killed" / "train_log.csv").read_text().splitlines()
     assert len(log) == 1 + 30 and log[-1].startswith("29,")
+
+
+def test_run_writes_config_log_and_baseline_evaluation(tmp_path):
+    import json
+
+    summary = train(load_config(overrides=SMALL + ["max_steps=3", f"out_dir='{tmp_path}'"]))
+    run = tmp_path / "simclr-digits"
+    assert json.loads((run / "config.json").read_text())["max_steps"] == 3
+    assert len((run / "train_log.csv").read_text().splitlines()) == 1 + 3
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["eval"]) == {"pixels", "trained", "random_init"}
+    for scores in metrics["eval"].values():
+        assert 10.0 < scores["knn_top1"] <= 100.0 and 10.0 < scores["linear_probe"] <= 100.0
+    assert metrics["eval"] == summary["eval"]

@@ -121,6 +121,11 @@ def train(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"run written to {summary['run_dir']} (final loss {summary['final_loss']:.4f})")
+    for name, scores in summary["eval"].items():
+        typer.echo(
+            f"  {name:12s} kNN top-1 {scores['knn_top1']:.1f} %   "
+            f"linear probe {scores['linear_probe']:.1f} %"
+        )
 
 
 def main() -> None:

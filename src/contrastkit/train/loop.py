@@ -7,6 +7,7 @@ checkpoint produces the same weights as an uninterrupted run with the same seed.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -21,6 +22,7 @@ from .. import losses
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, validate
 from .data import augment, load_digits_split
+from .evaluate import evaluate
 from .model import MLPEncoder, ProjectionHead
 
 LOG_FIELDS = ["step", "epoch", "loss", "lr", "samples_per_s"]
@@ -63,6 +65,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> di
     torch.manual_seed(cfg.seed)
     data = load_digits_split(seed=cfg.seed)
     encoder = MLPEncoder(64, cfg.hidden_dim, cfg.embed_dim)
+    random_init = copy.deepcopy(encoder)  # baseline: the same encoder before training
     head = ProjectionHead(cfg.embed_dim, cfg.hidden_dim, cfg.proj_dim)
     model = torch.nn.ModuleDict({"encoder": encoder, "head": head})
     loss_fn = getattr(losses, cfg.loss)(**cfg.loss_params)
@@ -148,6 +151,11 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> di
                 save_checkpoint(run_dir, step + 1, weights_now(), state)
     if bar is not None:
         bar.close()
-    summary = {"run_dir": str(run_dir), "steps": total, "final_loss": last_loss}
+    summary = {
+        "run_dir": str(run_dir),
+        "steps": total,
+        "final_loss": last_loss,
+        "eval": evaluate({"trained": encoder, "random_init": random_init}, data),
+    }
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     return summary
