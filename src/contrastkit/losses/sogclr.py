@@ -1,0 +1,382 @@
+"""SogCLR and iSogCLR: global contrastive losses with per-sample moving-average normalisers.
+
+SogCLR ("Provable Stochastic Optimization for Global Contrastive Learning: Small Batch Does Not
+Harm Performance", Yuan et al., ICML 2022, arXiv 2202.12387) and iSogCLR ("Not All Semantics are
+Created Equal: Contrastive Self-supervised Learning with Automatic Temperature
+Individualization", Qiu et al., ICML 2023, arXiv 2305.11965), as LibAUC's ``GCLoss_v1``
+(unimodal) computes them. Views ``h1, h2`` (B, d) are L2-normalised; anchor ``i`` of view 1 has
+candidates ``[h2; h1]``: the positive ``h2_i``, itself excluded, the other ``2B - 2`` negatives
+``S_i^-`` (symmetrically for view 2). With ``s`` raw cosines and ``E_ij = exp(s_ij / tau_i)``::
+
+    ubar_i = (1 - gamma) u[index_i] + gamma mean_{j in S_i^-} E_ij      (both views use old u)
+    l_i    = -s_i,pos + (1 / (2B - 2)) sum_{j in S_i^-} omega_ij s_ij,  omega = E / max(ubar, eps)
+    loss   = mean_i (l_i^(1) + l_i^(2))           (omega detached: a surrogate whose gradient is
+                                                    tau x that of the global contrastive loss)
+    state  u[index_i] <- (ubar_i^(1) + ubar_i^(2)) / 2                   (no gradient)
+
+The positive is not in the normaliser; identical embeddings on fresh state give exactly 0.
+iSogCLR replaces ``tau`` with a per-sample temperature ``tau[index_i]`` (state, init
+``temperature``) and after the loss takes one momentum step on it (LibAUC, no autograd)::
+
+    grad_i = mean over views of [log ubar_i + rho - (1/(2B - 2)) sum_{S^-} omega_ij s_ij / tau_i]
+    g[index_i] <- (1 - beta) g[index_i] + beta grad_i
+    tau[index_i] <- clamp(tau_i - eta g[index_i], tau_min, tau_max)
+
+Engine form: rows are the ``2B`` stacked views (view-major); two log-sum-exps over the negatives
+(plain, and weighted by ``s + 1`` for the first moment ``sum_j pi_ij s_ij`` that the value
+needs); per-row temperatures are per-row ``kappa``. Gamma as LibAUC: ``'constant'`` uses
+``gamma = 1`` while the epoch counter says "first epoch" and every index of the batch is
+unseen (``u[index].sum() == 0``, a batch-level test), else ``gamma``; ``'cosine'`` decays from
+1 to ``gamma`` over ``gamma_decay_epochs`` (call :meth:`SogCLR.adjust_gamma` each epoch). A
+repeated index in a batch: the last write wins.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .._validation import check_embeddings, check_positive, check_range, check_reduction
+from ..engine import PairMask, RowSpec
+from ._common import engine_args, run, two_views
+from ._moment import first_moment, moment_terms
+
+__all__ = ["sogclr", "isogclr", "SogCLR", "iSogCLR"]
+
+GAMMA_SCHEDULES = ("constant", "cosine")
+
+
+def _check_state(name: str, t, n: Optional[int], ref: Tensor) -> None:
+    if not isinstance(t, Tensor) or t.dim() != 1 or not t.is_floating_point():
+        shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+        raise ValueError(f"{name} must be a 1-D floating tensor (n_samples,), got {shape}")
+    if n is not None and t.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},), got {tuple(t.shape)}")
+    if t.device != ref.device:
+        raise ValueError(f"{name} is on {t.device} but the embeddings on {ref.device}")
+
+
+def _check_index(index, B: int, n_samples: int, ref: Tensor) -> None:
+    if not isinstance(index, Tensor):
+        raise ValueError(f"index must be a torch.Tensor, got {type(index).__name__}")
+    if index.dim() != 1 or index.shape[0] != B:
+        raise ValueError(f"index must have shape ({B},) (one per sample), got {tuple(index.shape)}")
+    if index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
+        raise ValueError(f"index must hold integer dataset indices, got dtype {index.dtype}")
+    if index.device != ref.device:
+        raise ValueError(f"index is on {index.device} but the embeddings on {ref.device}")
+    if B and (int(index.min()) < 0 or int(index.max()) >= n_samples):
+        raise ValueError(
+            f"index values must be in [0, n_samples={n_samples}), "
+            f"got min {int(index.min())}, max {int(index.max())}"
+        )
+
+
+def _gcl(z1, z2, index, u, tau_b, gamma, eps, reduction, eng):
+    """Shared core. ``tau_b``: float, or the per-sample state (n_samples,) read at ``index``.
+    Returns (loss, ubar, cE, tau) per stacked row (2B,), detached, ``cE = (1/(2B-2)) sum omega
+    s``."""
+    check_reduction(reduction)
+    Z, partner = two_views(z1, z2, True, min_rows=2)
+    B = z1.shape[0]
+    _check_state("u", u, None, z1)
+    _check_index(index, B, u.shape[0], z1)
+    check_range("gamma", float(gamma), 0.0, 1.0, lo_open=False, hi_open=False)
+    check_positive("eps", eps)
+    if isinstance(tau_b, Tensor):
+        tau_b = tau_b.detach()[index]
+    n_neg = 2 * B - 2
+    dt = Z.dtype
+    if isinstance(tau_b, Tensor):
+        tau_rows = tau_b.detach().to(dt).repeat(2)
+    else:
+        tau_rows = torch.full((2 * B,), float(tau_b), dtype=dt, device=Z.device)
+    kap = 1.0 / tau_rows
+    pos = (Z[:B] * Z[B:]).sum(-1)
+    pos = torch.cat([pos, pos])
+    u_old = u.detach()[index].to(dt).repeat(2)
+    w = 1.0 / B if reduction == "mean" else 1.0
+    ubar_out = torch.empty(2 * B, dtype=dt, device=Z.device)
+    ce_out = torch.empty_like(ubar_out)
+    log_n = math.log(n_neg)
+
+    def row_fn(st, sd):
+        lse0, lse1 = st["lse"][0], st["lse"][1]
+        mean = torch.exp(lse0.detach() - log_n)
+        ubar = (1.0 - gamma) * sd["u_old"] + gamma * mean
+        c = mean / ubar.clamp(min=eps)
+        ce = c * first_moment(lse0, lse1, None, grad=False)
+        ubar_out[sd["rowid"]] = ubar.detach()
+        ce_out[sd["rowid"]] = ce.detach()
+        surrogate = c * sd["tau"] * (lse0 - lse0.detach())
+        return w * (ce - sd["pos"] + surrogate)
+
+    spec = RowSpec(
+        terms=moment_terms(PairMask(self_offset=0, index=partner), Z, Z),
+        row_fn=row_fn,
+        row_side={
+            "pos": pos,
+            "u_old": u_old,
+            "tau": tau_rows,
+            "rowid": torch.arange(2 * B, device=Z.device),
+        },
+    )
+    out = run(Z, Z, spec, kap, reduction, eng)
+    if reduction == "none":
+        out = out[:B] + out[B:]
+    return out, ubar_out, ce_out, tau_rows
+
+
+def sogclr(
+    z1: Tensor,
+    z2: Tensor,
+    index: Tensor,
+    u: Tensor,
+    *,
+    temperature: float = 0.1,
+    gamma: float = 0.9,
+    eps: float = 1e-8,
+    update: bool = True,
+    reduction: str = "mean",
+    chunk_size: Optional[int] = None,
+    backend: str = "auto",
+) -> Tensor:
+    """SogCLR loss of two views (B, d), B >= 2, with dataset ``index`` (B,) into the state ``u``
+    (n_samples,), which is updated in place when ``update`` (as ``F.batch_norm`` does with its
+    running statistics). ``gamma`` is used as given (the module applies the schedule)."""
+    eng = engine_args(chunk_size, backend)
+    check_positive("temperature", temperature)
+    loss, ubar, _, _ = _gcl(z1, z2, index, u, temperature, gamma, eps, reduction, eng)
+    if update:
+        B = z1.shape[0]
+        with torch.no_grad():
+            u[index] = ((ubar[:B] + ubar[B:]) / 2).to(u.dtype)
+    return loss
+
+
+def isogclr(
+    z1: Tensor,
+    z2: Tensor,
+    index: Tensor,
+    u: Tensor,
+    tau: Tensor,
+    grad_tau: Tensor,
+    *,
+    gamma: float = 0.9,
+    rho: float = 0.3,
+    eta: float = 0.01,
+    beta: float = 0.9,
+    tau_min: float = 0.05,
+    tau_max: float = 0.7,
+    eps: float = 1e-8,
+    update: bool = True,
+    reduction: str = "mean",
+    chunk_size: Optional[int] = None,
+    backend: str = "auto",
+) -> Tensor:
+    """iSogCLR loss: SogCLR with per-sample temperatures ``tau[index]``; when ``update``, the
+    states ``u``, ``grad_tau`` and ``tau`` (all (n_samples,)) are updated in place."""
+    eng = engine_args(chunk_size, backend)
+    check_embeddings("z1", z1)
+    _check_state("u", u, None, z1)
+    _check_state("tau", tau, u.shape[0], z1)
+    _check_state("grad_tau", grad_tau, u.shape[0], z1)
+    _check_isog(rho, eta, beta, tau_min, tau_max)
+    if not bool((tau > 0).all()):
+        raise ValueError("tau (the per-sample temperatures) must be > 0")
+    loss, ubar, ce, tau_rows = _gcl(z1, z2, index, u, tau, gamma, eps, reduction, eng)
+    if update:
+        B = z1.shape[0]
+        with torch.no_grad():
+            g_rows = torch.log(ubar) + rho - ce / tau_rows
+            g = (g_rows[:B] + g_rows[B:]) / 2
+            u[index] = ((ubar[:B] + ubar[B:]) / 2).to(u.dtype)
+            grad_tau[index] = ((1.0 - beta) * grad_tau[index] + beta * g.to(grad_tau.dtype)).to(
+                grad_tau.dtype
+            )
+            tau[index] = (tau[index] - eta * grad_tau[index]).clamp(min=tau_min, max=tau_max)
+    return loss
+
+
+def _check_isog(rho, eta, beta, tau_min, tau_max) -> None:
+    for name, v in (("rho", rho), ("eta", eta)):
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    check_range("beta", float(beta), 0.0, 1.0, hi_open=False)
+    check_positive("tau_min", tau_min)
+    check_positive("tau_max", tau_max)
+    if tau_min > tau_max:
+        raise ValueError(f"tau_min must be <= tau_max, got tau_min={tau_min}, tau_max={tau_max}")
+
+
+class _GammaSchedule(torch.nn.Module):
+    """LibAUC's gamma schedule; ``gamma_current`` (a buffer, checkpointed) starts at 1."""
+
+    def _init_schedule(self, n_samples, gamma, gamma_schedule, gamma_decay_epochs, eps):
+        if not isinstance(n_samples, int) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        check_range("gamma", float(gamma), 0.0, 1.0, lo_open=True, hi_open=False)
+        if gamma_schedule not in GAMMA_SCHEDULES:
+            raise ValueError(
+                f"gamma_schedule must be one of {GAMMA_SCHEDULES}, got {gamma_schedule!r}"
+            )
+        if gamma_schedule == "cosine" and (
+            not isinstance(gamma_decay_epochs, int) or gamma_decay_epochs < 1
+        ):
+            raise ValueError(
+                "gamma_decay_epochs must be a positive integer with gamma_schedule='cosine', "
+                f"got {gamma_decay_epochs!r}"
+            )
+        check_positive("eps", eps)
+        self.n_samples = n_samples
+        self.gamma = float(gamma)
+        self.gamma_schedule = gamma_schedule
+        self.gamma_decay_epochs = gamma_decay_epochs
+        self.eps = eps
+        self.register_buffer("u", torch.zeros(n_samples))
+        self.register_buffer("gamma_current", torch.tensor(1.0, dtype=torch.float64))
+
+    def adjust_gamma(self, epoch: int) -> float:
+        """Set gamma for ``epoch`` (0-based) by the schedule; call once per epoch."""
+        if self.gamma_schedule == "constant":
+            g = 1.0 if epoch == 0 else self.gamma
+        elif epoch < self.gamma_decay_epochs:
+            cos = math.cos(math.pi * epoch / self.gamma_decay_epochs)
+            g = (1.0 - self.gamma) * 0.5 * (1.0 + cos) + self.gamma
+        else:
+            g = self.gamma
+        self.gamma_current.fill_(g)
+        return g
+
+    def effective_gamma(self, index: Tensor) -> float:
+        g = float(self.gamma_current)
+        if self.gamma_schedule == "constant" and g > self.gamma:
+            return 1.0 if float(self.u[index].sum()) == 0.0 else self.gamma
+        return g
+
+
+class SogCLR(_GammaSchedule):
+    """SogCLR module: ``forward(z1, z2, index)``; the state ``u`` (n_samples,) is a buffer.
+
+    Args:
+        n_samples: dataset size (``index`` values lie in ``[0, n_samples)``).
+        temperature: tau, 0.1 (LibAUC GCLoss_v1 default).
+        gamma: moving-average factor (0.9); ``gamma_schedule`` ``'constant'`` | ``'cosine'``
+            (with ``gamma_decay_epochs``); call :meth:`adjust_gamma` at every epoch start.
+        eps: floor of the normaliser (1e-8).
+        State is updated in training mode only (``.eval()`` freezes it).
+    """
+
+    def __init__(
+        self,
+        n_samples: int,
+        temperature: float = 0.1,
+        gamma: float = 0.9,
+        gamma_schedule: str = "constant",
+        gamma_decay_epochs: Optional[int] = None,
+        eps: float = 1e-8,
+        reduction: str = "mean",
+        chunk_size: Optional[int] = None,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        check_positive("temperature", temperature)
+        check_reduction(reduction)
+        engine_args(chunk_size, backend)
+        self._init_schedule(n_samples, gamma, gamma_schedule, gamma_decay_epochs, eps)
+        self.temperature = temperature
+        self.reduction, self.chunk_size, self.backend = reduction, chunk_size, backend
+
+    def forward(self, z1: Tensor, z2: Tensor, index: Tensor) -> Tensor:
+        check_embeddings("z1", z1)
+        _check_index(index, z1.shape[0], self.n_samples, self.u)
+        return sogclr(
+            z1,
+            z2,
+            index,
+            self.u,
+            temperature=self.temperature,
+            gamma=self.effective_gamma(index),
+            eps=self.eps,
+            update=self.training,
+            reduction=self.reduction,
+            chunk_size=self.chunk_size,
+            backend=self.backend,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_samples={self.n_samples}, temperature={self.temperature}, gamma={self.gamma}, "
+            f"gamma_schedule={self.gamma_schedule!r}"
+        )
+
+
+class iSogCLR(_GammaSchedule):  # noqa: N801 (the paper's name)
+    """iSogCLR module: ``forward(z1, z2, index)``; buffers ``u``, ``tau`` (init
+    ``temperature``) and ``grad_tau``, all (n_samples,).
+
+    Defaults as LibAUC GCLoss_v1(enable_isogclr=True): temperature 0.1, rho 0.3, eta 0.01,
+    beta 0.9, tau in [0.05, 0.7], gamma 0.9. (The official README's CIFAR-100 setting: rho 0.4,
+    gamma 0.8, beta 0.5, eta 0.03.) State is updated in training mode only.
+    """
+
+    def __init__(
+        self,
+        n_samples: int,
+        temperature: float = 0.1,
+        rho: float = 0.3,
+        eta: float = 0.01,
+        beta: float = 0.9,
+        tau_min: float = 0.05,
+        tau_max: float = 0.7,
+        gamma: float = 0.9,
+        gamma_schedule: str = "constant",
+        gamma_decay_epochs: Optional[int] = None,
+        eps: float = 1e-8,
+        reduction: str = "mean",
+        chunk_size: Optional[int] = None,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        check_positive("temperature", temperature)
+        _check_isog(rho, eta, beta, tau_min, tau_max)
+        check_reduction(reduction)
+        engine_args(chunk_size, backend)
+        self._init_schedule(n_samples, gamma, gamma_schedule, gamma_decay_epochs, eps)
+        self.temperature, self.rho, self.eta, self.beta = temperature, rho, eta, beta
+        self.tau_min, self.tau_max = tau_min, tau_max
+        self.reduction, self.chunk_size, self.backend = reduction, chunk_size, backend
+        self.register_buffer("tau", torch.full((n_samples,), float(temperature)))
+        self.register_buffer("grad_tau", torch.zeros(n_samples))
+
+    def forward(self, z1: Tensor, z2: Tensor, index: Tensor) -> Tensor:
+        check_embeddings("z1", z1)
+        _check_index(index, z1.shape[0], self.n_samples, self.u)
+        return isogclr(
+            z1,
+            z2,
+            index,
+            self.u,
+            self.tau,
+            self.grad_tau,
+            gamma=self.effective_gamma(index),
+            rho=self.rho,
+            eta=self.eta,
+            beta=self.beta,
+            tau_min=self.tau_min,
+            tau_max=self.tau_max,
+            eps=self.eps,
+            update=self.training,
+            reduction=self.reduction,
+            chunk_size=self.chunk_size,
+            backend=self.backend,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_samples={self.n_samples}, temperature={self.temperature}, rho={self.rho}, "
+            f"eta={self.eta}, beta={self.beta}, tau_min={self.tau_min}, tau_max={self.tau_max}"
+        )
