@@ -1,0 +1,19 @@
+"""Memories and momentum encoders (Part A of ``sampling_and_evaluation.md``).
+
+``Queue`` (MoCo FIFO of keys), ``MomentumEncoder`` (EMA copy, constant or BYOL cosine momentum),
+``CrossBatchMemory`` (XBM). Every stored tensor is detached and lives in a registered buffer, so
+it is saved and restored with the module's ``state_dict``.
+"""
+
+from .momentum import MomentumEncoder, momentum_schedule, momentum_update
+from .queue import Queue
+from .xbm import CrossBatchMemory, MemoryBatch
+
+__all__ = [
+    "Queue",
+    "MomentumEncoder",
+    "momentum_update",
+    "momentum_schedule",
+    "CrossBatchMemory",
+    "MemoryBatch",
+]
