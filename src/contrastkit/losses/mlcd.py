@@ -1,0 +1,169 @@
+"""MLCD: multi-label cluster discrimination (An et al., "Multi-label Cluster Discrimination for
+Visual Representation Learning", ECCV 2024, arXiv 2407.17331, eq. 4-5), with the unified
+(Circle-loss, Sun et al., CVPR 2020) form it derives from.
+
+Embedding ``e`` (normalised) and class centres ``W (k, d)`` (normalised; offline k-means);
+``Omega_p`` = the image's ``l`` nearest centres (``positives (N, l)``, -1 = padding) and
+``Omega_n`` = a random subset (``negative_ratio``) of the centres, resampled each call, without
+the image's own positives. With ``s_j = <w_j, e>``, scale ``gamma`` and margin ``m``::
+
+    lse_p = log sum_{i in Omega_p} exp(-gamma (s_i - m))
+    lse_n = log sum_{j in Omega_n} exp(gamma s_j)
+    form="mlcd" (eq. 5, default):  l = softplus(lse_p) + softplus(lse_n)
+    form="mlc"  (eq. 4, unified):  l = softplus(lse_p + lse_n)
+                                     = log(1 + sum_j sum_i exp(gamma (s_j - s_i + m)))
+
+The paper states neither a scale nor a margin (defaults gamma = 1, m = 0; m is applied to the
+positive logits, the CosFace convention, so "mlc" is exactly Circle's unified form). The MLCD
+training code is not public (deepglint/unicom releases models); this follows the paper's
+equations. Circle's self-paced weights (alpha_p, alpha_n) are not included.
+
+Engine: ``lse_n`` is a log-sum-exp over the sampled centres per image with the image's own
+positives excluded (an index mask), swept by the engine; ``lse_p`` is O(N l d) and a side input.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._validation import check_compatible, check_embeddings, check_range
+from ..engine import LSETerm, PairMask, RowSpec
+from ._common import FunctionalLoss, engine_args, kappa, prepare, row_weight, run
+
+__all__ = ["mlcd", "MLCDLoss"]
+
+FORMS = ("mlcd", "mlc")
+
+
+def _check_options(scale, margin, form, negative_ratio):
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)):
+        raise ValueError(f"margin must be a number, got {margin!r}")
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    if isinstance(negative_ratio, bool) or not isinstance(negative_ratio, (int, float)):
+        raise ValueError(f"negative_ratio must be a number in (0, 1], got {negative_ratio!r}")
+    check_range("negative_ratio", negative_ratio, 0.0, 1.0, lo_open=True, hi_open=False)
+
+
+def mlcd(
+    embeddings: Tensor,
+    centres: Tensor,
+    positives: Tensor,
+    *,
+    scale: float = 1.0,
+    margin: float = 0.0,
+    form: str = "mlcd",
+    negative_ratio: float = 1.0,
+    negatives: Optional[Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+    reduction: str = "mean",
+    normalize: bool = True,
+    chunk_size: Optional[int] = None,
+    backend: str = "auto",
+) -> Tensor:
+    """MLCD of ``embeddings (N, d)`` against ``centres (k, d)`` with ``positives (N, l)``.
+
+    ``negatives``: optional 1-D index of the sampled centres (else ``negative_ratio`` of them
+    are drawn with ``generator``; 1.0 uses every centre).
+    """
+    eng = engine_args(chunk_size, backend)
+    _check_options(scale, margin, form, negative_ratio)
+    check_embeddings("embeddings", embeddings)
+    check_embeddings("centres", centres)
+    check_compatible("embeddings", embeddings, "centres", centres)
+    N, k_all = embeddings.shape[0], centres.shape[0]
+    if not isinstance(positives, Tensor) or positives.dim() not in (1, 2):
+        raise ValueError("positives must be a (N,) or (N, l) long tensor of centre indices")
+    pos = positives[:, None] if positives.dim() == 1 else positives
+    if pos.shape[0] != N or pos.is_floating_point():
+        raise ValueError(
+            f"positives must be integer indices of shape ({N}, l), got {tuple(pos.shape)}"
+        )
+    pos = pos.to(device=embeddings.device, dtype=torch.long)
+    if bool(((pos < -1) | (pos >= k_all)).any()):
+        raise ValueError(f"positives must be in [0, {k_all}) (-1 = padding)")
+    if negatives is None:
+        n_neg = max(1, int(round(negative_ratio * k_all)))
+        negatives = (
+            torch.arange(k_all)
+            if n_neg == k_all
+            else torch.randperm(k_all, generator=generator)[:n_neg].sort().values
+        )
+    if not isinstance(negatives, Tensor) or negatives.dim() != 1 or negatives.is_floating_point():
+        raise ValueError("negatives must be a 1-D integer index of sampled centres")
+    negatives = negatives.to(embeddings.device, torch.long)
+    if negatives.numel() == 0 or bool(((negatives < 0) | (negatives >= k_all)).any()):
+        raise ValueError(f"negatives must be a non-empty index into [0, {k_all})")
+
+    E = prepare(embeddings, normalize)
+    W = prepare(centres, normalize)
+    k = kappa(E, scale=scale, n_rows=N)
+    # positives: O(N l d) with autograd
+    valid = pos >= 0
+    s_p = (E[:, None, :] * W[pos.clamp(min=0)]).sum(-1)
+    x_p = (-k * (s_p - margin)).masked_fill(~valid, float("-inf"))
+    has_p = valid.any(1)
+    lse_p = torch.logsumexp(torch.where(has_p[:, None], x_p, torch.zeros_like(x_p)), dim=1)
+    lse_p = torch.where(has_p, lse_p, torch.full_like(lse_p, float("-inf")))
+    # negatives: the sampled centres without the row's own positives (columns of the subset)
+    col_of = torch.full((k_all,), -1, dtype=torch.long, device=E.device)
+    col_of[negatives] = torch.arange(negatives.numel(), device=E.device)
+    excl = torch.where(valid, col_of[pos.clamp(min=0)], torch.full_like(pos, -1))
+    C = W[negatives]
+    w = row_weight(reduction, N)
+    if form == "mlcd":
+
+        def row_fn(st, sd):
+            return w * (F.softplus(sd["lse_p"]) + F.softplus(st["lse"][0]))
+    else:
+
+        def row_fn(st, sd):
+            return w * F.softplus(sd["lse_p"] + st["lse"][0])
+
+    spec = RowSpec(
+        terms=(LSETerm(exclude=PairMask(index=excl)),),
+        row_fn=row_fn,
+        row_side={"lse_p": lse_p},
+    )
+    return run(E, C, spec, k, reduction, eng)
+
+
+class MLCDLoss(FunctionalLoss):
+    """MLCD module: ``forward(embeddings, centres, positives, negatives=None)``.
+
+    Args:
+        scale, margin: gamma (1) and m (0) (not stated in the paper).
+        form: ``"mlcd"`` (eq. 5, the paper's loss) or ``"mlc"`` (eq. 4).
+        negative_ratio: fraction of centres sampled as negatives each call (paper: 0.1).
+        generator: optional ``torch.Generator`` for the sampling.
+    """
+
+    def __init__(
+        self,
+        scale: float = 1.0,
+        margin: float = 0.0,
+        form: str = "mlcd",
+        negative_ratio: float = 1.0,
+        generator: Optional[torch.Generator] = None,
+        reduction: str = "mean",
+        normalize: bool = True,
+        chunk_size: Optional[int] = None,
+        backend: str = "auto",
+    ):
+        _check_options(scale, margin, form, negative_ratio)
+        super().__init__(
+            mlcd,
+            scale=scale,
+            margin=margin,
+            form=form,
+            negative_ratio=negative_ratio,
+            generator=generator,
+            reduction=reduction,
+            normalize=normalize,
+            chunk_size=chunk_size,
+            backend=backend,
+        )
