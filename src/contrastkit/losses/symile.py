@@ -136,7 +136,7 @@ def symile(
     for r in R[1:]:
         full = full * r
     pos = full.sum(-1) * t  # the positive MIP of every row, shared by all anchor modalities
-    w = 1.0 / M if reduction != "mean" else 1.0 / (M * N)
+    w = {"mean": 1.0 / (M * N), "sum": 1.0 / M, "none": 1.0}[reduction]
     rows = []
     for m in range(M):
         others = [R[o] for o in range(M) if o != m]
