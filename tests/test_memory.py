@@ -12,10 +12,13 @@ from torch import nn
 from contrastkit.losses.info_nce import InfoNCE
 from contrastkit.memory import (
     CrossBatchMemory,
+    DynamicClusteredMemory,
     MomentumEncoder,
     Queue,
     momentum_schedule,
     momentum_update,
+    optimal_transport_align,
+    sinkhorn_equipartition,
 )
 
 import peers
@@ -407,3 +410,247 @@ def test_xbm_matches_pytorch_metric_learning_cross_batch_memory():
         mem = ours(f, y)
         got = _supcon_over_memory(f, y, mem, tau)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ DyCE
+
+
+def test_sinkhorn_equipartition_marginals():
+    """Card A5 oracle (a): rows sum to 1, columns to n / P after enough iterations."""
+    g = torch.Generator().manual_seed(0)
+    n, P = 24, 6
+    scores = torch.randn(n, P, generator=g, dtype=torch.float64)
+    for stable in (True, False):
+        q = sinkhorn_equipartition(scores, 0.1, 200, stable=stable)
+        assert q.shape == (n, P) and bool((q >= 0).all())
+        torch.testing.assert_close(q.sum(1), torch.ones(n, dtype=torch.float64))
+        torch.testing.assert_close(q.sum(0), torch.full((P,), n / P, dtype=torch.float64))
+    # the guard: exp(2 / 1e-5) overflows without the max-shift, epsilon is raised until finite
+    q = sinkhorn_equipartition(scores.abs() + 1.0, 1e-5, 50, stable=False)
+    assert bool(torch.isfinite(q).all())
+    torch.testing.assert_close(q.sum(1), torch.ones(n, dtype=torch.float64))
+
+
+def _filled_memory(B=6, d=5, P=3, k=2, start=0, **kw):
+    S = DynamicClusteredMemory.official_size(P, 4, 2 * B)
+    mem = DynamicClusteredMemory(
+        S, d, P, topk=k, memory_start_epoch=start, kmeans_n_init=2, dtype=torch.float64, **kw
+    )
+    g = torch.Generator().manual_seed(1)
+    centres = 3 * torch.randn(P, d, generator=g, dtype=torch.float64)
+
+    def batch():
+        c = torch.randint(0, P, (B,), generator=g)
+        x = centres[c] + 0.3 * torch.randn(B, d, generator=g, dtype=torch.float64)
+        x2 = x + 0.05 * torch.randn(B, d, generator=g, dtype=torch.float64)
+        return torch.cat([x, x2])
+
+    return mem, batch
+
+
+def _reference_neighbours(z_view, bank, labels, prototypes, k, small_rule, own=None, local=False):
+    """Card A5 step 4 written sample by sample (plain loops)."""
+    out = []
+    bn = F.normalize(bank, dim=1)
+    for i, x in enumerate(F.normalize(z_view, dim=1)):
+        sims = bn @ x
+        if own is not None:
+            for s in own[i]:
+                if s >= 0:
+                    sims[s] = float("-inf")
+        c = int(torch.argmax(F.normalize(prototypes, dim=1) @ x))
+        members = [s for s in range(len(bank)) if int(labels[s]) == c and sims[s] > float("-inf")]
+        if len(members) == 0 or small_rule(len(members)):
+            out.append(torch.topk(sims, k).indices)
+        else:
+            ms = torch.tensor(members)
+            top = torch.topk(sims[ms], k).indices
+            out.append(top if local else ms[top])
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("quirks", [False, True])
+def test_dyce_enhancement_layout_and_neighbours(quirks):
+    B, d, P, k = 6, 5, 3, 2
+    mem, batch = _filled_memory(B, d, P, k, official_quirks=quirks)
+    steps = 0
+    while not bool(mem.clustered):  # FIFO phase: returns the snapshot-based enlarged batch
+        z = batch().requires_grad_(True)
+        out = mem(z, epoch=0)
+        steps += 1
+        assert out.shape == (2 * B * (1 + k), d)
+    assert steps == mem.size // (2 * B) + 1
+    for epoch in (1, 2):
+        z = batch().requires_grad_(True)
+        out = mem(z, epoch=epoch)
+        # layout (oracle c): [z1; n1; z2; n2], rows r and r + B (1 + k) are the pair
+        h = B * (1 + k)
+        assert out.shape == (2 * h, d)
+        assert torch.equal(out[:B], z[:B]) and torch.equal(out[h : h + B], z[B:])
+        n1, n2 = out[B:h].reshape(B, k, d), out[h + B :].reshape(B, k, d)
+        bank = mem.bank
+        for v, (zv, nv) in enumerate(((z[:B], n1), (z[B:], n2))):
+            small = (lambda c: c < k) if (quirks and v == 1) else (lambda c: c <= k)
+            ref = _reference_neighbours(
+                zv.detach(), bank, mem.labels, mem.prototypes, k, small, local=quirks
+            )
+            assert torch.equal(nv, bank[ref]), (epoch, v)
+        # neighbours are detached memory rows: the gradient reaches only z's own rows
+        (gz,) = torch.autograd.grad(out.sum(), z)
+        assert torch.equal(gz, torch.ones_like(z))
+
+
+def test_dyce_neighbours_come_from_nearest_cluster_and_prototypes_are_means():
+    B, d, P, k = 6, 5, 3, 2
+    mem, batch = _filled_memory(B, d, P, k)
+    for epoch in range(4):
+        z = batch()
+        out = mem(z, epoch=epoch)
+    # oracle (b), mu = 0: prototypes are exact means of the stored rows of each label
+    for c in range(P):
+        rows = mem.bank[mem.labels == c]
+        if len(rows):
+            torch.testing.assert_close(mem.prototypes[c], rows.mean(0))
+    # oracle (d): nearest cluster with more than k members -> every neighbour carries its label
+    h = B * (1 + k)
+    protos = F.normalize(mem.prototypes, dim=1)
+    for v, nb in enumerate((out[B:h], out[h + B :])):
+        zv = F.normalize(z[v * B : (v + 1) * B], dim=1)
+        nearest = (zv @ protos.T).argmax(1)
+        slots = torch.cdist(nb, mem.bank).argmin(1).reshape(B, k)
+        for i in range(B):
+            if int((mem.labels == nearest[i]).sum()) > k:
+                assert bool((mem.labels[slots[i]] == nearest[i]).all())
+
+
+def test_dyce_before_start_epoch_and_exclude_self():
+    B, d, P, k = 6, 5, 3, 2
+    mem, batch = _filled_memory(B, d, P, k, start=3, exclude_self=True)
+    while not bool(mem.clustered):
+        z = batch()
+        assert mem(z, epoch=0) is z  # before memory_start_epoch: unchanged
+    ptr = int(mem.ptr)
+    z = batch()
+    out = mem(z, epoch=3)
+    written = torch.arange(ptr, min(ptr + 2 * B, mem.size))
+    own = torch.full((B, 2), -1, dtype=torch.long)
+    for r, s in enumerate(written):
+        own[r % B, r // B] = s
+    h = B * (1 + k)
+    for v, nb in enumerate((out[B:h], out[h + B :])):
+        ref = _reference_neighbours(
+            z[v * B : (v + 1) * B], mem.bank, mem.labels, mem.prototypes, k, lambda c: c <= k, own
+        )
+        assert torch.equal(nb.reshape(B, k, d), mem.bank[ref])
+        for i in range(B):  # never the sample's own two views (other samples are allowed)
+            assert not bool(torch.isin(ref[i], own[i]).any())
+
+
+def test_dyce_state_dict_round_trip_and_bad_input():
+    B, d, P, k = 6, 5, 3, 2
+    mem, batch = _filled_memory(B, d, P, k)
+    while not bool(mem.clustered):
+        mem(batch(), epoch=0)
+    other = DynamicClusteredMemory(
+        mem.size, d, P, topk=k, memory_start_epoch=0, dtype=torch.float64
+    )
+    other.load_state_dict(mem.state_dict())
+    z = batch()
+    assert torch.equal(mem(z, epoch=1), other(z, epoch=1))
+    with pytest.raises(ValueError, match="two views"):
+        mem(torch.randn(5, d, dtype=torch.float64), epoch=1)
+    with pytest.raises(ValueError, match="dim=5"):
+        mem(torch.randn(4, 3, dtype=torch.float64), epoch=1)
+    with pytest.raises(ValueError, match="epoch"):
+        mem(z, epoch=-1)
+    with pytest.raises(ValueError, match="num_clusters"):
+        DynamicClusteredMemory(4, 2, num_clusters=5)
+    with pytest.raises(ValueError, match="epsilon"):
+        DynamicClusteredMemory(40, 2, 3, epsilon=0.0)
+    assert DynamicClusteredMemory.official_size(200, 40, 512) == (8000 // 512 + 1) * 512 + 1
+
+
+# ------------------------------------------------------------------------------------------ OpTA
+
+
+def _scaling_sinkhorn(cost, eps, iters=2000):
+    """Entropic OT with uniform marginals by plain matrix scaling (a different algorithm with
+    the same fixed point as BECLR's log-domain updates)."""
+    n, m = cost.shape
+    K = torch.exp(-cost / eps)
+    a, b = torch.full((n,), 1 / n, dtype=cost.dtype), torch.full((m,), 1 / m, dtype=cost.dtype)
+    u, v = torch.ones_like(a), torch.ones_like(b)
+    for _ in range(iters):
+        u = a / (K @ v)
+        v = b / (K.T @ u)
+    return u[:, None] * K * v[None, :]
+
+
+def _episode(n_way=4, n_shot=1, n_query=6, d=10, spread=0.3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = 4 * torch.randn(n_way, d, generator=g, dtype=torch.float64)
+    ys = torch.arange(n_way).repeat_interleave(n_shot)
+    yq = torch.arange(n_way).repeat_interleave(n_query)
+    s = centres[ys] + spread * torch.randn(len(ys), d, generator=g, dtype=torch.float64)
+    q = centres[yq] + spread * torch.randn(len(yq), d, generator=g, dtype=torch.float64)
+    return s, ys, q, yq
+
+
+def test_opta_plan_marginals_and_fixed_point():
+    s, ys, q, _ = _episode(n_shot=1)
+    # epsilon 0.2 so that both algorithms converge fully in a few thousand rounds
+    r = optimal_transport_align(s, ys, q, epsilon=0.2, n_passes=1, tol=1e-10, max_iter=2000)
+    n_way, n_q = 4, q.shape[0]
+    torch.testing.assert_close(r.plan.sum(1), torch.full((n_way,), 1 / n_way, dtype=s.dtype))
+    torch.testing.assert_close(r.plan.sum(0), torch.full((n_q,), 1 / n_q, dtype=s.dtype))
+    # same plan and prototypes from matrix scaling on the standardised features
+    z = lambda x: (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True)  # noqa: E731
+    sz, qz = z(s), z(q)
+    cost = torch.cdist(sz, qz) ** 2
+    plan = _scaling_sinkhorn(cost / cost.max(), 0.2)
+    torch.testing.assert_close(r.plan, plan, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(r.prototypes, (plan / plan.sum(1, keepdim=True)) @ qz)
+    torch.testing.assert_close(r.query, qz)
+    assert torch.equal(r.classes, torch.arange(4))
+
+
+def test_opta_moves_prototypes_to_class_query_means():
+    """Tight, far-apart query clusters and small epsilon: each prototype lands on (about) its
+    class's query mean; a huge epsilon sends every prototype to the global query mean."""
+    s, ys, q, yq = _episode(n_shot=1, spread=0.05, seed=3)
+    r = optimal_transport_align(s, ys, q, epsilon=0.01, n_passes=1, standardize=False)
+    means = torch.stack([q[yq == c].mean(0) for c in range(4)])
+    torch.testing.assert_close(r.prototypes, means, rtol=0, atol=1e-4)
+    r = optimal_transport_align(s, ys, q, epsilon=1e7, n_passes=1, standardize=False)
+    torch.testing.assert_close(r.prototypes, q.mean(0).expand(4, -1), rtol=0, atol=1e-5)
+
+
+def test_opta_default_passes_and_ratio():
+    # 1-shot: 5 passes, no mixing
+    s, ys, q, _ = _episode(n_shot=1, spread=1.0)
+    a = optimal_transport_align(s, ys, q)
+    b = optimal_transport_align(s, ys, q, n_passes=5, ratio=1.0)
+    assert torch.equal(a.prototypes, b.prototypes)
+    # 5-shot: 1 pass, then 0.7 transported + 0.3 original prototypes
+    s, ys, q, _ = _episode(n_shot=5, spread=1.0)
+    a = optimal_transport_align(s, ys, q)
+    one = optimal_transport_align(s, ys, q, n_passes=1, ratio=1.0)
+    sz = (s - s.mean(1, keepdim=True)) / s.std(1, keepdim=True)
+    orig = sz.reshape(4, 5, -1).mean(1)
+    torch.testing.assert_close(a.prototypes, 0.7 * one.prototypes + 0.3 * orig)
+
+
+def test_opta_bad_input():
+    s, ys, q, _ = _episode()
+    with pytest.raises(ValueError, match="feature dimension"):
+        optimal_transport_align(s, ys, q[:, :3])
+    with pytest.raises(ValueError, match="support_labels must have shape"):
+        optimal_transport_align(s, ys[:2], q)
+    with pytest.raises(ValueError, match="epsilon"):
+        optimal_transport_align(s, ys, q, epsilon=0)
+    with pytest.raises(ValueError, match="ratio"):
+        optimal_transport_align(s, ys, q, ratio=1.5)
+    with pytest.raises(ValueError, match="constant"):
+        optimal_transport_align(torch.ones_like(s), ys, q)
+    with pytest.raises(ValueError, match="cost is zero"):
+        optimal_transport_align(torch.ones_like(s), ys, torch.ones_like(q), standardize=False)
