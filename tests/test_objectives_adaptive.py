@@ -1,0 +1,697 @@
+"""SogCLR / iSogCLR, AMCL, CACR, focal InfoNCE and 1-to-K: engine (tiled, several chunk sizes)
+== dense reference (values and gradients), card oracles, state updates, bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import math
+from pathlib import Path
+
+import pytest
+import reference_objectives_adaptive as ref
+import torch
+import torch.nn.functional as F
+
+from contrastkit.losses.amcl import AMCL, amcl, hardest_negatives
+from contrastkit.losses.cacr import CACR, cacr
+from contrastkit.losses.focal import FocalInfoNCE, focal_info_nce
+from contrastkit.losses.info_nce import multiple_negatives_ranking
+from contrastkit.losses.one_to_k import OneToKContrastive, one_to_k_contrastive
+from contrastkit.losses.sogclr import SogCLR, iSogCLR, isogclr, sogclr
+
+ENGINES = [
+    {"backend": "dense"},
+    {"backend": "tiled", "chunk_size": 1},
+    {"backend": "tiled", "chunk_size": 3},
+    {"backend": "tiled"},  # automatic tile: one full-width block here
+]
+F64 = torch.float64
+
+
+def rnd(*shape, seed=0, dtype=F64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=dtype).requires_grad_()
+
+
+def grads(loss, xs):
+    return torch.autograd.grad(loss, xs, allow_unused=True)
+
+
+def close(a, b, rtol=1e-9, atol=1e-11, msg=""):
+    torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=msg)
+
+
+# ---------------------------------------------------------------- SogCLR / iSogCLR
+
+
+def _steps(n, B, d, steps, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(steps):
+        idx = torch.randperm(n, generator=g)[:B]
+        h1 = torch.randn(B, d, generator=g, dtype=F64).requires_grad_()
+        h2 = torch.randn(B, d, generator=g, dtype=F64).requires_grad_()
+        out.append((idx, h1, h2))
+    return out
+
+
+@pytest.mark.parametrize("eng", ENGINES)
+def test_sogclr_engine_matches_reference_over_steps(eng):
+    n, B, d, tau = 12, 5, 4, 0.2
+    u_ref = torch.zeros(n, dtype=F64)
+    u = torch.zeros(n, dtype=F64)
+    for step, (idx, h1, h2) in enumerate(_steps(n, B, d, 4)):
+        gamma = 1.0 if step == 0 else 0.7
+        want, ubar, _ = ref.gcl(h1, h2, u_ref[idx], tau, gamma)
+        want = want.mean()
+        u_ref[idx] = ubar.mean(0)
+        got = sogclr(h1, h2, idx, u, temperature=tau, gamma=gamma, **eng)
+        close(got, want, msg=f"step {step} value")
+        for a, b in zip(grads(got, (h1, h2)), grads(want, (h1, h2))):
+            close(a, b, msg=f"step {step} grad")
+        close(u, u_ref, rtol=1e-12, atol=0, msg=f"step {step} state")
+
+
+@pytest.mark.parametrize("eng", ENGINES[:3])
+def test_isogclr_engine_matches_reference_over_steps(eng):
+    n, B, d = 10, 4, 3
+    rho, eta, beta, lo, hi = 0.3, 0.05, 0.6, 0.05, 0.7
+    u_r, tau_r, g_r = (
+        torch.zeros(n, dtype=F64),
+        torch.full((n,), 0.1, dtype=F64),
+        torch.zeros(n, dtype=F64),
+    )
+    u, tau, gt = u_r.clone(), tau_r.clone(), g_r.clone()
+    for step, (idx, h1, h2) in enumerate(_steps(n, B, d, 4, seed=3)):
+        gamma = 1.0 if step == 0 else 0.8
+        want, ubar, ce = ref.gcl(h1, h2, u_r[idx], tau_r[idx], gamma)
+        want = want.mean()
+        grad = (torch.log(ubar) + rho - ce / tau_r[idx]).mean(0)
+        u_r[idx] = ubar.mean(0)
+        g_r[idx] = (1 - beta) * g_r[idx] + beta * grad
+        tau_r[idx] = (tau_r[idx] - eta * g_r[idx]).clamp(lo, hi)
+        got = isogclr(
+            h1,
+            h2,
+            idx,
+            u,
+            tau,
+            gt,
+            gamma=gamma,
+            rho=rho,
+            eta=eta,
+            beta=beta,
+            tau_min=lo,
+            tau_max=hi,
+            **eng,
+        )
+        close(got, want, msg=f"step {step} value")
+        for a, b in zip(grads(got, (h1, h2)), grads(want, (h1, h2))):
+            close(a, b, msg=f"step {step} grad")
+        for name, a, b in (("u", u, u_r), ("tau", tau, tau_r), ("grad_tau", gt, g_r)):
+            close(a, b, rtol=1e-11, atol=1e-13, msg=f"step {step} {name}")
+    assert not torch.all(tau == 0.1)  # the temperatures moved
+
+
+def _unit(angle):
+    return [math.cos(angle), math.sin(angle)]
+
+
+def test_sogclr_state_hand_computed_sequence():
+    """B = 2 in the plane: every cosine is cos(angle difference), so each step is a few scalar
+    formulas. Constant schedule: gamma = 1 on an unseen first-epoch batch, then gamma_min."""
+    tau, gmin = 0.5, 0.9
+    m = SogCLR(3, temperature=tau, gamma=gmin).double()
+    batches = [  # (index, angles of view 1, angles of view 2)
+        ([0, 1], (0.0, 1.0), (0.3, 1.4)),
+        ([1, 2], (0.2, -0.5), (0.1, -0.9)),
+        ([0, 2], (2.0, 0.4), (2.5, 0.0)),
+    ]
+    u = [0.0, 0.0, 0.0]
+    for step, (index, a1, a2) in enumerate(batches):
+        if step == 2:
+            m.adjust_gamma(1)
+        seen = any(u[i] != 0.0 for i in index)
+        gamma = gmin if (seen or step == 2) else 1.0
+        h1 = torch.tensor([_unit(a) for a in a1], dtype=F64)
+        h2 = torch.tensor([_unit(a) for a in a2], dtype=F64)
+        loss = m(h1, h2, torch.tensor(index))
+        # hand computation: anchor i of view x, negatives = other sample in both views
+        total, new = 0.0, {}
+        for i in range(2):
+            j = 1 - i
+            ubars = []
+            for ax, ay in ((a1, a2), (a2, a1)):
+                s_neg = [math.cos(ax[i] - ay[j]), math.cos(ax[i] - ax[j])]
+                s_pos = math.cos(ax[i] - ay[i])
+                e = [math.exp(s / tau) for s in s_neg]
+                ubar = (1 - gamma) * u[index[i]] + gamma * sum(e) / 2
+                total += -s_pos + sum(ei / ubar * s for ei, s in zip(e, s_neg)) / 2
+                ubars.append(ubar)
+            new[index[i]] = sum(ubars) / 2
+        for k, v in new.items():
+            u[k] = v
+        assert float(loss) == pytest.approx(total / 2, rel=1e-12)
+        assert m.u.tolist() == pytest.approx(u, rel=1e-12)
+    assert u[1] != 0 and u[2] != 0
+
+
+def test_isogclr_state_hand_computed_step():
+    """One iSogCLR step on B = 2 in the plane, then a second that reuses the momentum."""
+    tau0, rho, eta, beta = 0.25, 0.4, 0.2, 0.5  # 0.25: exact in the float32 buffer
+    m = iSogCLR(2, temperature=tau0, rho=rho, eta=eta, beta=beta, tau_min=0.05, tau_max=0.7)
+    m = m.double()
+    a1, a2 = (0.0, 1.2), (0.4, 1.0)
+    h1 = torch.tensor([_unit(a) for a in a1], dtype=F64)
+    h2 = torch.tensor([_unit(a) for a in a2], dtype=F64)
+    tau, g, u = [tau0, tau0], [0.0, 0.0], [0.0, 0.0]
+    for step in range(2):
+        gamma = 1.0 if step == 0 else 0.9
+        m(h1, h2, torch.tensor([0, 1]))
+        for i in range(2):
+            j = 1 - i
+            grads_, ubars = [], []
+            for ax, ay in ((a1, a2), (a2, a1)):
+                s_neg = [math.cos(ax[i] - ay[j]), math.cos(ax[i] - ax[j])]
+                e = [math.exp(s / tau[i]) for s in s_neg]
+                ubar = (1 - gamma) * u[i] + gamma * sum(e) / 2
+                ce = sum(ei / ubar * s for ei, s in zip(e, s_neg)) / 2
+                grads_.append(math.log(ubar) + rho - ce / tau[i])
+                ubars.append(ubar)
+            u[i] = sum(ubars) / 2
+            g[i] = (1 - beta) * g[i] + beta * sum(grads_) / 2
+            tau[i] = min(max(tau[i] - eta * g[i], 0.05), 0.7)
+        assert m.u.tolist() == pytest.approx(u, rel=1e-12)
+        assert m.grad_tau.tolist() == pytest.approx(g, rel=1e-12)
+        assert m.tau.tolist() == pytest.approx(tau, rel=1e-12)
+
+
+def test_sogclr_identical_embeddings_fresh_state_is_zero():
+    one = torch.randn(1, 5, dtype=F64).expand(4, 5)
+    for eng in ENGINES[:3]:
+        loss = sogclr(one, one, torch.arange(4), torch.zeros(4, dtype=F64), gamma=1.0, **eng)
+        assert float(loss) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_sogclr_gamma_one_gradient_is_tau_times_decoupled_loss():
+    """Card oracle (b): with gamma = 1 the normaliser is the mini-batch mean, so the gradient is
+    tau x the gradient of -s_pos / tau + log mean_neg exp(s / tau) (decoupled, per direction)."""
+    h1, h2 = rnd(7, 4, seed=2), rnd(7, 4, seed=3)
+    tau = 0.3
+    loss = sogclr(
+        h1,
+        h2,
+        torch.arange(7),
+        torch.zeros(7, dtype=F64),
+        temperature=tau,
+        gamma=1.0,
+        backend="tiled",
+        chunk_size=3,
+    )
+    Z = F.normalize(torch.cat([h1, h2]), dim=-1)
+    S = Z @ Z.T
+    part = (torch.arange(14) + 7) % 14
+    mask = torch.eye(14, dtype=torch.bool)
+    mask[torch.arange(14), part] = True
+    lse = torch.logsumexp((S / tau).masked_fill(mask, float("-inf")), dim=1) - math.log(12)
+    dec = (-S[torch.arange(14), part] / tau + lse).sum() / 7
+    got = grads(loss, (h1, h2))
+    for a, b in zip(got, grads(dec, (h1, h2))):
+        close(a, tau * b)
+
+    # and by central finite differences of the decoupled loss (float64)
+    def dec_value(x1, x2):
+        Z = F.normalize(torch.cat([x1, x2]), dim=-1)
+        S = Z @ Z.T
+        lse = torch.logsumexp((S / tau).masked_fill(mask, float("-inf")), dim=1)
+        return float((-S[torch.arange(14), part] / tau + lse).sum() / 7)
+
+    x1, x2 = h1.detach(), h2.detach()
+    for i, j in ((0, 0), (3, 2), (6, 1)):
+        e = torch.zeros_like(x1)
+        e[i, j] = 1e-6
+        fd = (dec_value(x1 + e, x2) - dec_value(x1 - e, x2)) / 2e-6
+        assert float(got[0][i, j]) == pytest.approx(tau * fd, rel=1e-6, abs=1e-8)
+
+
+def test_isogclr_eta_zero_is_sogclr_with_initial_tau():
+    n = 8
+    m1 = SogCLR(n, temperature=0.25).double()
+    m2 = iSogCLR(n, temperature=0.25, eta=0.0).double()  # 0.25: exact in the float32 buffer
+    for idx, h1, h2 in _steps(n, 4, 3, 3, seed=5):
+        a = m1(h1, h2, idx)
+        b = m2(h1, h2, idx)
+        close(a, b, rtol=1e-12, atol=1e-14)
+        close(m1.u, m2.u, rtol=1e-12, atol=0)
+    assert torch.all(m2.tau == 0.25)
+
+
+def test_isogclr_gradient_matches_frozen_weight_finite_differences():
+    """SogCLR's value is a surrogate with stop-gradient weights (as LibAUC), so gradcheck of the
+    value does not apply; its gradient is the derivative of the same expression with omega
+    frozen at the evaluation point, checked here by central differences (float64)."""
+    u = torch.rand(9, dtype=F64) + 0.5
+    idx = torch.tensor([4, 0, 7, 2])
+    tau = torch.rand(9, dtype=F64) * 0.3 + 0.1
+    h1, h2 = rnd(4, 3, seed=9), rnd(4, 3, seed=10)
+    loss = isogclr(
+        h1,
+        h2,
+        idx,
+        u,
+        tau,
+        torch.zeros(9, dtype=F64),
+        update=False,
+        gamma=0.6,
+        backend="tiled",
+        chunk_size=2,
+    )
+    got = grads(loss, (h1, h2))
+    _, ubar, _ = ref.gcl(h1, h2, u[idx], tau[idx], 0.6)
+    B = 4
+
+    def frozen(x1, x2):  # omega from the evaluation point, s from (x1, x2)
+        a1, a2 = F.normalize(h1.detach(), dim=-1), F.normalize(h2.detach(), dim=-1)
+        b1, b2 = F.normalize(x1, dim=-1), F.normalize(x2, dim=-1)
+        total = 0.0
+        for d_, (a, b, x, y) in enumerate(((a1, a2, b1, b2), (a2, a1, b2, b1))):
+            L0 = torch.cat([a @ b.T, a @ a.T], 1)
+            L = torch.cat([x @ y.T, x @ x.T], 1)
+            neg = torch.ones(B, 2 * B, dtype=torch.bool)
+            neg[torch.arange(B), torch.arange(B)] = False
+            neg[torch.arange(B), B + torch.arange(B)] = False
+            om = torch.where(neg, torch.exp(L0 / tau[idx][:, None]), 0.0) / ubar[d_][:, None]
+            total += float((-L.diagonal() + (om * L).sum(1) / (2 * B - 2)).mean())
+        return total
+
+    x1, x2 = h1.detach(), h2.detach()
+    for i in range(4):
+        for j in range(3):
+            e = torch.zeros_like(x1)
+            e[i, j] = 1e-6
+            fd1 = (frozen(x1 + e, x2) - frozen(x1 - e, x2)) / 2e-6
+            fd2 = (frozen(x1, x2 + e) - frozen(x1, x2 - e)) / 2e-6
+            assert float(got[0][i, j]) == pytest.approx(fd1, rel=1e-6, abs=1e-9)
+            assert float(got[1][i, j]) == pytest.approx(fd2, rel=1e-6, abs=1e-9)
+
+
+def test_sogclr_reductions_and_eval_freezes_state():
+    h1, h2 = rnd(5, 3, seed=11), rnd(5, 3, seed=12)
+    idx = torch.tensor([0, 1, 2, 3, 4])
+    u0 = torch.rand(5, dtype=F64) + 0.1
+    kw = dict(update=False, temperature=0.3, gamma=0.5, backend="tiled", chunk_size=2)
+    mean = sogclr(h1, h2, idx, u0.clone(), **kw)
+    total = sogclr(h1, h2, idx, u0.clone(), reduction="sum", **kw)
+    rows = sogclr(h1, h2, idx, u0.clone(), reduction="none", **kw)
+    assert rows.shape == (5,)
+    close(rows.mean(), mean)
+    close(rows.sum(), total)
+    u = u0.clone()
+    sogclr(h1, h2, idx, u, **kw)
+    assert torch.equal(u, u0)
+    m = SogCLR(5).double().eval()
+    m(h1, h2, idx)
+    assert torch.all(m.u == 0)
+    m.train()
+    m(h1, h2, idx)
+    assert torch.all(m.u > 0)
+
+
+def test_sogclr_cosine_gamma_schedule():
+    m = SogCLR(4, gamma=0.8, gamma_schedule="cosine", gamma_decay_epochs=4)
+    assert m.adjust_gamma(0) == pytest.approx(1.0)
+    assert m.adjust_gamma(2) == pytest.approx(0.9)
+    assert m.adjust_gamma(5) == pytest.approx(0.8)
+    assert float(m.gamma_current) == pytest.approx(0.8)
+    assert "gamma_current" in m.state_dict() and "u" in m.state_dict()
+
+
+def _libauc():
+    """LibAUC's GCLoss_v1, loaded from its own file (``libauc/losses/contrastive.py`` needs only
+    torch and numpy; importing the package pulls pandas, scikit-learn, ...)."""
+    spec = importlib.util.find_spec("libauc")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip(
+            "libauc not installed: `pip install -c constraints.txt --no-deps libauc==2.0.1` "
+            "runs the parity test"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "losses" / "contrastive.py"
+    mod_spec = importlib.util.spec_from_file_location("_libauc_contrastive", path)
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)
+    return mod.GCLoss_v1
+
+
+@pytest.mark.parametrize("isog", [False, True])
+def test_sogclr_parity_with_libauc(isog):
+    GCLoss_v1 = _libauc()
+    n, B, d = 16, 5, 6
+    with contextlib.redirect_stdout(io.StringIO()):
+        peer = GCLoss_v1(N=n, tau=0.1, device=torch.device("cpu"), enable_isogclr=isog)
+    ours = (iSogCLR if isog else SogCLR)(n, temperature=0.1)
+    ours_t = (iSogCLR if isog else SogCLR)(n, temperature=0.1, backend="tiled", chunk_size=3)
+    g = torch.Generator().manual_seed(4)
+    for step in range(6):
+        if step == 3:
+            with contextlib.redirect_stdout(io.StringIO()):
+                peer.adjust_gamma(1)
+            ours.adjust_gamma(1)
+            ours_t.adjust_gamma(1)
+        idx = torch.randperm(n, generator=g)[:B]
+        h1 = torch.randn(B, d, generator=g).requires_grad_()
+        h2 = torch.randn(B, d, generator=g).requires_grad_()
+        want = peer(h1, h2, idx)
+        want_g = grads(want, (h1, h2))
+        for m in (ours, ours_t):
+            got = m(h1, h2, idx)
+            close(got, want, rtol=2e-6, atol=1e-6, msg=f"step {step}")
+            for a, b in zip(grads(got, (h1, h2)), want_g):
+                close(a, b, rtol=1e-4, atol=1e-6)
+            close(m.u, peer.u.flatten(), rtol=1e-5, atol=1e-6)
+            if isog:
+                close(m.tau, peer.learnable_tau.flatten(), rtol=1e-5, atol=1e-7)
+                close(m.grad_tau, peer.grad_tau.flatten(), rtol=1e-4, atol=1e-6)
+
+
+def test_sogclr_bad_input():
+    h = torch.randn(4, 3)
+    u = torch.zeros(10)
+    with pytest.raises(ValueError, match="index must have shape"):
+        sogclr(h, h, torch.arange(3), u)
+    with pytest.raises(ValueError, match="index values must be in"):
+        sogclr(h, h, torch.tensor([0, 1, 2, 10]), u)
+    with pytest.raises(ValueError, match="integer dataset indices"):
+        sogclr(h, h, torch.zeros(4), u)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        sogclr(h[:1], h[:1], torch.arange(1), u)
+    with pytest.raises(ValueError, match="u must be a 1-D"):
+        sogclr(h, h, torch.arange(4), torch.zeros(10, 1))
+    with pytest.raises(ValueError, match="gamma"):
+        sogclr(h, h, torch.arange(4), u, gamma=1.5)
+    with pytest.raises(ValueError, match="temperature"):
+        sogclr(h, h, torch.arange(4), u, temperature=0.0)
+    with pytest.raises(ValueError, match="gamma_schedule"):
+        SogCLR(10, gamma_schedule="linear")
+    with pytest.raises(ValueError, match="gamma_decay_epochs"):
+        SogCLR(10, gamma_schedule="cosine")
+    with pytest.raises(ValueError, match="n_samples"):
+        SogCLR(0)
+    with pytest.raises(ValueError, match="tau_min must be <= tau_max"):
+        iSogCLR(10, tau_min=0.8, tau_max=0.7)
+    with pytest.raises(ValueError, match="tau must have shape"):
+        isogclr(h, h, torch.arange(4), u, torch.ones(9), torch.zeros(10))
+    with pytest.raises(ValueError, match="index values must be in"):
+        SogCLR(3)(h, h, torch.arange(4))
+
+
+# ---------------------------------------------------------------- focal InfoNCE
+
+
+def _focal_inputs(N=7, d=5):
+    return rnd(N, d, seed=1), rnd(N, d, seed=2), rnd(N, d, seed=3), rnd(N, 2, d, seed=4)
+
+
+@pytest.mark.parametrize("eng", ENGINES)
+@pytest.mark.parametrize("detach", [False, True])
+def test_focal_engine_matches_reference(eng, detach):
+    q, p, n1, n2 = _focal_inputs()
+    xs = (q, p, n1, n2)
+    cands = torch.cat([p, n1, n2[:, 0], n2[:, 1]])
+    want = ref.focal_info_nce(q, cands, 0.2, 1.5, detach).mean()
+    got = focal_info_nce(q, p, n1, n2, temperature=0.2, gamma=1.5, detach_weight=detach, **eng)
+    close(got, want)
+    for a, b in zip(grads(got, xs), grads(want, xs)):
+        close(a, b)
+
+
+def test_focal_gamma_zero_is_mnrl_and_identical_closed_form():
+    q, p, n1, _ = _focal_inputs()
+    got = focal_info_nce(q, p, n1, temperature=0.05, gamma=0.0, backend="tiled", chunk_size=3)
+    want = multiple_negatives_ranking(q, p, n1, scale=20.0, backend="dense")
+    close(got, want)
+    x = torch.randn(1, 4, dtype=F64).expand(6, 4)
+    C = 12
+    for gamma in (0.0, 1.0, 2.5):
+        v = focal_info_nce(x, x, x, gamma=gamma, backend="tiled", chunk_size=4)
+        assert float(v) == pytest.approx((1 - 1 / C) ** gamma * math.log(C), rel=1e-12)
+
+
+def test_focal_gradcheck_and_module():
+    q, p, n1, _ = _focal_inputs(N=4, d=3)
+
+    def f(q, p, n):
+        return focal_info_nce(q, p, n, temperature=0.3, gamma=2.0, backend="tiled", chunk_size=2)
+
+    assert torch.autograd.gradcheck(f, (q, p, n1), eps=1e-6, atol=1e-6, rtol=1e-5)
+    m = FocalInfoNCE(temperature=0.3, gamma=2.0, reduction="none")
+    rows = m(q, p, n1)
+    assert rows.shape == (4,)
+    close(rows.mean(), f(q, p, n1))
+
+
+def test_focal_bad_input():
+    q = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="gamma must be >= 0"):
+        focal_info_nce(q, q, gamma=-1.0)
+    with pytest.raises(ValueError, match="gamma"):
+        FocalInfoNCE(gamma=float("nan"))
+    with pytest.raises(ValueError, match="positive must have as many rows"):
+        focal_info_nce(q, q[:3])
+    with pytest.raises(ValueError, match="negatives\\[0\\]"):
+        focal_info_nce(q, q, torch.randn(4, 5))
+
+
+# ---------------------------------------------------------------- 1-to-K
+
+
+@pytest.mark.parametrize("eng", ENGINES)
+@pytest.mark.parametrize("K", [1, 3])
+def test_one_to_k_engine_matches_reference(eng, K):
+    B, d = 5, 4
+    v, t = rnd(B, d, seed=1), rnd(B * K, d, seed=2)
+    tau = torch.tensor(0.3, dtype=F64, requires_grad=True)
+    want = ref.one_to_k(v, t, tau)
+    got = one_to_k_contrastive(v, t, temperature=tau, **eng)
+    close(got, want)
+    for a, b in zip(grads(got, (v, t, tau)), grads(want, (v, t, tau))):
+        close(a, b)
+
+
+def test_one_to_k_oracles():
+    B, d, K = 4, 6, 3
+    v, t = rnd(B, d, seed=3), rnd(B * K, d, seed=4)
+    # K = 1 is the CLIP loss with divide-by-tau
+    from contrastkit.losses.clip import clip_loss
+
+    close(
+        one_to_k_contrastive(v, t[:B], temperature=0.1, backend="tiled", chunk_size=3),
+        clip_loss(v, t[:B], temperature=0.1, backend="dense"),
+    )
+    # permuting languages inside each block changes nothing
+    perm = torch.cat([K * i + torch.randperm(K) for i in range(B)])
+    a = one_to_k_contrastive(v, t, backend="tiled", chunk_size=2)
+    close(one_to_k_contrastive(v, t[perm], backend="tiled", chunk_size=2), a)
+    # identical embeddings: (K log(BK) + log B) / (2K)
+    x = torch.randn(1, d, dtype=F64)
+    val = one_to_k_contrastive(x.expand(B, d), x.expand(B * K, d), backend="tiled", chunk_size=5)
+    assert float(val) == pytest.approx((K * math.log(B * K) + math.log(B)) / (2 * K), rel=1e-12)
+    # reductions
+    rows = one_to_k_contrastive(v, t, reduction="none", divide_by=2.0)
+    assert rows.shape == (B,)
+    close(rows.mean(), one_to_k_contrastive(v, t, divide_by=2.0))
+    close(rows.sum(), one_to_k_contrastive(v, t, divide_by=2.0, reduction="sum"))
+
+
+def test_one_to_k_module_clamps_learnable_temperature():
+    v, t = rnd(3, 4, seed=5), rnd(6, 4, seed=6)
+    m = OneToKContrastive(temperature=0.07).double()
+    with torch.no_grad():
+        m.temperature.fill_(0.9)
+    loss = m(v, t)
+    assert float(m.temperature.detach()) == 0.5
+    loss.backward()
+    assert m.temperature.grad is not None and float(m.temperature.grad) != 0
+    close(loss.detach(), ref.one_to_k(v, t, 0.5))
+    fixed = OneToKContrastive(temperature=0.1, learnable=False)
+    assert not any(True for _ in fixed.parameters())
+
+
+def test_one_to_k_gradcheck_and_bad_input():
+    v, t = rnd(3, 3, seed=7), rnd(6, 3, seed=8)
+
+    def f(v, t):
+        return one_to_k_contrastive(v, t, temperature=0.4, backend="tiled", chunk_size=2)
+
+    assert torch.autograd.gradcheck(f, (v, t), eps=1e-6, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="not a multiple"):
+        one_to_k_contrastive(torch.randn(3, 4), torch.randn(7, 4))
+    with pytest.raises(ValueError, match="divide_by"):
+        one_to_k_contrastive(torch.randn(3, 4), torch.randn(6, 4), divide_by=0)
+    with pytest.raises(ValueError, match="clamp"):
+        OneToKContrastive(clamp=(0.0, 0.5))
+    with pytest.raises(ValueError, match="temperature"):
+        OneToKContrastive(temperature=0.9)
+
+
+# ---------------------------------------------------------------- CACR
+
+
+CACR_CASES = [
+    {},
+    {"tau_neg": 2.0, "tau_pos": 0.5, "alpha": 0.7, "beta": 1.3},
+    {"debiased": True},
+    {"weighting": "without_w1"},
+    {"weighting": "without_w2", "debiased": True},
+    {"weighting": "none"},
+]
+
+
+@pytest.mark.parametrize("eng", ENGINES)
+@pytest.mark.parametrize("kw", CACR_CASES)
+def test_cacr_engine_matches_official_formulas(eng, kw):
+    views = [rnd(6, 4, seed=s) for s in range(3)]
+    want = ref.cacr(views, **kw)
+    got = cacr(views, **kw, **eng)
+    close(got, want)
+    for a, b in zip(grads(got, views), grads(want, views)):
+        close(a, b)
+
+
+def test_cacr_oracles():
+    x = torch.randn(1, 4, dtype=F64).expand(5, 4)  # every embedding the same vector
+    assert abs(float(cacr([x, x, x], backend="tiled", chunk_size=2))) < 1e-12
+    views = torch.stack([rnd(6, 4, seed=s) for s in range(4)]).detach()
+    Z = F.normalize(views, dim=-1)
+    V, N = 4, 6
+    pos = torch.stack(
+        [(Z[a] - Z[b]).pow(2).sum(-1).mean() for a in range(V) for b in range(V) if a != b]
+    ).mean()
+    off = ~torch.eye(N, dtype=torch.bool)
+    neg = torch.stack(
+        [torch.cdist(Z[a], Z[b]).pow(2)[off].mean() for a in range(V) for b in range(a + 1, V)]
+    ).mean()
+    got = cacr(views, tau_pos=0.0, tau_neg=0.0, alpha=0.5, beta=2.0)
+    close(got, 0.5 * pos - 2.0 * neg)
+    rows = cacr(views, reduction="none", backend="tiled", chunk_size=4)
+    assert rows.shape == (N,)
+    close(rows.mean(), cacr(views, backend="tiled", chunk_size=4))
+    close(rows.sum(), cacr(views, reduction="sum"))
+    close(cacr(list(views)), cacr(views))
+
+
+def test_cacr_gradcheck_and_module():
+    views = rnd(2, 4, 3, seed=9)
+
+    def f(z):
+        return cacr(z, tau_neg=1.5, debiased=True, backend="tiled", chunk_size=3)
+
+    assert torch.autograd.gradcheck(f, (views,), eps=1e-6, atol=1e-6, rtol=1e-5)
+    close(CACR(tau_neg=1.5, debiased=True, backend="tiled", chunk_size=3)(views), f(views))
+
+
+def test_cacr_bad_input():
+    with pytest.raises(ValueError, match="at least 2 views"):
+        cacr(torch.randn(1, 4, 3))
+    with pytest.raises(ValueError, match="at least 2 views"):
+        cacr(torch.randn(3, 1, 3))
+    with pytest.raises(ValueError, match="weighting"):
+        CACR(weighting="half")
+    with pytest.raises(ValueError, match="tau_neg"):
+        cacr(torch.randn(2, 4, 3), tau_neg=-1.0)
+    with pytest.raises(ValueError, match="views\\[1\\] has shape"):
+        cacr([torch.randn(4, 3), torch.randn(5, 3)])
+    with pytest.raises(ValueError, match="tau_plus"):
+        cacr(torch.randn(2, 4, 3), tau_plus=1.0)
+
+
+# ---------------------------------------------------------------- AMCL
+
+
+def _amcl_module(dim=4, heads=2, topk=1, seed=0):
+    torch.manual_seed(seed)
+    return AMCL(dim=dim, num_heads=heads, beta=0.1, hidden_dim=8, topk=topk, tau_min=0.05).double()
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 2, 5])
+@pytest.mark.parametrize("topk", [1, 3])
+def test_amcl_matches_dense_reference(chunk, topk):
+    m = _amcl_module(topk=topk)
+    m.chunk_size = chunk
+    z1, z2 = rnd(5, 2, 4, seed=1), rnd(5, 2, 4, seed=2)
+    want = ref.amcl(z1, z2, m.temperature, 0.1, topk)
+    got = m(z1, z2)
+    close(got, want)
+    xs = (z1, z2, *m.parameters())
+    for a, b in zip(grads(got, xs), grads(want, xs)):
+        close(a, b)
+
+
+def test_amcl_oracle_fixed_temperature():
+    """C = 1, tau+ = tau- = tau, beta = 0: -s_pos / tau + max_n s_n / tau per anchor."""
+    z1, z2 = rnd(6, 3, seed=3), rnd(6, 3, seed=4)
+    tau = 0.25
+
+    def const(c, a, b):
+        return torch.full((a.shape[0],), tau, dtype=a.dtype)
+
+    got = amcl(z1, z2, const, beta=0.0, chunk_size=4)
+    Z = F.normalize(torch.cat([z1, z2]), dim=-1)
+    S = Z @ Z.T
+    rows = []
+    for i in range(12):
+        p = (i + 6) % 12
+        negs = [S[i, j] for j in range(12) if j not in (i, p)]
+        rows.append(-S[i, p] / tau + max(negs) / tau)
+    close(got, torch.stack(rows).mean())
+    # the gradient reaches only the selected negatives: zero for a vector nobody selects
+    idx = hardest_negatives(Z.detach(), 1)
+    unused = sorted(set(range(12)) - set(idx.flatten().tolist()))
+    assert unused
+    Zl = Z.detach().clone().requires_grad_()
+
+    def on_unit(Zl):
+        return amcl(Zl[:6], Zl[6:], const, beta=0.0)
+
+    g = torch.autograd.grad(on_unit(Zl), Zl)[0]
+    for j in unused:  # only its own row and being anchor p's positive touch it
+        p, n = (j + 6) % 12, int(idx[j, 0])
+        zj = Zl[j].detach()
+        v = (-2 * Zl[p] + Zl[n]).detach() / tau
+        close(g[j] * 12, v - (v @ zj) * zj)  # through the normalisation Jacobian
+
+
+def test_amcl_gradcheck():
+    m = _amcl_module(dim=3, heads=2, topk=2, seed=1)
+    for p in m.parameters():
+        p.requires_grad_(False)
+
+    def f(z1, z2):
+        return m(z1, z2)
+
+    assert torch.autograd.gradcheck(
+        f, (rnd(4, 2, 3, seed=5), rnd(4, 2, 3, seed=6)), eps=1e-6, atol=1e-6, rtol=1e-5
+    )
+
+
+def test_amcl_reductions_and_bad_input():
+    m = _amcl_module()
+    z1, z2 = rnd(5, 2, 4, seed=7), rnd(5, 2, 4, seed=8)
+    mean = m(z1, z2)
+    m.reduction = "none"
+    rows = m(z1, z2)
+    assert rows.shape == (5,)
+    close(rows.mean(), mean)
+    with pytest.raises(ValueError, match="num_heads=2"):
+        m(torch.randn(5, 3, 4, dtype=F64), torch.randn(5, 3, 4, dtype=F64))
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        amcl(torch.randn(1, 4), torch.randn(1, 4), m.temperature)
+    with pytest.raises(ValueError, match="topk"):
+        amcl(torch.randn(3, 4), torch.randn(3, 4), m.temperature, topk=5)
+    with pytest.raises(ValueError, match="must return shape"):
+        amcl(torch.randn(3, 4), torch.randn(3, 4), lambda c, a, b: torch.ones(2))
+    with pytest.raises(ValueError, match="tau_min < tau_max"):
+        AMCL(tau_min=2.0, tau_max=1.0)
+    with pytest.raises(ValueError, match="same shape"):
+        amcl(torch.randn(3, 2, 4), torch.randn(3, 1, 4), m.temperature)
