@@ -27,6 +27,7 @@ import torch
 EXACT_INDEXES = ("flat", "torch")
 FAISS_GPU_MAX_K = 2048  # FAISS GPU indexes cannot return more neighbours per query
 DEFAULT_QUERY_BLOCK = 4096
+SMALL_SEARCH = 1 << 26  # multiply-adds below which a FAISS CPU search runs on one thread
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30}
 _UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30})
 
@@ -60,32 +61,37 @@ class BlockPlan:
 
     @staticmethod
     def for_budget(
-        n_corpus: int, n_queries: int, dim: int, k: int, memory_budget: Optional[int]
+        n_corpus: int,
+        n_queries: int,
+        dim: int,
+        k: int,
+        memory_budget: Optional[int],
+        score_buffer: bool = True,
     ) -> "BlockPlan":
         """Split ``memory_budget`` bytes between a corpus block and a query block.
 
-        Working memory of one step (float32): the corpus block (``cb * d * 4``, plus the
-        same again for its normalised copy), the query block (``qb * d * 4``), their scores
-        (``qb * cb * 4``) and two top-k lists (``qb * 2k * 12``). Half the budget goes to the corpus
-        block, the other half to the query block and its scores. The outputs (``Q x k``
-        scores and indices) are not counted. ``None`` means one block for the whole corpus.
+        Half the budget holds the corpus block (``cb * d * 4`` bytes for the rows read, as much
+        again for the index's copy); the other half the query block: per query ``d * 4`` for
+        its row, ``72 k`` for the top-k merge and, with ``score_buffer`` (torch backend),
+        ``4 cb`` for its scores against the block. FAISS computes scores in its own tiles
+        (at most 4096 x 1024 floats, 16 MiB) outside this budget. The outputs (``Q x k``
+        scores and ids, 12 bytes each) are not counted. ``None``: the corpus in one block.
         """
         if memory_budget is None:
             return BlockPlan(max(n_corpus, 1), max(min(n_queries, DEFAULT_QUERY_BLOCK), 1))
-        corpus_rows = int(memory_budget // 2 // (2 * dim * 4))
-        if corpus_rows < 1:
+        half = memory_budget // 2
+        corpus_rows = min(int(half // (2 * dim * 4)), n_corpus)
+        per_query = dim * 4 + 72 * k + (4 * corpus_rows if score_buffer else 0)
+        if corpus_rows < 1 or half < per_query - (4 * corpus_rows if score_buffer else 0) + 4:
+            need = 2 * (2 * dim * 4 + dim * 4 + 72 * k + 4)
             raise ValueError(
                 f"memory_budget={memory_budget} bytes is too small for one corpus row of "
-                f"dimension {dim} (needs at least {4 * dim * 4} bytes)"
+                f"dimension {dim} and one query with k={k} (needs at least {need} bytes)"
             )
-        corpus_rows = min(corpus_rows, n_corpus)
-        per_query = dim * 4 + corpus_rows * 4 + 2 * k * 12
-        query_rows = int(memory_budget // 2 // per_query)
-        if query_rows < 1:
-            # the budget is spent on the corpus block: shrink it until one query fits
-            corpus_rows = max(1, int((memory_budget // 2 - dim * 4 - 2 * k * 12) // 4))
-            corpus_rows = min(corpus_rows, int(memory_budget // 2 // (2 * dim * 4)), n_corpus)
-            query_rows = 1
+        if score_buffer and half // per_query < 1:  # shrink the block until one query fits
+            corpus_rows = max(1, int((half - dim * 4 - 72 * k) // 4))
+            per_query = dim * 4 + 72 * k + 4 * corpus_rows
+        query_rows = int(half // per_query)
         query_rows = min(query_rows, max(n_queries, 1), DEFAULT_QUERY_BLOCK * 4)
         return BlockPlan(max(corpus_rows, 1), max(query_rows, 1))
 
@@ -172,6 +178,8 @@ class _BlockSearcher:
             return
         faiss = _faiss()
         self.kind = "faiss"
+        self.faiss = faiss
+        self.gpu = bool(use_gpu)
         cpu_index = faiss.IndexFlatIP(block.shape[1])
         self.index = cpu_index
         if use_gpu:
@@ -185,7 +193,15 @@ class _BlockSearcher:
             s, i = torch.topk(q @ self.block.T, kk, dim=1)
             s, i = s.cpu().numpy(), i.cpu().numpy().astype(np.int64)
         else:
-            s, i = self.index.search(queries, kk)
+            small = not self.gpu and queries.shape[0] * self.n * queries.shape[1] < SMALL_SEARCH
+            threads = self.faiss.omp_get_max_threads()
+            if small and threads > 1:  # OpenMP start-up dominates small searches (and spins
+                self.faiss.omp_set_num_threads(1)  # badly on a busy machine): one thread
+            try:
+                s, i = self.index.search(queries, kk)
+            finally:
+                if small and threads > 1:
+                    self.faiss.omp_set_num_threads(threads)
             i = i.astype(np.int64, copy=False)
         i = np.where(i >= 0, i + self.c0, -1)
         s = np.where(i >= 0, s, -np.inf).astype(np.float32)
@@ -264,7 +280,7 @@ def search_topk(
             progress,
         )
     device = device or _default_device()
-    plan = BlockPlan.for_budget(n_corpus, n_queries, dim, k, budget)
+    plan = BlockPlan.for_budget(n_corpus, n_queries, dim, k, budget, index == "torch")
     q_rows = query_batch_size or plan.query_rows
     n_blocks = -(-n_corpus // plan.corpus_rows)
     done = 0
@@ -330,7 +346,7 @@ def _search_approximate(
         raise ValueError(
             f"index={index!r} is not a valid FAISS index_factory string: {exc}"
         ) from None
-    plan = BlockPlan.for_budget(n_corpus, n_queries, dim, k, budget)
+    plan = BlockPlan.for_budget(n_corpus, n_queries, dim, k, budget, False)
     if not idx.is_trained:
         n_train = min(n_corpus, max(256 * getattr(idx, "nlist", 1), 10_000))
         rows = np.sort(np.random.default_rng(seed).choice(n_corpus, n_train, replace=False))
