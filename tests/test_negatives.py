@@ -326,6 +326,8 @@ def test_info_nce_with_negatives_bad_input():
         info_nce_with_negatives(q, k, extra=rand(3, 2, 3))
     with pytest.raises(ValueError, match="queue"):
         info_nce_with_negatives(q, k, queue=rand(3, 4))
+    with pytest.raises(ValueError, match="empty denominator"):
+        info_nce_with_negatives(q, k, weights=ClusterNegativeWeights(torch.zeros(1, 4).long()))
     with pytest.raises(ValueError, match="extra_valid"):
         info_nce_with_negatives(q, k, extra=rand(4, 2, 3), extra_valid=torch.ones(4, 3).bool())
 

@@ -11,8 +11,9 @@ validity mask ``v``. :func:`contrastkit.losses.info_nce.info_nce` takes a queue
 pieces of :mod:`contrastkit.negatives` produce. ``weights`` are the engine's per-tile negative
 weights (no gradient): a dense ``(N, M)`` tensor, an object with ``tile(r0, r1, c0, c1)`` such as
 :class:`ClusterNegativeWeights`, or such a callable; ``weights[i, i] = 0`` removes the positive
-from the denominator (MEOW). The key/queue sum runs on the engine (tiled, exact, O(N + M) memory);
-the per-anchor sum is ``O(N h d)`` plain autograd.
+from the denominator (MEOW); a query left with an empty denominator is a ``ValueError``. The
+key/queue sum runs on the engine (tiled, exact, O(N + M) memory); the per-anchor sum is
+``O(N h d)`` plain autograd.
 """
 
 from __future__ import annotations
@@ -149,6 +150,12 @@ def info_nce_with_negatives(
         lse = st["lse"][0]
         if "private" in sd:
             lse = torch.logaddexp(lse, sd["private"])
+        if wfn is not None and bool(torch.isneginf(lse).any()):
+            raise ValueError(
+                f"weights leave {int(torch.isneginf(lse).sum())} queries with an empty "
+                "denominator (every weight 0 and no other negative), e.g. MEOW nodes sharing "
+                "a cluster with every node at every granularity"
+            )
         return w * (lse - sd["pos"])
 
     spec = RowSpec(terms=(term,), row_fn=row_fn, row_side=side)

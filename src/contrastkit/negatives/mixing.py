@@ -2,8 +2,9 @@
 
 Every synthetic vector is a detached constant (never enqueued) returned as per-anchor negatives
 ``(N, s, d)`` for :func:`contrastkit.negatives.info_nce_with_negatives` (``extra=``) or
-``info_nce(..., negatives=)``. Random draws use the ``generator`` passed to the call (or the global
-torch generator).
+``info_nce(..., negatives=)``. Random draws are made on the CPU from the ``generator`` passed to
+the call (a CPU ``torch.Generator``; default the global one) and moved to the data's device, so
+a seed gives the same synthetic vectors on every device.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class HardNegativeMixing:
         hard = _hardest(q, negs, self.n_hard, exclude)  # (N, n_hard)
 
         def pick(count):  # hard negatives (N, count, d) drawn uniformly from H_i
-            j = torch.randint(self.n_hard, (N, count), generator=generator, device=q.device)
+            j = torch.randint(self.n_hard, (N, count), generator=generator).to(q.device)
             idx = hard.gather(1, j)
             if negs.dim() == 2:
                 return negs[idx]
@@ -129,14 +130,12 @@ class HardNegativeMixing:
         out = []
         if self.n_mix:
             a, b = pick(self.n_mix), pick(self.n_mix)
-            alpha = torch.rand(
-                N, self.n_mix, 1, generator=generator, device=q.device, dtype=q.dtype
-            )
+            alpha = torch.rand(N, self.n_mix, 1, generator=generator, dtype=q.dtype).to(q.device)
             out.append(alpha * a + (1 - alpha) * b)
         if self.n_query_mix:
             c = pick(self.n_query_mix)
-            beta = 0.5 * torch.rand(
-                N, self.n_query_mix, 1, generator=generator, device=q.device, dtype=q.dtype
+            beta = 0.5 * torch.rand(N, self.n_query_mix, 1, generator=generator, dtype=q.dtype).to(
+                q.device
             )
             out.append(beta * q[:, None] + (1 - beta) * c)
         return F.normalize(torch.cat(out, dim=1), dim=-1)
@@ -202,7 +201,7 @@ def interpolate_negatives(
     check_embeddings("negatives", negatives)
     K = negatives.shape[0]
     if permutation is None:
-        permutation = torch.randperm(K, generator=generator, device=negatives.device)
+        permutation = torch.randperm(K, generator=generator).to(negatives.device)
     elif not isinstance(permutation, Tensor) or permutation.shape != (K,):
         raise ValueError(f"permutation must be a ({K},) long tensor")
     return lam * negatives + (1 - lam) * negatives[permutation]

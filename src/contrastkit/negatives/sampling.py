@@ -107,7 +107,7 @@ class DebCSESampler:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         if k > n_nonzero:
             raise ValueError(f"k={k} is larger than the {n_nonzero} pairs with non-zero weight")
-        return torch.multinomial(w, k, replacement=False, generator=generator)
+        return torch.multinomial(w.cpu(), k, replacement=False, generator=generator).to(w.device)
 
 
 # ---------------------------------------------------------------------------- MCL (C9)

@@ -84,7 +84,7 @@ class FeatureTransformation:
 
     def _draw(self, alpha: float, shape, like: Tensor, generator) -> Tensor:
         if self.distribution == "uniform":
-            return torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+            return torch.rand(shape, generator=generator, dtype=like.dtype).to(like.device)
         return beta(alpha, alpha, shape, generator, like)
 
     def __call__(
