@@ -412,3 +412,16 @@ def test_bad_input_raises_named_error(needle, call):
     with pytest.raises(ValueError) as err:
         call()
     assert needle in str(err.value)
+
+
+def test_doc_example_runs():
+    import pathlib
+    import re
+
+    page = pathlib.Path(__file__).parents[1] / "docs" / "objectives" / "margin.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    assert blocks
+    for code in blocks:
+        namespace: dict = {}
+        exec(compile(code, str(page), "exec"), namespace)
+        assert torch.isfinite(namespace["loss"])
