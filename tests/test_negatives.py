@@ -735,3 +735,12 @@ def test_bad_pair_miner():
     early(ids, cur)
     early.start_epoch(3)
     assert not early.flagged
+
+
+def test_docs_example_runs():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "positives-and-negatives.md").read_text()
+    for code in re.findall(r"```python\n(.*?)```", text, re.S):
+        exec(compile(code, "positives-and-negatives.md", "exec"), {})
