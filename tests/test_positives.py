@@ -292,6 +292,38 @@ def test_supremix_pairs_oracles():
         pairs(feats, t[:4])
 
 
+def test_supremix_pairs_feed_the_supremix_loss():
+    from contrastkit.losses.supremix import supremix
+
+    feats = F.normalize(rand(5, 2, 4, seed=24), dim=-1).requires_grad_(True)
+    t = torch.tensor([1.0, 2.0, 2.0, 3.5, 3.0], dtype=D64)
+    batch = SupReMixPairs(window=2.0)(feats, t, generator=gen(6))
+    mixtures, mask, mlabels = batch.padded()
+    assert int((mask == 0).sum()) == batch.neg_anchor.numel()
+    assert int((mask == 1).sum()) == batch.pos_anchor.numel()
+    got = supremix(feats, t, mixtures, mask, mlabels, temperature=0.3, reference_shift=False)
+    # dense reference: real candidates k != a and the anchor's own mixtures, weights |dy| + 1
+    Z, y = F.normalize(torch.cat(feats.unbind(1)), dim=-1), t.repeat(2)
+    rows = []
+    for a in range(10):
+        cand = [(Z[a] @ Z[k] / 0.3, y[k], bool(y[k] == y[a])) for k in range(10) if k != a]
+        for m in range(batch.neg_anchor.numel()):
+            if int(batch.neg_anchor[m]) == a:
+                cand.append((Z[a] @ batch.neg_mix[m] / 0.3, batch.neg_label[m], False))
+        for m in range(batch.pos_anchor.numel()):
+            if int(batch.pos_anchor[m]) == a:
+                cand.append((Z[a] @ batch.pos_mix[m] / 0.3, y[a], True))
+        x = torch.stack([c[0] for c in cand])
+        w = torch.stack([(c[1] - y[a]).abs() + 1 for c in cand])
+        pos = torch.tensor([c[2] for c in cand])
+        if pos.any():
+            rows.append(-(x[pos] - torch.logsumexp(x + torch.log(w), 0)).mean())
+    want = torch.stack(rows).mean()
+    torch.testing.assert_close(got, want)
+    gw = torch.autograd.grad(want, feats)[0]
+    torch.testing.assert_close(torch.autograd.grad(got, feats)[0], gw)
+
+
 # ------------------------------------------------------------------ M3CoL
 
 

@@ -70,6 +70,30 @@ class SupReMixBatch:
     def neg_weights(self, kind: str = "L1_inv") -> Tensor:
         return supremix_weight(self.labels[self.neg_anchor] - self.neg_label, kind)
 
+    def padded(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-anchor padded ``(mixtures (R, Mx, d), mask (R, Mx), labels (R, Mx))``; mask 1 =
+        positive (anchor-exclusive), 0 = negative (anchor-inclusive), -1 = padding: the
+        ``mixtures``, ``mixture_mask``, ``mixture_labels`` of
+        :func:`contrastkit.losses.supremix.supremix`."""
+        R, d = self.features.shape
+        anchor = torch.cat([self.neg_anchor, self.pos_anchor])
+        mix = torch.cat([self.neg_mix, self.pos_mix])
+        lab = torch.cat([self.neg_label, self.pos_label])
+        kind = torch.cat([torch.zeros_like(self.neg_anchor), torch.ones_like(self.pos_anchor)])
+        order = torch.argsort(anchor, stable=True)
+        anchor, mix, lab, kind = anchor[order], mix[order], lab[order], kind[order]
+        counts = torch.bincount(anchor, minlength=R)
+        Mx = max(int(counts.max()) if counts.numel() else 0, 1)
+        start = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(anchor.numel(), device=anchor.device) - start[anchor]
+        out = self.features.new_zeros(R, Mx, d)
+        mask = torch.full((R, Mx), -1, dtype=torch.long, device=anchor.device)
+        labels = self.labels.new_zeros(R, Mx)
+        out[anchor, slot] = mix
+        mask[anchor, slot] = kind
+        labels[anchor, slot] = lab
+        return out, mask, labels
+
 
 class SupReMixPairs:
     """``__call__(features (B, 2, d) or (R, d), labels (B,) or (R,), generator=None)`` ->
