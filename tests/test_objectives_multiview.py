@@ -527,3 +527,20 @@ def test_doc_example_runs():
         namespace: dict = {}
         exec(compile(code, str(page), "exec"), namespace)
         assert torch.isfinite(namespace["loss"])
+
+
+def test_benchmark_hook_engine_equals_dense():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "objectives_multiview.py"
+    spec = importlib.util.spec_from_file_location("_bench_objectives_multiview", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    names = [n for n in bench.CASES if not n.endswith("-dense")]
+    assert set(bench.CASES) == set(names) | {n + "-dense" for n in names}
+    for name in names:
+        tiled = bench.CASES[name](24, 8, torch.Generator().manual_seed(0))()
+        dense = bench.CASES[name + "-dense"](24, 8, torch.Generator().manual_seed(0))()
+        assert tiled.dim() == 0 and tiled.requires_grad
+        torch.testing.assert_close(tiled, dense, rtol=1e-5, atol=1e-5)
