@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -200,6 +201,24 @@ def test_topk_miner_labels_match_pml_batch_hard_miner():
     order = torch.argsort(a)
     assert torch.equal(a[order], torch.arange(24))
     assert torch.equal(got.indices[:, 0], n[order])
+
+
+def test_topk_miner_agrees_with_the_corpus_miner():
+    """In-batch mining == contrastkit.mining's corpus miner on the keys as a corpus (exhaustive
+    window, positive i of query i): two independent implementations of the same rules."""
+    pytest.importorskip("faiss")
+    from contrastkit.mining import mine_hard_negatives
+
+    g = torch.Generator().manual_seed(44)
+    q = torch.randn(40, 16, generator=g)
+    k = q + 0.8 * torch.randn(40, 16, generator=g)
+    q[::5] *= -1  # negative positive scores: the relative rule's sign convention
+    for opts in ({"relative_margin": 0.05}, {"absolute_margin": 0.1, "max_score": 0.5}):
+        ours = TopKMiner(5, on_shortage="mask", **opts)(q, k)
+        theirs = mine_hard_negatives(
+            q.numpy(), k.numpy(), np.arange(40), num_negatives=5, range_max=40, **opts
+        )
+        np.testing.assert_array_equal(ours.indices.numpy(), theirs.indices)
 
 
 def test_topk_miner_bad_input():
