@@ -356,3 +356,15 @@ def test_time_mask():
         time_mask(x, 1.5)
     with pytest.raises(ValueError, match="floating"):
         jitter(torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_docs_examples_run():
+    """The code blocks of docs/memory-and-views.md run as written."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "memory-and-views.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 2
+    for code in blocks:
+        exec(compile(code, "docs/memory-and-views.md", "exec"), {})
