@@ -695,3 +695,9 @@ def test_amcl_reductions_and_bad_input():
         AMCL(tau_min=2.0, tau_max=1.0)
     with pytest.raises(ValueError, match="same shape"):
         amcl(torch.randn(3, 2, 4), torch.randn(3, 1, 4), m.temperature)
+
+
+def test_docs_example_runs():
+    page = Path(__file__).parent.parent / "docs" / "objectives" / "temperature-and-weighting.md"
+    code = page.read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, str(page), "exec"), {})

@@ -107,9 +107,12 @@ def cacr(
     scale = 1.0 / N if reduction == "mean" else 1.0
 
     # attraction: d2 between views of the same sample, (V, V, N)
-    d2 = 2.0 - 2.0 * torch.einsum("xnd,vnd->xvn", Z, Z)
-    off = ~torch.eye(V, dtype=torch.bool, device=Z.device)
-    d2_pos = d2[off].view(V, V - 1, N)  # [x, other view, sample]
+    # (rowwise dot products: einsum's batched-matmul backward is pathologically slow here)
+    zs = Z.unbind(0)  # one backward node instead of a full-size zeros per selected view
+    dots = {(x, v): (zs[x] * zs[v]).sum(-1) for x in range(V) for v in range(x + 1, V)}
+    d2_pos = 2.0 - 2.0 * torch.stack(
+        [torch.stack([dots[min(x, v), max(x, v)] for v in range(V) if v != x]) for x in range(V)]
+    )  # [x, other view, sample]
     cost = alpha * d2_pos
     if weighting in ("without_w1", "none"):
         att = cost.mean(dim=1)  # (V, N)
@@ -121,7 +124,7 @@ def cacr(
     pairs = [(x, y) for x in range(V) for y in range(x + 1, V)]
     rep = []
     for x, y in pairs:
-        zx, zy = Z[x], Z[y]
+        zx, zy = zs[x], zs[y]
         if weighting in ("without_w2", "none") or tau_neg == 0:
             # uniform weights: mean_{j != i} s_ij = (<z_i, sum_j z_j> - s_ii) / (N - 1)
             s_ii = (zx * zy).sum(-1)
