@@ -27,6 +27,7 @@ from contrastkit.negatives import (
     TopKMiner,
     adameow_info_nce,
     apply_filter,
+    cluster_features,
     combine_stage_labels,
     community_contrast,
     community_strength,
@@ -763,3 +764,23 @@ def test_docs_example_runs():
     text = (Path(__file__).resolve().parents[1] / "docs" / "positives-and-negatives.md").read_text()
     for code in re.findall(r"```python\n(.*?)```", text, re.S):
         exec(compile(code, "positives-and-negatives.md", "exec"), {})
+
+
+def test_cluster_features_and_online_mixing_reduction():
+    centres = torch.eye(3, 6, dtype=D64) * 5
+    x = torch.cat([centres[i] + 0.1 * rand(15, 6, seed=50 + i) for i in range(3)])
+    lab = cluster_features(x, n_clusters=3, seed=0)
+    assert lab.shape == (45,)
+    for i in range(3):  # well separated clusters are recovered
+        assert lab[i * 15 : (i + 1) * 15].unique().numel() == 1
+    assert torch.equal(cluster_features(x, 3, seed=0), lab)
+    with pytest.raises(ValueError, match="n_clusters"):
+        cluster_features(x, 0)
+    # KaLM mixing with S = 0 is plain InfoNCE with the mined hard negatives
+    q, p, h = rand(5, 6, seed=53), rand(5, 6, seed=54), rand(5, 2, 6, seed=55)
+    none = OnlineHardNegativeMixing(n_hard=2, n_mix=0)(q, p, h)
+    assert none.shape == (5, 0, 6)
+    torch.testing.assert_close(
+        info_nce(q, p, torch.cat([h, none], 1), temperature=0.05),
+        info_nce(q, p, h, temperature=0.05),
+    )

@@ -396,3 +396,12 @@ def test_m3col_gradcheck():
         )
 
     assert torch.autograd.gradcheck(f, (x, y))
+
+
+def test_supremix_pairs_deterministic_with_seed():
+    feats, t = rand(4, 2, 3, seed=25), torch.tensor([1.0, 2.0, 3.0, 2.5], dtype=D64)
+    a = SupReMixPairs()(feats, t, generator=gen(9))
+    b = SupReMixPairs()(feats, t, generator=gen(9))
+    c = SupReMixPairs()(feats, t, generator=gen(10))
+    assert torch.equal(a.neg_mix, b.neg_mix) and not torch.equal(a.neg_alpha, c.neg_alpha)
+    assert float(a.neg_alpha.mean()) < 0.5  # Beta(2, 8): mean 0.2
