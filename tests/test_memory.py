@@ -366,6 +366,19 @@ def test_xbm_overflow_modes(overflow):
     assert xbm.is_full and len(xbm) == 10
 
 
+def test_xbm_state_dict_round_trip():
+    g = torch.Generator().manual_seed(0)
+    a = CrossBatchMemory(10, 3, start_iteration=1)
+    for n in (4, 4, 4):
+        a(torch.randn(n, 3, generator=g), torch.randint(0, 5, (n,), generator=g))
+    b = CrossBatchMemory(10, 3, start_iteration=1)
+    b.load_state_dict(a.state_dict())
+    f, y = torch.randn(3, 3, generator=g), torch.randint(0, 5, (3,), generator=g)
+    ma, mb = a(f, y), b(f, y)
+    assert all(torch.equal(x, z) for x, z in zip(ma, mb))
+    assert int(b.iteration) == 4 and len(b) == 10
+
+
 def test_xbm_start_iteration_and_bad_input():
     xbm = CrossBatchMemory(8, 2, start_iteration=2)
     y = torch.zeros(3, dtype=torch.long)
