@@ -129,7 +129,12 @@ def combine_stage_labels(stage_labels: Sequence[Tensor], n_clusters: int) -> Ten
 
 
 def cluster_features(
-    features: Tensor, n_clusters: int = 10, *, seed: int = 0, batch_size: int = 1_000_000
+    features: Tensor,
+    n_clusters: int = 10,
+    *,
+    seed: int = 0,
+    batch_size: int = 1_000_000,
+    n_init="auto",
 ) -> Tensor:
     """MCL's per-stage clustering: MiniBatch k-means (scikit-learn) of L2-normalised features."""
     from sklearn.cluster import MiniBatchKMeans
@@ -143,7 +148,7 @@ def cluster_features(
         max_iter=100,
         tol=1e-5,
         random_state=seed,
-        n_init=3,
+        n_init=n_init,
     )
     return torch.as_tensor(km.fit_predict(x), dtype=torch.long)
 
