@@ -363,7 +363,7 @@ def test_alignment_uniformity_closed_forms():
     same = rnd(1, 8).detach().expand(5, 8)
     assert abs(float(uniformity_loss(same))) < 1e-12
     x = rnd(5, 8)
-    assert float(alignment_loss(x, x)) == 0.0
+    assert float(alignment_loss(x, x).detach()) == 0.0
     (g,) = torch.autograd.grad(alignment_loss(x, x.detach(), alpha=1.0), x)
     assert torch.isfinite(g).all()
     # antipodal pairs: ||x - y|| = 2

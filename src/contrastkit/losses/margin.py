@@ -376,7 +376,7 @@ def icnn_score(
     dc_op = -1.0 if bool((dc_k == 0).all()) else 0.0
     dc_sum = dcnd.sum(1) / (dc_count + eps)
     dc_lambda = (dc_sum.sum() / ((dc_count > 0).sum() + eps) + dc_op).abs()
-    gamma = (sc_count / k).mean() if not full_gamma else torch.ones((), dtype=dist.dtype)
+    gamma = (sc_count / k).mean() if not full_gamma else dist.new_ones(())
     return ((sc_lambda + dc_lambda) / 2 + gamma) / 2
 
 
