@@ -311,6 +311,10 @@ def test_sogclr_reductions_and_eval_freezes_state():
     u = u0.clone()
     sogclr(h1, h2, idx, u, **kw)
     assert torch.equal(u, u0)
+    with torch.no_grad():
+        frozen = sogclr(h1, h2, idx, u0.clone(), **kw)
+    assert not frozen.requires_grad
+    close(frozen, mean.detach())
     m = SogCLR(5).double().eval()
     m(h1, h2, idx)
     assert torch.all(m.u == 0)

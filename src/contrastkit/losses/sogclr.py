@@ -22,9 +22,10 @@ iSogCLR replaces ``tau`` with a per-sample temperature ``tau[index_i]`` (state, 
     g[index_i] <- (1 - beta) g[index_i] + beta grad_i
     tau[index_i] <- clamp(tau_i - eta g[index_i], tau_min, tau_max)
 
-Engine form: rows are the ``2B`` stacked views (view-major); two log-sum-exps over the negatives
-(plain, and weighted by ``s + 1`` for the first moment ``sum_j pi_ij s_ij`` that the value
-needs); per-row temperatures are per-row ``kappa``. Gamma as LibAUC: ``'constant'`` uses
+Engine form: rows are the ``2B`` stacked views (view-major); one plain log-sum-exp over the
+negatives (the fast in-place path); per-row temperatures are per-row ``kappa``. The first moment
+``sum_j pi_ij s_ij`` that the value needs is the engine's ``d loss / d kappa_i``, which the
+single sweep computes with the gradients anyway. Gamma as LibAUC: ``'constant'`` uses
 ``gamma = 1`` while the epoch counter says "first epoch" and every index of the batch is
 unseen (``u[index].sum() == 0``, a batch-level test), else ``gamma``; ``'cosine'`` decays from
 1 to ``gamma`` over ``gamma_decay_epochs`` (call :meth:`SogCLR.adjust_gamma` each epoch). A
@@ -40,9 +41,8 @@ import torch
 from torch import Tensor
 
 from .._validation import check_embeddings, check_positive, check_range, check_reduction
-from ..engine import PairMask, RowSpec
+from ..engine import LSETerm, PairMask, RowSpec
 from ._common import engine_args, run, two_views
-from ._moment import first_moment, moment_terms
 
 __all__ = ["sogclr", "isogclr", "SogCLR", "iSogCLR"]
 
@@ -94,28 +94,24 @@ def _gcl(z1, z2, index, u, tau_b, gamma, eps, reduction, eng):
         tau_rows = tau_b.detach().to(dt).repeat(2)
     else:
         tau_rows = torch.full((2 * B,), float(tau_b), dtype=dt, device=Z.device)
-    kap = 1.0 / tau_rows
     pos = (Z[:B] * Z[B:]).sum(-1)
     pos = torch.cat([pos, pos])
     u_old = u.detach()[index].to(dt).repeat(2)
     w = 1.0 / B if reduction == "mean" else 1.0
     ubar_out = torch.empty(2 * B, dtype=dt, device=Z.device)
-    ce_out = torch.empty_like(ubar_out)
     log_n = math.log(n_neg)
 
     def row_fn(st, sd):
-        lse0, lse1 = st["lse"][0], st["lse"][1]
+        lse0 = st["lse"][0]
         mean = torch.exp(lse0.detach() - log_n)
         ubar = (1.0 - gamma) * sd["u_old"] + gamma * mean
-        c = mean / ubar.clamp(min=eps)
-        ce = c * first_moment(lse0, lse1, None, grad=False)
         ubar_out[sd["rowid"]] = ubar.detach()
-        ce_out[sd["rowid"]] = ce.detach()
-        surrogate = c * sd["tau"] * (lse0 - lse0.detach())
-        return w * (ce - sd["pos"] + surrogate)
+        c = mean / ubar.clamp(min=eps)
+        # value 0, gradient c tau d lse0 = omega / (2B - 2) on the negatives
+        return w * (c * sd["tau"] * (lse0 - lse0.detach()) - sd["pos"])
 
     spec = RowSpec(
-        terms=moment_terms(PairMask(self_offset=0, index=partner), Z, Z),
+        terms=(LSETerm(exclude=PairMask(self_offset=0, index=partner)),),
         row_fn=row_fn,
         row_side={
             "pos": pos,
@@ -124,10 +120,21 @@ def _gcl(z1, z2, index, u, tau_b, gamma, eps, reduction, eng):
             "rowid": torch.arange(2 * B, device=Z.device),
         },
     )
-    out = run(Z, Z, spec, kap, reduction, eng)
+    # The value needs cE_i = c_i sum_j pi_ij s_ij, a first moment of the row softmax. With
+    # kappa = 1/tau as a leaf, d out / d kappa_i = w c_i tau_i sum_j pi_ij s_ij exactly, and the
+    # engine returns it with the gradients it computes anyway (single sweep: at no extra cost).
+    grad_mode = torch.is_grad_enabled()
+    kap = (1.0 / tau_rows).requires_grad_(True)
+    with torch.enable_grad():
+        out = run(Z, Z, spec, kap, reduction, eng)
+        (dk,) = torch.autograd.grad(out.sum(), kap, retain_graph=True)
+    ce = (dk / (w * tau_rows)).detach()
+    out = out + (w * ce if reduction == "none" else (w * ce).sum())
     if reduction == "none":
         out = out[:B] + out[B:]
-    return out, ubar_out, ce_out, tau_rows
+    if not (grad_mode and (z1.requires_grad or z2.requires_grad)):
+        out = out.detach()  # the kappa leaf is ours: no graph unless the inputs have one
+    return out, ubar_out, ce, tau_rows
 
 
 def sogclr(
