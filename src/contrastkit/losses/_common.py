@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import torch
@@ -46,17 +47,99 @@ def kappa(
         if value.device != ref.device:
             raise ValueError(f"{name} is on {value.device} but the embeddings on {ref.device}")
         value = value.to(dt)
+        if value.dim() == 0:
+            ctx = _group(2)
+            if ctx is not None:
+                from ..distributed._ops import replicated as rep
+
+                value = rep(ctx, value)
         return value if name == "scale" else 1.0 / value
     k = float(value) if name == "scale" else 1.0 / float(value)
     return torch.tensor(k, dtype=dt, device=ref.device)
 
 
-def row_weight(reduction: str, count) -> float:
-    """Factor that turns per-row losses into the requested reduction when summed."""
+def row_weight(reduction: str, count, min_count: int = 0) -> float:
+    """Factor that turns per-row losses into the requested reduction when summed.
+
+    Under a process group ``count`` is this rank's and the mean is over the global count.
+    """
     check_reduction(reduction)
     if reduction == "mean":
-        return 1.0 / count
+        ctx = _group(2)
+        if ctx is not None:
+            from ..distributed._ops import global_int
+
+            count = global_int(ctx, count)
+        return 1.0 / max(count, min_count)
     return 1.0
+
+
+# --- distributed plumbing (contrastkit.distributed); identity without a process group ---------
+
+
+def _group(depth: int, strict: bool = False):
+    """The active process group if the calling objective (the module ``depth`` frames up) is
+    one that is exact under a group, else ``None`` (local), or a ``ValueError`` when ``strict``
+    (an engine-backed objective that would silently compute a per-rank loss)."""
+    from ..distributed._ops import EXACT_MODULES, current, not_supported
+
+    ctx = current()
+    if ctx is None:
+        return None
+    module = sys._getframe(depth).f_globals.get("__name__", "?")
+    if module in EXACT_MODULES:
+        return ctx
+    if strict:
+        raise not_supported(f"the objective of {module}")
+    return None
+
+
+def global_rows(n: int) -> int:
+    """The number of rows over every rank of the active process group (``n`` locally)."""
+    ctx = _group(2)
+    if ctx is None:
+        return n
+    from ..distributed._ops import global_int
+
+    return global_int(ctx, n)
+
+
+def replicated(x: Tensor) -> Tensor:
+    """A tensor every rank holds a copy of (a temperature, a bias): under a process group its
+    gradient becomes that of the global loss on every rank (identity locally)."""
+    ctx = _group(2)
+    if ctx is None:
+        return x
+    from ..distributed._ops import replicated as rep
+
+    return rep(ctx, x)
+
+
+def gather_rows(x: Tensor, name: str = "x") -> Tensor:
+    """Rank-major concatenation of ``x`` over the active group (gradients flow back); ``x``
+    itself locally. Every rank must pass the same shape (checked, ValueError on every rank)."""
+    ctx = _group(2)
+    if ctx is None:
+        return x
+    from ..distributed._ops import gather
+
+    return gather(ctx, x, check=name)
+
+
+def row_offset(n: int) -> int:
+    """Global index of this rank's first row (``rank * n``; 0 locally)."""
+    ctx = _group(2)
+    return 0 if ctx is None else ctx.rank * n
+
+
+def sum_across_ranks(x: Tensor) -> Tensor:
+    """Sum over the active group's ranks, gradients all-reduced back (``x`` locally)."""
+    ctx = _group(2)
+    if ctx is None:
+        return x
+    from ..distributed._ops import sum_across
+
+    return sum_across(ctx, x)
 
 
 def engine_args(chunk_size, backend) -> dict:
@@ -74,6 +157,11 @@ def run(anchors: Tensor, candidates: Tensor, spec, k: Tensor, reduction: str, en
     (the objective's row and column functions already carry their weights, e.g. 1/2 each)."""
     from ..engine import contrast
 
+    ctx = _group(2, strict=True)
+    if ctx is not None:
+        from ..distributed._run import run_distributed
+
+        return run_distributed(ctx, anchors, candidates, spec, k, reduction, engine_kw)
     out = contrast(anchors, candidates, spec, k, reduce=reduction != "none", **engine_kw)
     if reduction != "none":
         return out

@@ -20,7 +20,17 @@ import torch
 from torch import Tensor
 
 from ..engine import LSETerm, PairMask, RowSpec
-from ._common import FunctionalLoss, engine_args, kappa, partner_logits, row_weight, run, two_views
+from ._common import (
+    FunctionalLoss,
+    engine_args,
+    gather_rows,
+    kappa,
+    partner_logits,
+    row_offset,
+    row_weight,
+    run,
+    two_views,
+)
 
 __all__ = ["dcl", "dclw", "DCL", "DCLW", "negatives_only"]
 
@@ -65,7 +75,9 @@ def vmf_weights(Z: Tensor, sigma: float, detach: bool = True) -> Tensor:
     s = (Z[:N] * Z[N:]).sum(-1)
     if detach:
         s = s.detach()
-    w = 2.0 - N * torch.softmax(s / sigma, dim=0)
+    # under a process group the softmax runs over the global batch (identity locally)
+    s_all, off = gather_rows(s, "DCLW pair similarities"), row_offset(N)
+    w = (2.0 - s_all.shape[0] * torch.softmax(s_all / sigma, dim=0))[off : off + N]
     return torch.cat([w, w])
 
 

@@ -23,7 +23,16 @@ from torch import Tensor
 
 from .._validation import check_range
 from ..engine import LSETerm, PairMask, RowSpec
-from ._common import FunctionalLoss, engine_args, kappa, partner_logits, row_weight, run, two_views
+from ._common import (
+    FunctionalLoss,
+    engine_args,
+    global_rows,
+    kappa,
+    partner_logits,
+    row_weight,
+    run,
+    two_views,
+)
 
 __all__ = ["debiased_info_nce", "hard_negative_info_nce", "DebiasedInfoNCE", "HardNegativeInfoNCE"]
 
@@ -45,7 +54,7 @@ def _estimator(z1, z2, temperature, tau_plus, beta, reduction, normalize, chunk_
     k = kappa(Z, temperature)
     if k.dim() != 0:
         raise ValueError("temperature must be a scalar for the debiased estimators")
-    n_neg = Z.shape[0] - 2
+    n_neg = global_rows(Z.shape[0]) - 2  # over the global batch under a process group
     w = row_weight(reduction, Z.shape[0])
     neg = PairMask(self_offset=0, index=partner)
     if beta is None:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .._validation import check_compatible, check_embeddings, check_positive
 from ..engine import RowSpec, compute_dtype
-from ._common import engine_args, kappa, prepare, row_weight, run
+from ._common import engine_args, kappa, prepare, replicated, row_weight, run
 from .logit_scale import ScaledLoss
 
 __all__ = ["siglip_loss", "SigLIPLoss"]
@@ -47,7 +47,7 @@ def siglip_loss(
     if isinstance(bias, Tensor):
         if bias.dim() != 0 or not bool(torch.isfinite(bias)):
             raise ValueError(f"bias must be a finite scalar, got {bias}")
-        b = bias.to(dt)
+        b = replicated(bias.to(dt))  # global gradient under a process group
     else:
         if not isinstance(bias, (int, float)) or not math.isfinite(bias):
             raise ValueError(f"bias must be a finite number, got {bias!r}")

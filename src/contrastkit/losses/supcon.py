@@ -20,7 +20,17 @@ from torch import Tensor
 
 from .._validation import check_embeddings, check_labels
 from ..engine import LSETerm, PairMask, RowSpec
-from ._common import FunctionalLoss, engine_args, kappa, prepare, row_weight, run
+from ._common import (
+    FunctionalLoss,
+    engine_args,
+    gather_rows,
+    kappa,
+    prepare,
+    row_offset,
+    row_weight,
+    run,
+    sum_across_ranks,
+)
 
 __all__ = ["supcon", "SupCon"]
 
@@ -50,11 +60,14 @@ def supcon(
             "features needs at least 2 vectors (N * V) to contrast, "
             f"got shape {tuple(features.shape)}"
         )
+    # under a process group: labels, class sums and counts over the global batch (rank offset)
+    off = row_offset(N)
     if labels is None:
-        labels = torch.arange(N, device=features.device)
+        labels = torch.arange(off, off + N, device=features.device)
     else:
         check_labels("labels", labels, N, features)
-    ids = torch.unique(labels, return_inverse=True)[1].repeat(V)  # view-major
+    inverse = torch.unique(gather_rows(labels, "labels"), return_inverse=True)[1]
+    ids = inverse[off : off + N].repeat(V)  # view-major
     Zc = prepare(feats.transpose(0, 1).reshape(N * V, -1), normalize)
     Za = Zc if contrast_mode == "all" else Zc[:N]
     k = kappa(Zc, temperature)
@@ -62,14 +75,14 @@ def supcon(
         raise ValueError("temperature must be a scalar for SupCon")
     tau = 1.0 / float(k)
     ratio = 1.0 if base_temperature is None else tau / base_temperature
-    n_classes = int(ids.max()) + 1
+    n_classes = int(inverse.max()) + 1
     class_sum = torch.zeros(n_classes, Zc.shape[1], dtype=Zc.dtype, device=Zc.device)
-    class_sum = class_sum.index_add(0, ids, Zc)
-    n_pos = torch.bincount(ids, minlength=n_classes)[ids[: Za.shape[0]]] - 1
+    class_sum = sum_across_ranks(class_sum.index_add(0, ids, Zc))
+    n_pos = torch.bincount(inverse, minlength=n_classes)[ids[: Za.shape[0]]] * V - 1
     pos_sum = ((Za * (class_sum[ids[: Za.shape[0]]] - Za)).sum(-1)) * k
     has_pos = n_pos > 0
     count = int(has_pos.sum()) if exclude_no_positive else Za.shape[0]
-    w = row_weight(reduction, max(count, 1)) * ratio
+    w = row_weight(reduction, count, min_count=1) * ratio
     row_w = has_pos.to(Zc.dtype) * w
     mean_pos = pos_sum / n_pos.clamp(min=1)
     spec = RowSpec(

@@ -1,0 +1,94 @@
+"""The distributed counterpart of ``losses._common.run``: local anchors, global candidates.
+
+Rank ``r`` holds anchors ``A_r`` (N, d) and candidates ``B_r`` (M, d). The global problem is the
+rank-major concatenation ``A = cat_r A_r``, ``B = cat_r B_r``. Rank ``r`` computes the rows of
+its own anchors against the gathered ``B`` (the engine tiles them; the similarity matrix is never
+formed) and, for two-sided objectives, the columns of its own candidates as rows of the
+transposed problem ``B_r`` against the gathered ``A`` (no cross-rank column statistics needed).
+Pair masks given in local columns are shifted to global ones by the rank offset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from torch import Tensor
+
+from ..engine import LSETerm, PairMask, RowSpec, contrast
+from . import _ops
+
+
+def _shift(mask: PairMask, ctx: _ops.Context, col_offset: int) -> PairMask:
+    """A mask in local candidate columns -> the same mask in global columns."""
+    if mask.dense is not None:
+        raise _ops.not_supported("a dense pair mask")
+    kw = {}
+    if mask.self_offset is not None:
+        kw["self_offset"] = mask.self_offset + col_offset
+    if mask.index is not None:
+        idx = mask.index
+        kw["index"] = idx.where(idx < 0, idx + col_offset)
+    if mask.labels is not None:
+        kw["col_labels"] = _ops.gather(ctx, mask.col_labels, check="col_labels")
+    return replace(mask, **kw)
+
+
+def _transpose(mask: PairMask, ctx: _ops.Context, row_offset: int) -> PairMask:
+    """The column mask of a two-sided objective as a row mask of the transposed problem
+    (rows: local candidates; columns: the gathered anchors)."""
+    if mask.dense is not None or mask.index is not None:
+        raise _ops.not_supported("an index or dense mask on a two-sided objective")
+    kw = {}
+    if mask.self_offset is not None:
+        kw["self_offset"] = row_offset - mask.self_offset
+    if mask.labels is not None:
+        kw["row_labels"] = mask.col_labels
+        kw["col_labels"] = _ops.gather(ctx, mask.row_labels, check="row_labels")
+    return PairMask(labels=mask.labels, **kw)
+
+
+def run_distributed(
+    ctx: _ops.Context,
+    anchors: Tensor,
+    candidates: Tensor,
+    spec: RowSpec,
+    k: Tensor,
+    reduction: str,
+    engine_kw: dict,
+):
+    if spec.soft_targets is not None:
+        raise _ops.not_supported("an objective with soft targets (CWCL)")
+    if any(t.weights is not None for t in spec.terms):
+        raise _ops.not_supported("an objective with per-tile weights")
+    _ops.check_same(ctx, anchors=anchors, candidates=candidates)
+    N, M = anchors.shape[0], candidates.shape[0]
+    reduce = reduction != "none"
+
+    B = _ops.gather(ctx, candidates)
+    row_spec = replace(
+        spec,
+        terms=tuple(replace(t, exclude=_shift(t.exclude, ctx, ctx.rank * M)) for t in spec.terms),
+        columns=False,
+        col_fn=None,
+        col_side={},
+    )
+    rows = contrast(anchors, B, row_spec, k, reduce=reduce, **engine_kw)
+    cols = None
+    if spec.columns and spec.col_fn is not None:
+        if k.dim() != 0:
+            raise _ops.not_supported("a per-anchor temperature on a two-sided objective")
+        A = _ops.gather(ctx, anchors)
+        col_fn = spec.col_fn
+        col_spec = RowSpec(
+            terms=(LSETerm(exclude=_transpose(spec.terms[0].exclude, ctx, ctx.rank * N)),),
+            row_fn=lambda st, sd: col_fn({"col_lse": st["lse"][0]}, sd),
+            row_side=spec.col_side,
+        )
+        cols = contrast(candidates, A, col_spec, k, reduce=reduce, **engine_kw)
+    if reduce:
+        total = rows if cols is None else rows + cols
+        return _ops.global_loss(ctx, total)
+    rows = rows[0]
+    if cols is not None:
+        rows = rows + cols[0][:N]
+    return _ops.scale_grad(rows, ctx.scale)

@@ -1,0 +1,406 @@
+"""contrastkit.distributed: 2 and 4 gloo processes on CPU == one process on the concatenated batch.
+
+Each worker builds the same global inputs from a seed, keeps its rank-major shard, computes the
+loss under the group and backpropagates; the parent compares every rank's loss, the concatenated
+shard gradients and the shared temperature / scale gradients with the single-process result.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import contrastkit as ck
+from contrastkit import distributed as ckd
+
+ROOT = Path(__file__).resolve().parents[1]
+N, D = 5, 8  # rows per rank, dimension
+TOL = dict(rtol=1e-5, atol=1e-7)
+
+
+# ------------------------------------------------------------------------------------------
+# cases: (global inputs) -> loss; "rows" = tensors sharded by rank along dim 0,
+# "shared" = 0-dim tensors every rank holds (temperature, scale, bias)
+
+
+def _rand(g, *shape):
+    return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+
+def make_case(name: str, world: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    n = N * world
+    t = torch.tensor(0.2, dtype=torch.float64)
+    if name in ("info_nce", "info_nce_sum", "info_nce_none", "info_nce_tiled"):
+        rows, shared = [_rand(g, n, D), _rand(g, n, D)], [t]
+    elif name == "info_nce_private":
+        rows, shared = [_rand(g, n, D), _rand(g, n, D), _rand(g, n, 3, D)], [t]
+    elif name in ("info_nce_sym", "info_nce_sym_tiled", "clip"):
+        rows, shared = [_rand(g, n, D), _rand(g, n, D)], [torch.tensor(0.7, dtype=torch.float64)]
+    elif name == "mnrl":
+        rows, shared = [_rand(g, n, D), _rand(g, n, D), _rand(g, n, D)], []
+    elif name in ("nt_xent", "nt_xent_tiled", "dcl", "dcl_tiled", "dclw", "debiased", "hcl"):
+        rows, shared = [_rand(g, n, D), _rand(g, n, D)], [t]
+    elif name in ("supcon", "supcon_tiled", "supcon_one"):
+        labels = torch.randint(0, 3, (n,), generator=g)
+        labels[0] = 50  # a singleton class (no positive in one view-less mode)
+        rows, shared = [_rand(g, n, 2, D), labels], [t]
+    elif name == "supcon_nolabels":
+        rows, shared = [_rand(g, n, 2, D)], [t]
+    elif name == "siglip":
+        rows = [_rand(g, n, D), _rand(g, n, D)]
+        shared = [torch.tensor(3.0, dtype=torch.float64), torch.tensor(-2.0, dtype=torch.float64)]
+    else:
+        raise KeyError(name)
+    return rows, shared
+
+
+def call_case(name, rows, shared):
+    tiled = {"backend": "tiled", "chunk_size": 3}
+    if name == "info_nce":
+        return ck.info_nce(rows[0], rows[1], temperature=shared[0])
+    if name == "info_nce_tiled":
+        return ck.info_nce(rows[0], rows[1], temperature=shared[0], **tiled)
+    if name == "info_nce_sum":
+        return ck.info_nce(rows[0], rows[1], temperature=shared[0], reduction="sum")
+    if name == "info_nce_none":
+        return ck.info_nce(rows[0], rows[1], temperature=shared[0], reduction="none")
+    if name == "info_nce_private":
+        return ck.info_nce(rows[0], rows[1], rows[2], temperature=shared[0], **tiled)
+    if name == "info_nce_sym":
+        return ck.info_nce(rows[0], rows[1], temperature=shared[0], symmetric=True)
+    if name == "info_nce_sym_tiled":
+        return ck.info_nce(rows[0], rows[1], temperature=shared[0], symmetric=True, **tiled)
+    if name == "clip":  # shared[0] plays open_clip's logit_scale t' (scale = exp(t'))
+        return ck.clip_loss(rows[0], rows[1], scale=shared[0].exp() * 4, **tiled)
+    if name == "mnrl":
+        return ck.multiple_negatives_ranking(rows[0], rows[1], rows[2])
+    if name == "nt_xent":
+        return ck.nt_xent(rows[0], rows[1], temperature=shared[0])
+    if name == "nt_xent_tiled":
+        return ck.nt_xent(rows[0], rows[1], temperature=shared[0], **tiled)
+    if name == "dcl":
+        return ck.dcl(rows[0], rows[1], temperature=shared[0])
+    if name == "dcl_tiled":
+        return ck.dcl(rows[0], rows[1], temperature=shared[0], **tiled)
+    if name == "dclw":
+        return ck.dclw(rows[0], rows[1], temperature=shared[0], detach_weights=False)
+    if name == "debiased":
+        return ck.debiased_info_nce(rows[0], rows[1], temperature=shared[0], **tiled)
+    if name == "hcl":
+        return ck.hard_negative_info_nce(rows[0], rows[1], temperature=shared[0], **tiled)
+    if name == "supcon":
+        return ck.supcon(rows[0], rows[1], temperature=shared[0])
+    if name == "supcon_tiled":
+        return ck.supcon(rows[0], rows[1], temperature=shared[0], **tiled)
+    if name == "supcon_one":
+        return ck.supcon(rows[0], rows[1], temperature=shared[0], contrast_mode="one")
+    if name == "supcon_nolabels":
+        return ck.supcon(rows[0], temperature=shared[0])
+    if name == "siglip":
+        return ck.siglip_loss(rows[0], rows[1], scale=shared[0], bias=shared[1], **tiled)
+    raise KeyError(name)
+
+
+FAST = [
+    "info_nce",
+    "info_nce_tiled",
+    "info_nce_sum",
+    "info_nce_none",
+    "info_nce_sym_tiled",
+    "clip",
+    "nt_xent_tiled",
+    "dcl_tiled",
+    "supcon",
+    "supcon_tiled",
+]
+DDP_CASES = ["info_nce_sym_tiled", "supcon", "info_nce_none"]
+MORE = [
+    "info_nce_private",
+    "info_nce_sym",
+    "mnrl",
+    "nt_xent",
+    "dcl",
+    "dclw",
+    "debiased",
+    "hcl",
+    "supcon_one",
+    "supcon_nolabels",
+    "siglip",
+]
+
+
+def _leaves(rows, shared):
+    rows = [r.clone().requires_grad_() if r.is_floating_point() else r for r in rows]
+    shared = [s.clone().requires_grad_() for s in shared]
+    return rows, shared
+
+
+# ------------------------------------------------------------------------------------------
+# workers
+
+
+def _init(rank, world, rdzv):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{rdzv}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=30),
+    )
+    return dist
+
+
+def _shard(rows, rank, world):
+    return [r.chunk(world)[rank] for r in rows]
+
+
+def _run_cases(rank, world, names, gradients):
+    res = {}
+    for name in names:
+        rows, shared = make_case(name, world)
+        rows, shared = _leaves(_shard(rows, rank, world), shared)
+        try:
+            with ckd.group("world", gradients=gradients):
+                loss = call_case(name, rows, shared)
+            if loss.dim():  # reduction="none": weight the global rows
+                loss_w = loss * _row_weights(N * world).chunk(world)[rank]
+                loss_w.sum().backward()
+            else:
+                loss.backward()
+            res[name] = (
+                loss.detach(),
+                [r.grad for r in rows if r.is_floating_point()],
+                [s.grad for s in shared],
+            )
+        except ValueError as e:
+            res[name] = str(e)
+    return res
+
+
+def _worker(rank, world, rdzv, out, names, sections=()):
+    dist = _init(rank, world, rdzv)
+    res = {"exact": _run_cases(rank, world, names, "exact")}
+    if "ddp" in sections:
+        res["ddp"] = _run_cases(rank, world, DDP_CASES, "ddp")
+    if "misc" in sections:
+        res["misc"] = _misc(rank, world)
+    if "ddp_model" in sections:
+        res["ddp_model"] = _ddp_model(rank, world)
+    torch.save(res, os.path.join(out, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def _misc(rank, world):
+    res = {}
+    g = torch.Generator().manual_seed(rank)
+    n = N + (1 if rank == world - 1 else 0)  # the last rank has a larger batch
+    try:
+        ck.info_nce(_rand(g, n, D), _rand(g, n, D))
+    except ValueError as e:
+        res["batch"] = str(e)
+    d = D + (1 if rank == 0 else 0)  # rank 0 has a different dimension
+    try:
+        ck.nt_xent(_rand(g, N, d), _rand(g, N, d))
+    except ValueError as e:
+        res["dim"] = str(e)
+    try:
+        ck.supcon(_rand(g, n, 2, D), torch.zeros(n, dtype=torch.long))
+    except ValueError as e:
+        res["labels"] = str(e)
+    try:
+        ck.cwcl(_rand(g, N, D), _rand(g, N, D))
+    except ValueError as e:
+        res["cwcl"] = str(e)
+    # opting out: a per-rank loss, no communication
+    x, y = _rand(g, N, D), _rand(g, N, D)
+    with ckd.local():
+        res["local"] = (ck.info_nce(x, y), ck.info_nce(x, y, backend="dense"))
+    # all_gather_with_grad: rank-major, gradient = sum over ranks
+    z = torch.full((2, 3), float(rank), requires_grad=True)
+    zz = ckd.all_gather_with_grad(z)
+    (zz * torch.arange(zz.shape[0], dtype=zz.dtype)[:, None]).sum().backward()
+    res["gather"] = (zz.detach(), z.grad)
+    # bytes per step (InfoNCE, one-sided; float64)
+    q, k = _rand(g, N, D).requires_grad_(), _rand(g, N, D).requires_grad_()
+    with ckd.CommCounter() as c:
+        ck.info_nce(q, k).backward()
+    res["bytes"] = (dict(c.bytes), dict(c.calls))
+    with ckd.CommCounter() as c:
+        ck.clip_loss(q, k, scale=torch.tensor(10.0, requires_grad=True)).backward()
+    res["bytes_clip"] = (dict(c.bytes), dict(c.calls))
+    return res
+
+
+def _ddp_model(rank, world):
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    x, y, model, loss_fn = _ddp_setup(world)
+    ddp = DDP(model)
+    xs, ys = x.chunk(world)[rank], y.chunk(world)[rank]
+    emb = ddp(torch.cat([xs, ys]))  # one forward per step, as DDP expects
+    loss = loss_fn(emb[:N], emb[N:])  # default: world group, gradients="ddp"
+    loss.backward()
+    res = {
+        "loss": loss.detach(),
+        "params": [p.grad.clone() for p in model.parameters()],
+        "scale": loss_fn.logit_scale.grad.clone(),
+    }
+    return res
+
+
+def _ddp_setup(world):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 8))
+    model = model.double()
+    loss_fn = ck.CLIPLoss(backend="tiled", chunk_size=4).double()
+    g = torch.Generator().manual_seed(1)
+    return _rand(g, N * world, 6), _rand(g, N * world, 6), model, loss_fn
+
+
+def _spawn(fn, world, *args, timeout=90.0):
+    with tempfile.TemporaryDirectory() as tmp:
+        rdzv = os.path.join(tmp, "rdzv")
+        ctx = mp.start_processes(
+            fn, args=(world, rdzv, tmp) + args, nprocs=world, join=False, start_method="spawn"
+        )
+        deadline = time.monotonic() + timeout
+        while not ctx.join(timeout=1.0):
+            if time.monotonic() > deadline:
+                for p in ctx.processes:
+                    p.kill()
+                pytest.fail(f"{world} processes did not finish within {timeout} s (a hang)")
+        return [torch.load(os.path.join(tmp, f"rank{r}.pt")) for r in range(world)]
+
+
+# ------------------------------------------------------------------------------------------
+# tests
+
+
+def _row_weights(n):
+    return torch.linspace(0.5, 1.5, n, dtype=torch.float64)
+
+
+def single_process(name, world):
+    rows, shared = _leaves(*make_case(name, world))
+    with ckd.local():
+        loss = call_case(name, rows, shared)
+    (loss * _row_weights(loss.shape[0]) if loss.dim() else loss).sum().backward()
+    return (
+        loss.detach(),
+        [r.grad for r in rows if r.is_floating_point()],
+        [s.grad for s in shared],
+    )
+
+
+def _compare(results, names, world, grad_factor=1.0):
+    for name in names:
+        want_loss, want_rows, want_shared = single_process(name, world)
+        for r, res in enumerate(results):
+            got = res[name]
+            assert not isinstance(got, str), f"{name} rank {r}: {got}"
+            if want_loss.dim():  # per-row losses: this rank's rows
+                want_r = want_loss.chunk(world)[r]
+                torch.testing.assert_close(got[0], want_r, **TOL, msg=f"{name} rows rank {r}")
+            else:  # the global loss on every rank
+                torch.testing.assert_close(got[0], want_loss, **TOL, msg=f"{name} loss rank {r}")
+            for i, s in enumerate(want_shared):
+                torch.testing.assert_close(got[2][i], s, **TOL, msg=f"{name} shared grad {i}")
+        for i, w in enumerate(want_rows):
+            g = torch.cat([res[name][1][i] for res in results]) / grad_factor
+            torch.testing.assert_close(g, w, **TOL, msg=f"{name} input {i} grad")
+
+
+@pytest.fixture(scope="module")
+def two():
+    """One 2-process run for every fast check (process start-up dominates the runtime)."""
+    return _spawn(_worker, 2, FAST + MORE, ("ddp", "misc", "ddp_model"))
+
+
+@pytest.mark.parametrize("name", FAST + MORE)
+def test_two_processes_match_single_process(two, name):
+    _compare([res["exact"] for res in two], [name], 2)
+
+
+@pytest.mark.slow
+def test_four_processes_match_single_process():
+    names = ["info_nce", "info_nce_sym_tiled", "clip", "nt_xent_tiled", "dcl", "supcon_tiled"]
+    results = _spawn(_worker, 4, names)
+    _compare([res["exact"] for res in results], names, 4)
+
+
+def test_ddp_gradient_convention_scales_inputs_by_world_size(two):
+    """gradients="ddp": inputs receive world x their exact gradient, shared tensors exact."""
+    _compare([res["ddp"] for res in two], DDP_CASES, 2, grad_factor=2.0)
+
+
+def test_ddp_step_equals_single_process_step(two):
+    """A tiny encoder in DDP: the DDP-averaged parameter gradients and the logit scale's
+    gradient equal those of one process on the concatenated batch."""
+    world = 2
+    x, y, model, loss_fn = _ddp_setup(world)
+    with ckd.local():
+        loss = loss_fn(model(x), model(y))
+    loss.backward()
+    assert loss_fn.logit_scale.grad is not None
+    for res in two:
+        res = res["ddp_model"]
+        torch.testing.assert_close(res["loss"], loss.detach(), **TOL)
+        for got, p in zip(res["params"], model.parameters()):
+            torch.testing.assert_close(got, p.grad, **TOL)
+        torch.testing.assert_close(res["scale"], loss_fn.logit_scale.grad, **TOL)
+
+
+def test_mismatched_ranks_fail_everywhere_and_collectives(two):
+    world = 2
+    for r, res in enumerate(two):
+        res = res["misc"]
+        assert "same shape" in res["batch"] and f"({N + 1}, {D})" in res["batch"], res["batch"]
+        assert "same shape" in res["dim"] and f"({2 * N}, {D + 1})" in res["dim"], res["dim"]
+        assert "same shape" in res["labels"], res["labels"]
+        assert "not supported under a torch.distributed" in res["cwcl"], res["cwcl"]
+        assert "local()" in res["cwcl"]
+        # local(): the per-rank loss, identical to the plain computation
+        torch.testing.assert_close(res["local"][0], res["local"][1])
+        zz, zgrad = res["gather"]
+        want = torch.arange(world, dtype=torch.float32).repeat_interleave(2)[:, None]
+        torch.testing.assert_close(zz, want.expand(2 * world, 3))
+        # loss on every rank = sum_i i * zz_i, so rank r's rows get world * (their indices)
+        want = world * torch.arange(2 * r, 2 * r + 2, dtype=torch.float32)[:, None].expand(2, 3)
+        torch.testing.assert_close(zgrad, want)
+        # bytes: one all-gather of the candidates, one reduce-scatter of their gradient
+        nbytes, calls = res["bytes"]
+        payload = (world - 1) * N * D * 8
+        assert nbytes["reduce_scatter"] == payload and calls["reduce_scatter"] == 1
+        meta = (world - 1) * 2 * 5 * 8  # shapes of anchors and candidates, int64
+        assert nbytes["all_gather"] == payload + meta and calls["all_gather"] == 2
+        # symmetric (CLIP): both sides gathered and scattered
+        nbytes, calls = res["bytes_clip"]
+        assert nbytes["reduce_scatter"] == 2 * payload
+        assert nbytes["all_gather"] == 2 * payload + meta
+
+
+def test_no_group_is_the_plain_code_path():
+    assert ckd.current() is None
+    g = torch.Generator().manual_seed(0)
+    q, k = _rand(g, 6, 4), _rand(g, 6, 4)
+    with ckd.CommCounter() as c:
+        ck.info_nce(q, k)
+    assert c.total == 0
+    with pytest.raises(ValueError, match="not initialised"):
+        with ckd.group("world"):
+            pass
+    with pytest.raises(ValueError, match="gradients"):
+        ckd.DistributedLoss(ck.InfoNCE(), gradients="mean")
