@@ -367,7 +367,7 @@ def test_alignment_uniformity_closed_forms():
     (g,) = torch.autograd.grad(alignment_loss(x, x.detach(), alpha=1.0), x)
     assert torch.isfinite(g).all()
     # antipodal pairs: ||x - y|| = 2
-    assert math.isclose(float(alignment_loss(x, -x, alpha=3.0)), 8.0, rel_tol=1e-12)
+    assert math.isclose(float(alignment_loss(x, -x, alpha=3.0).detach()), 8.0, rel_tol=1e-12)
     rows = alignment_loss(x, -x, reduction="none")
     torch.testing.assert_close(rows, torch.full((5,), 4.0, dtype=torch.float64))
 
