@@ -192,6 +192,19 @@ def test_swav_queue_state_step_by_step():
     assert m.queue is None and not bool(m.queue_in_use)
 
 
+def test_half_precision_inputs_run_in_fp32():
+    z = torch.randn(12, 8, generator=_gen(30)).half()
+    m = SwAV(8, 5, n_crops=3, queue_length=8)
+    for _ in range(3):
+        v = m(z)
+    assert v.dtype == torch.float32 and torch.isfinite(v)
+    torch.testing.assert_close(v, m(z.float()), rtol=1e-2, atol=1e-2)
+    w = ShuffledGroupWhitening(8, num_groups=2, num_views=3)(torch.randn(30, 8).bfloat16())
+    assert w.dtype == torch.float32 and torch.isfinite(w).all()
+    h = simctg_contrastive(torch.randn(2, 6, 4).half(), backend="tiled", chunk_size=2)
+    assert h.dtype == torch.float32 and torch.isfinite(h)
+
+
 def test_swav_gradcheck():
     # the codes carry no gradient by design, so hold them fixed: only crop 0 assigns, and
     # gradcheck perturbs the other crops' embeddings

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._validation import check_embeddings, check_positive
-from ._common import EPS
+from ._common import EPS, prepare
 
 __all__ = ["sinkhorn_knopp", "swav", "SwAV"]
 
@@ -121,7 +121,7 @@ def swav(
                 f"queue must have shape ({len(cfa)}, Q, {embeddings.shape[1]}), got "
                 f"{tuple(queue.shape) if isinstance(queue, Tensor) else type(queue).__name__}"
             )
-    z = F.normalize(embeddings, dim=-1, eps=EPS) if normalize else embeddings
+    z = prepare(embeddings, normalize)  # fp16/bf16 are computed in fp32
     W = prototypes.to(z.dtype)
     scores = z @ W.t()  # (V B, K)
     log_p = [

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_embeddings
+from ..engine import compute_dtype
 from ._common import FunctionalLoss
 from .info_nce import info_nce
 
@@ -46,6 +47,7 @@ def group_whiten(
     ``perm``, undone on output): every group of the result has identity covariance."""
     B, D = x.shape
     G = num_groups
+    x = x.to(compute_dtype(x.dtype))  # eigh needs fp32/fp64
     if perm is not None:
         x = x[:, perm]
     xg = x.reshape(B, G, D // G)
