@@ -49,7 +49,7 @@ def hardest_negatives(Z: Tensor, k: int, block: Optional[int] = None) -> Tensor:
     and its other view (``(i + N) mod 2N``); row blocks of ``block`` rows, no gradient."""
     n2 = Z.shape[0]
     N = n2 // 2
-    b = block or max(1, min(n2, (1 << 22) // max(n2, 1)))
+    b = block or min(n2, max(256, (1 << 24) // n2))  # <= 64 MiB fp32 blocks of >= 256 rows
     out = torch.empty(n2, k, dtype=torch.long, device=Z.device)
     with torch.no_grad():
         Zd = Z.detach()
