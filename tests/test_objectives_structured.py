@@ -778,3 +778,20 @@ def test_docs_examples_run():
         exec(compile(code, str(page), "exec"), scope)  # noqa: S102
         loss = scope["loss"]
         assert loss.dim() == 0 and bool(torch.isfinite(loss))
+
+
+def test_benchmark_hook_engine_equals_dense():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "objectives_structured.py"
+    spec = importlib.util.spec_from_file_location("_bench_objectives_structured", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    names = [n for n in bench.CASES if not n.endswith("-dense")]
+    assert set(bench.CASES) == set(names) | {n + "-dense" for n in names}
+    for name in names:
+        tiled = bench.CASES[name](24, 8, torch.Generator().manual_seed(0))()
+        dense = bench.CASES[name + "-dense"](24, 8, torch.Generator().manual_seed(0))()
+        assert tiled.dim() == 0 and tiled.requires_grad
+        torch.testing.assert_close(tiled, dense, rtol=1e-5, atol=1e-5)
