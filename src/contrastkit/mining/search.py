@@ -1,22 +1,24 @@
 """Blocked top-k inner-product search over a corpus that may live on disk.
 
 The corpus is any ``(C, d)`` array-like that supports row slicing (a numpy array, a
-``numpy.memmap``, a torch tensor). It is read in *corpus blocks* of ``block_rows`` rows; every
-block is searched for every query (in *query blocks*) and each query keeps a running top-``k``
-that is merged with the block's top-``k``. The blocks partition ``[0, C)``, so every corpus row is
+``numpy.memmap``, a torch tensor). It is read in corpus blocks of ``BlockPlan.corpus_rows`` rows;
+every block is searched for every query (in query blocks) and each query keeps a running top-k
+that is merged with the block's top-k. The blocks partition ``[0, C)``, so every corpus row is
 scored exactly once and no row can be lost or returned twice; the running lists are ordered by
 (score descending, index ascending), which makes the result independent of the block size.
 
-Backends: ``index="flat"`` (FAISS ``IndexFlatIP``, exact; on the GPUs when ``faiss`` sees one),
-``index="torch"`` (brute-force ``torch`` matmul + ``topk``, exact), ``index="ivf"`` (FAISS
-``IVF<nlist>,Flat``, approximate) or any other FAISS ``index_factory`` string (approximate; such an
-index holds the whole corpus in its own, possibly compressed, codes: ``memory_budget`` then only
-bounds the blocks used to train and fill it).
+Backends: ``index="flat"`` (exact FAISS search: on CPU ``faiss.knn`` on each block in place, the
+exhaustive search ``IndexFlatIP`` runs; on GPUs, when ``faiss`` sees one, a sharded
+``IndexFlatIP``), ``index="torch"`` (brute-force ``torch`` matmul + ``topk``, exact; CUDA when
+available), ``index="ivf"`` (FAISS ``IVF<nlist>,Flat``, approximate) or any other FAISS
+``index_factory`` string (approximate; such an index holds the whole corpus in its own, possibly
+compressed, codes: ``memory_budget`` then only bounds the blocks used to train and fill it).
 """
 
 from __future__ import annotations
 
 import math
+import mmap
 import re
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -27,6 +29,7 @@ import torch
 EXACT_INDEXES = ("flat", "torch")
 FAISS_GPU_MAX_K = 2048  # FAISS GPU indexes cannot return more neighbours per query
 DEFAULT_QUERY_BLOCK = 4096
+READ_CHUNK_BYTES = 8 << 20  # memmap rows are copied (then released) this many bytes at a time
 SMALL_SEARCH = 1 << 26  # multiply-adds below which a FAISS CPU search runs on one thread
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30}
 _UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30})
@@ -70,8 +73,8 @@ class BlockPlan:
     ) -> "BlockPlan":
         """Split ``memory_budget`` bytes between a corpus block and a query block.
 
-        Half the budget holds the corpus block (``cb * d * 4`` bytes for the rows read, as much
-        again for the index's copy); the other half the query block: per query ``d * 4`` for
+        Half the budget holds the corpus block (``cb * d * 4`` bytes, searched in place); the
+        other half the query block: per query ``d * 4`` for
         its row, ``72 k`` for the top-k merge and, with ``score_buffer`` (torch backend),
         ``4 cb`` for its scores against the block. FAISS computes scores in its own tiles
         (at most 4096 x 1024 floats, 16 MiB) outside this budget. The outputs (``Q x k``
@@ -80,10 +83,10 @@ class BlockPlan:
         if memory_budget is None:
             return BlockPlan(max(n_corpus, 1), max(min(n_queries, DEFAULT_QUERY_BLOCK), 1))
         half = memory_budget // 2
-        corpus_rows = min(int(half // (2 * dim * 4)), n_corpus)
+        corpus_rows = min(int(half // (dim * 4)), n_corpus)
         per_query = dim * 4 + 72 * k + (4 * corpus_rows if score_buffer else 0)
         if corpus_rows < 1 or half < per_query - (4 * corpus_rows if score_buffer else 0) + 4:
-            need = 2 * (2 * dim * 4 + dim * 4 + 72 * k + 4)
+            need = 2 * (dim * 4 + dim * 4 + 72 * k + 4)
             raise ValueError(
                 f"memory_budget={memory_budget} bytes is too small for one corpus row of "
                 f"dimension {dim} and one query with k={k} (needs at least {need} bytes)"
@@ -97,17 +100,45 @@ class BlockPlan:
 
 
 def _rows(array, start: int, stop: int) -> np.ndarray:
-    """Rows ``start:stop`` as a fresh C-contiguous float32 numpy array."""
+    """Rows ``start:stop`` as a fresh C-contiguous float32 numpy array.
+
+    For a shared ``numpy.memmap`` the pages just read are then dropped from this process's page
+    tables (``madvise(MADV_DONTNEED)``; the OS page cache keeps them), so streaming a file does
+    not grow the resident set by the whole file.
+    """
     block = array[start:stop]
     if isinstance(block, torch.Tensor):
         block = block.detach().to("cpu", torch.float32).numpy()
-    return np.array(block, dtype=np.float32, order="C", copy=True)  # never the caller's memory
+    if not isinstance(block, np.memmap):
+        return np.array(block, dtype=np.float32, order="C", copy=True)  # never the caller's
+    out = np.empty(block.shape, np.float32)
+    step = max(1, READ_CHUNK_BYTES // max(1, block.strides[0]))
+    for r0 in range(0, block.shape[0], step):  # read and release the file a chunk at a time
+        out[r0 : r0 + step] = block[r0 : r0 + step]
+        _release(block[r0 : r0 + step])
+    return out
+
+
+def _release(view: np.memmap) -> None:
+    mm = getattr(view, "_mmap", None)
+    if mm is None or view.mode not in ("r", "r+", "w+") or not hasattr(mmap, "MADV_DONTNEED"):
+        return  # copy-on-write maps ("c") would lose their private changes
+    if not view.flags.c_contiguous or view.nbytes == 0:
+        return
+    try:
+        base = np.frombuffer(mm, np.uint8).__array_interface__["data"][0]
+        start = view.__array_interface__["data"][0] - base
+        aligned = start - start % mmap.PAGESIZE
+        mm.madvise(mmap.MADV_DONTNEED, aligned, start - aligned + view.nbytes)
+    except (ValueError, OSError, BufferError):  # an optimisation only
+        return
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    """Rows to unit L2 norm, in place (no full-size temporary, unlike ``np.linalg.norm``)."""
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
     np.maximum(norms, 1e-12, out=norms)
-    x /= norms
+    x /= norms.astype(np.float32)[:, None]
     return x
 
 
@@ -168,23 +199,29 @@ def faiss_gpus() -> int:
 class _BlockSearcher:
     """Search one corpus block (global offset ``c0``) for the top-k of a query block."""
 
-    def __init__(self, block: np.ndarray, c0: int, index: str, use_gpu: bool, device):
+    def __init__(self, corpus, c0: int, c1: int, normalize: bool, index: str, use_gpu, device):
         self.c0 = c0
-        self.n = block.shape[0]
+        self.n = c1 - c0
+        self.gpu = bool(use_gpu) and index != "torch"
         if index == "torch":
             self.kind = "torch"
             self.device = torch.device(device)
+            block = _rows(corpus, c0, c1)
+            if normalize:
+                _normalise(block)
             self.block = torch.from_numpy(block).to(self.device)
             return
         faiss = _faiss()
         self.kind = "faiss"
         self.faiss = faiss
-        self.gpu = bool(use_gpu)
-        cpu_index = faiss.IndexFlatIP(block.shape[1])
-        self.index = cpu_index
-        if use_gpu:
-            self.index = faiss.index_cpu_to_all_gpus(cpu_index)
-        self.index.add(block)
+        block = _rows(corpus, c0, c1)
+        if normalize:
+            _normalise(block)
+        if self.gpu:  # an IndexFlatIP on the GPUs (sharded), the block copied to device memory
+            self.index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(corpus.shape[1]))
+            self.index.add(block)
+        else:  # faiss.knn: IndexFlatIP's exhaustive search (BLAS + heaps) on the block as is
+            self.block = block
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         kk = min(k, self.n)
@@ -198,7 +235,12 @@ class _BlockSearcher:
             if small and threads > 1:  # OpenMP start-up dominates small searches (and spins
                 self.faiss.omp_set_num_threads(1)  # badly on a busy machine): one thread
             try:
-                s, i = self.index.search(queries, kk)
+                if self.gpu:
+                    s, i = self.index.search(queries, kk)
+                else:
+                    s, i = self.faiss.knn(
+                        queries, self.block, kk, metric=self.faiss.METRIC_INNER_PRODUCT
+                    )
             finally:
                 if small and threads > 1:
                     self.faiss.omp_set_num_threads(threads)
@@ -293,11 +335,7 @@ def search_topk(
             _normalise(single_q)
     for c0 in range(0, n_corpus, plan.corpus_rows):
         c1 = min(c0 + plan.corpus_rows, n_corpus)
-        block = _rows(corpus, c0, c1)
-        if normalize:
-            _normalise(block)
-        searcher = _BlockSearcher(block, c0, index, use_gpu, device)
-        del block
+        searcher = _BlockSearcher(corpus, c0, c1, normalize, index, use_gpu, device)
         for q0 in range(0, n_queries, q_rows):
             q1 = min(q0 + q_rows, n_queries)
             if single_q is not None:
@@ -336,7 +374,7 @@ def _search_approximate(
     n_queries, dim = queries.shape[0], queries.shape[1]
     n_corpus = corpus.shape[0]
     if index == "ivf":
-        lists = nlist or max(1, min(int(4 * math.sqrt(n_corpus)), n_corpus // 39 or 1))
+        lists = nlist or max(1, min(int(math.sqrt(n_corpus)), n_corpus // 39 or 1))
         factory = f"IVF{lists},Flat"
     else:
         factory = index
@@ -348,7 +386,7 @@ def _search_approximate(
         ) from None
     plan = BlockPlan.for_budget(n_corpus, n_queries, dim, k, budget, False)
     if not idx.is_trained:
-        n_train = min(n_corpus, max(256 * getattr(idx, "nlist", 1), 10_000))
+        n_train = min(n_corpus, max(64 * getattr(idx, "nlist", 1), 10_000))
         rows = np.sort(np.random.default_rng(seed).choice(n_corpus, n_train, replace=False))
         train = np.ascontiguousarray(
             np.asarray(
@@ -362,6 +400,8 @@ def _search_approximate(
             _normalise(train)
         idx.train(train)
         del train
+        if isinstance(corpus, np.memmap):
+            _release(corpus)
     if hasattr(idx, "nprobe"):
         idx.nprobe = int(nprobe)
     for c0 in range(0, n_corpus, plan.corpus_rows):
