@@ -2,11 +2,12 @@
 focal InfoNCE, 1-to-K).
 
 ``CASES[name](n, d, gen)`` builds inputs once (``requires_grad=True``) and returns a closure
-whose call computes the scalar loss (engine version); ``CASES[name + "-dense"]`` is the same
-objective on materialised logits (``backend="dense"``; AMCL: a single search block). Shapes, so
-that every case contrasts ``n x n`` similarities: SogCLR / iSogCLR / AMCL two views of ``n/2``
-(stacked to ``n`` anchors and candidates); focal: ``n`` queries against ``n`` positives; CACR:
-two views of ``n``; 1-to-K: ``n/2`` images against ``n`` texts (K = 2, ``n/2 x n`` logits).
+whose call computes the scalar loss (engine version, ``backend="tiled"``);
+``CASES[name + "-dense"]`` is the same objective on materialised logits (``backend="dense"``;
+AMCL: a single search block). Shapes, so that every case contrasts ``n x n`` similarities:
+SogCLR / iSogCLR / AMCL two views of ``n/2`` (stacked to ``n`` anchors and candidates); focal:
+``n`` queries against ``n`` positives; CACR: two views of ``n``; 1-to-K: ``n/2`` images against
+``n`` texts (K = 2, ``n/2 x n`` logits).
 Stateful objectives read a fixed state (``update=False``), so repeated calls do the same work.
 
 Run: ``python benchmarks/objectives_adaptive.py --n 1024 [--dense]`` (forward + backward
@@ -111,7 +112,7 @@ for _name, _make in (
     ("one_to_k", _one_to_k),
     ("cacr", _cacr),
 ):
-    CASES[_name] = _make("auto")
+    CASES[_name] = _make("tiled")
     CASES[_name + "-dense"] = _make("dense")
 CASES["amcl"] = _amcl(False)
 CASES["amcl-dense"] = _amcl(True)

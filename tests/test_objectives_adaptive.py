@@ -705,3 +705,20 @@ def test_docs_example_runs():
     page = Path(__file__).parent.parent / "docs" / "objectives" / "temperature-and-weighting.md"
     code = page.read_text().split("```python\n", 1)[1].split("```", 1)[0]
     exec(compile(code, str(page), "exec"), {})
+
+
+def test_benchmark_hook_engine_equals_dense():
+    path = Path(__file__).parents[1] / "benchmarks" / "objectives_adaptive.py"
+    spec = importlib.util.spec_from_file_location("_bench_objectives_adaptive", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    names = [n for n in bench.CASES if not n.endswith("-dense")]
+    assert set(bench.CASES) == set(names) | {n + "-dense" for n in names}
+    assert len(names) == 6
+    for name in names:
+        call = bench.CASES[name](160, 8, torch.Generator().manual_seed(0))
+        tiled = call()
+        assert torch.equal(call(), tiled)  # repeatable: stateful cases read a fixed state
+        dense = bench.CASES[name + "-dense"](160, 8, torch.Generator().manual_seed(0))()
+        assert tiled.dim() == 0 and tiled.requires_grad
+        torch.testing.assert_close(tiled, dense, rtol=1e-5, atol=1e-5, msg=name)
