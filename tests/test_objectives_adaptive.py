@@ -722,3 +722,36 @@ def test_benchmark_hook_engine_equals_dense():
         dense = bench.CASES[name + "-dense"](160, 8, torch.Generator().manual_seed(0))()
         assert tiled.dim() == 0 and tiled.requires_grad
         torch.testing.assert_close(tiled, dense, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_half_precision_inputs_compute_in_fp32():
+    g = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(6, 8, generator=g).to(torch.bfloat16) for _ in range(3))
+    idx = torch.arange(6)
+    eng = {"backend": "tiled", "chunk_size": 4}
+    cases = [
+        (lambda x, y, z: sogclr(x, y, idx, torch.zeros(6), update=False, **eng)),
+        (
+            lambda x, y, z: isogclr(
+                x,
+                y,
+                idx,
+                torch.zeros(6),
+                torch.full((6,), 0.1),
+                torch.zeros(6),
+                update=False,
+                **eng,
+            )
+        ),
+        (lambda x, y, z: focal_info_nce(x, y, z, **eng)),
+        (lambda x, y, z: one_to_k_contrastive(x[:3], y, **eng)),
+        (lambda x, y, z: cacr([x, y, z], **eng)),
+        (lambda x, y, z: AMCL(dim=8, num_heads=1)(x[:, None], y[:, None])),
+    ]
+    for i, f in enumerate(cases):
+        torch.manual_seed(1)
+        low = f(a, b, c)
+        torch.manual_seed(1)
+        ref_ = f(a.float(), b.float(), c.float())
+        assert low.dtype == torch.float32, i
+        torch.testing.assert_close(low, ref_, rtol=1e-5, atol=1e-5, msg=str(i))
