@@ -124,6 +124,19 @@ FAST = [
     "supcon_tiled",
 ]
 DDP_CASES = ["info_nce_sym_tiled", "supcon", "info_nce_none"]
+RING_CASES = [
+    "info_nce",
+    "info_nce_none",
+    "info_nce_private",
+    "clip",
+    "mnrl",
+    "nt_xent_tiled",
+    "dcl",
+    "dclw",
+    "hcl",
+    "supcon_tiled",
+    "siglip",
+]
 MORE = [
     "info_nce_private",
     "info_nce_sym",
@@ -167,13 +180,13 @@ def _shard(rows, rank, world):
     return [r.chunk(world)[rank] for r in rows]
 
 
-def _run_cases(rank, world, names, gradients):
+def _run_cases(rank, world, names, gradients, strategy="gather"):
     res = {}
     for name in names:
         rows, shared = make_case(name, world)
         rows, shared = _leaves(_shard(rows, rank, world), shared)
         try:
-            with ckd.group("world", gradients=gradients):
+            with ckd.group("world", gradients=gradients, strategy=strategy):
                 loss = call_case(name, rows, shared)
             if loss.dim():  # reduction="none": weight the global rows
                 loss_w = loss * _row_weights(N * world).chunk(world)[rank]
@@ -195,6 +208,8 @@ def _worker(rank, world, rdzv, out, names, sections=()):
     res = {"exact": _run_cases(rank, world, names, "exact")}
     if "ddp" in sections:
         res["ddp"] = _run_cases(rank, world, DDP_CASES, "ddp")
+    if "ring" in sections:
+        res["ring"] = _run_cases(rank, world, RING_CASES, "exact", "ring")
     if "misc" in sections:
         res["misc"] = _misc(rank, world)
     if "ddp_model" in sections:
@@ -241,6 +256,9 @@ def _misc(rank, world):
     with ckd.CommCounter() as c:
         ck.clip_loss(q, k, scale=torch.tensor(10.0, requires_grad=True)).backward()
     res["bytes_clip"] = (dict(c.bytes), dict(c.calls))
+    with ckd.group("world", strategy="ring"), ckd.CommCounter() as c:
+        ck.info_nce(q, k).backward()
+    res["bytes_ring"] = (dict(c.bytes), dict(c.calls))
     return res
 
 
@@ -326,7 +344,7 @@ def _compare(results, names, world, grad_factor=1.0):
 @pytest.fixture(scope="module")
 def two():
     """One 2-process run for every fast check (process start-up dominates the runtime)."""
-    return _spawn(_worker, 2, FAST + MORE, ("ddp", "misc", "ddp_model"))
+    return _spawn(_worker, 2, FAST + MORE, ("ddp", "ring", "misc", "ddp_model"))
 
 
 @pytest.mark.parametrize("name", FAST + MORE)
@@ -337,8 +355,14 @@ def test_two_processes_match_single_process(two, name):
 @pytest.mark.slow
 def test_four_processes_match_single_process():
     names = ["info_nce", "info_nce_sym_tiled", "clip", "nt_xent_tiled", "dcl", "supcon_tiled"]
-    results = _spawn(_worker, 4, names)
+    results = _spawn(_worker, 4, names, ("ring",))
     _compare([res["exact"] for res in results], names, 4)
+    _compare([res["ring"] for res in results], RING_CASES, 4)
+
+
+@pytest.mark.parametrize("name", RING_CASES)
+def test_ring_strategy_matches_single_process(two, name):
+    _compare([res["ring"] for res in two], [name], 2)
 
 
 def test_ddp_gradient_convention_scales_inputs_by_world_size(two):
@@ -390,6 +414,11 @@ def test_mismatched_ranks_fail_everywhere_and_collectives(two):
         nbytes, calls = res["bytes_clip"]
         assert nbytes["reduce_scatter"] == 2 * payload
         assert nbytes["all_gather"] == 2 * payload + meta
+        # ring: shards forward (W - 1), shards + gradient accumulators back (W - 1), one hop home
+        nbytes, calls = res["bytes_ring"]
+        shard = N * D * 8
+        assert nbytes["ring"] == (3 * world - 2) * shard
+        assert nbytes["reduce_scatter"] == 0 and nbytes["all_gather"] == meta
 
 
 def test_no_group_is_the_plain_code_path():
@@ -404,3 +433,15 @@ def test_no_group_is_the_plain_code_path():
             pass
     with pytest.raises(ValueError, match="gradients"):
         ckd.DistributedLoss(ck.InfoNCE(), gradients="mean")
+
+
+@pytest.mark.slow
+def test_torchrun_example_matches_one_process():
+    """examples/distributed_torchrun.py under torchrun: 3 DDP steps == 3 single-process steps."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2"]
+    cmd += [str(ROOT / "examples" / "distributed_torchrun.py"), "--check"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "check ok" in out.stdout, out.stdout

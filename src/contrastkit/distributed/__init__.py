@@ -29,10 +29,19 @@ import torch
 from torch import Tensor
 
 from . import _ops
-from ._ops import EXACT_MODULES, GRADIENTS, CommCounter, Context, current, register_exact
+from ._ops import (
+    EXACT_MODULES,
+    GRADIENTS,
+    STRATEGIES,
+    CommCounter,
+    Context,
+    current,
+    register_exact,
+)
 
 __all__ = [
     "GRADIENTS",
+    "STRATEGIES",
     "CommCounter",
     "Context",
     "DistributedLoss",
@@ -46,14 +55,18 @@ __all__ = [
 
 
 @contextlib.contextmanager
-def group(pg="world", gradients: str = "ddp"):
+def group(pg="world", gradients: str = "ddp", strategy: str = "gather"):
     """Compute every objective called inside the block over the global batch of ``pg``.
 
     ``pg``: a process group, ``"world"`` (the default group), or ``None`` (local losses).
     ``gradients``: ``"ddp"`` (inputs receive ``world_size`` x their gradient, to be averaged by
     DDP) or ``"exact"`` (the exact gradient of the global loss).
+    ``strategy``: ``"gather"`` (all-gather the candidates, reduce-scatter their gradients;
+    fewest bytes) or ``"ring"`` (shards passed around a ring as in Inf-CL; candidate memory
+    O(M d) per rank instead of O(W M d), about 1.5x the bytes; one-sided and symmetric
+    objectives without label or dense masks).
     """
-    ctx = _ops.make_context(pg, gradients)
+    ctx = _ops.make_context(pg, gradients, strategy)
     token = _ops._STATE.set(ctx)
     try:
         yield ctx
@@ -91,14 +104,18 @@ class DistributedLoss(torch.nn.Module):
     ``pg=None`` wraps it in :func:`local` instead (per-rank loss).
     """
 
-    def __init__(self, loss: torch.nn.Module, pg="world", gradients: str = "ddp"):
+    def __init__(
+        self, loss: torch.nn.Module, pg="world", gradients: str = "ddp", strategy: str = "gather"
+    ):
         super().__init__()
         if gradients not in GRADIENTS:
             raise ValueError(f"gradients must be one of {GRADIENTS}, got {gradients!r}")
-        self.loss, self.pg, self.gradients = loss, pg, gradients
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        self.loss, self.pg, self.gradients, self.strategy = loss, pg, gradients, strategy
 
     def forward(self, *args, **kwargs):
-        with group(self.pg, self.gradients):
+        with group(self.pg, self.gradients, self.strategy):
             return self.loss(*args, **kwargs)
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 GRADIENTS = ("ddp", "exact")
+STRATEGIES = ("gather", "ring")
 
 #: sentinel: "the default" (world group when initialised with world size > 1)
 _DEFAULT = object()
@@ -67,15 +68,18 @@ class Context:
     world: int
     rank: int
     gradients: str
+    strategy: str = "gather"
 
     @property
     def scale(self) -> float:
         return float(self.world) if self.gradients == "ddp" else 1.0
 
 
-def make_context(group, gradients: str) -> Optional[Context]:
+def make_context(group, gradients: str, strategy: str = "gather") -> Optional[Context]:
     if gradients not in GRADIENTS:
         raise ValueError(f"gradients must be one of {GRADIENTS}, got {gradients!r}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     dist = _dist()
     if group is None:
         return None
@@ -88,7 +92,7 @@ def make_context(group, gradients: str) -> Optional[Context]:
     world = dist.get_world_size(grp)
     if world < 1:
         raise ValueError(f"this process is not a member of the given group {group!r}")
-    return Context(grp, world, dist.get_rank(grp), gradients)
+    return Context(grp, world, dist.get_rank(grp), gradients, strategy)
 
 
 def current() -> Optional[Context]:
@@ -117,12 +121,14 @@ class CommCounter:
 
     Bytes are those of the bandwidth-optimal ring algorithms (what NCCL and gloo use for
     large messages): all-gather and reduce-scatter of ``n`` bytes per rank send ``(W - 1) n``,
-    all-reduce of ``n`` bytes sends ``2 (W - 1) n / W``.
+    all-reduce of ``n`` bytes sends ``2 (W - 1) n / W``; a ring step (``strategy="ring"``)
+    sends its ``n`` bytes once.
     """
 
     def __init__(self):
-        self.bytes = {"all_gather": 0, "reduce_scatter": 0, "all_reduce": 0}
-        self.calls = {"all_gather": 0, "reduce_scatter": 0, "all_reduce": 0}
+        kinds = ("all_gather", "reduce_scatter", "all_reduce", "ring")
+        self.bytes = dict.fromkeys(kinds, 0)
+        self.calls = dict.fromkeys(kinds, 0)
 
     @property
     def total(self) -> int:

@@ -15,6 +15,7 @@ from dataclasses import replace
 from torch import Tensor
 
 from ..engine import LSETerm, PairMask, RowSpec, contrast
+from ..engine.recompute import output_keys
 from . import _ops
 
 
@@ -33,18 +34,38 @@ def _shift(mask: PairMask, ctx: _ops.Context, col_offset: int) -> PairMask:
     return replace(mask, **kw)
 
 
-def _transpose(mask: PairMask, ctx: _ops.Context, row_offset: int) -> PairMask:
+def _transpose(mask: PairMask) -> PairMask:
     """The column mask of a two-sided objective as a row mask of the transposed problem
-    (rows: local candidates; columns: the gathered anchors)."""
+    (rows: this rank's candidates; columns: this rank's anchors), in local columns."""
     if mask.dense is not None or mask.index is not None:
         raise _ops.not_supported("an index or dense mask on a two-sided objective")
-    kw = {}
-    if mask.self_offset is not None:
-        kw["self_offset"] = row_offset - mask.self_offset
-    if mask.labels is not None:
-        kw["row_labels"] = mask.col_labels
-        kw["col_labels"] = _ops.gather(ctx, mask.row_labels, check="row_labels")
-    return PairMask(labels=mask.labels, **kw)
+    return PairMask(
+        self_offset=None if mask.self_offset is None else -mask.self_offset,
+        row_labels=mask.col_labels,
+        col_labels=mask.row_labels,
+        labels=mask.labels,
+    )
+
+
+def _rows_global(ctx, A, B, spec: RowSpec, k: Tensor, reduce: bool, engine_kw: dict):
+    """``sum_i row_fn_i`` (or the rows) of local anchors ``A`` against every rank's ``B``;
+    ``spec`` is one-sided with masks in local columns."""
+    if ctx.strategy == "ring":
+        from ..engine.dispatch import recompute_tile
+        from ._ring import RingRowStats
+
+        bias = spec.softplus_bias
+        tile = recompute_tile(B.shape[0], engine_kw.get("chunk_size"))
+        outs = RingRowStats.apply(A, B, k, bias, ctx, spec, tile)
+        stats = dict(zip(output_keys(spec), outs))
+        rows = spec.row_fn(stats, spec.row_side)
+        return rows.sum() if reduce else (rows, None)
+    Bg = _ops.gather(ctx, B)
+    shift = ctx.rank * B.shape[0]
+    spec = replace(
+        spec, terms=tuple(replace(t, exclude=_shift(t.exclude, ctx, shift)) for t in spec.terms)
+    )
+    return contrast(A, Bg, spec, k, reduce=reduce, **engine_kw)
 
 
 def run_distributed(
@@ -61,30 +82,21 @@ def run_distributed(
     if any(t.weights is not None for t in spec.terms):
         raise _ops.not_supported("an objective with per-tile weights")
     _ops.check_same(ctx, anchors=anchors, candidates=candidates)
-    N, M = anchors.shape[0], candidates.shape[0]
+    N = anchors.shape[0]
     reduce = reduction != "none"
-
-    B = _ops.gather(ctx, candidates)
-    row_spec = replace(
-        spec,
-        terms=tuple(replace(t, exclude=_shift(t.exclude, ctx, ctx.rank * M)) for t in spec.terms),
-        columns=False,
-        col_fn=None,
-        col_side={},
-    )
-    rows = contrast(anchors, B, row_spec, k, reduce=reduce, **engine_kw)
+    row_spec = replace(spec, columns=False, col_fn=None, col_side={})
+    rows = _rows_global(ctx, anchors, candidates, row_spec, k, reduce, engine_kw)
     cols = None
     if spec.columns and spec.col_fn is not None:
         if k.dim() != 0:
             raise _ops.not_supported("a per-anchor temperature on a two-sided objective")
-        A = _ops.gather(ctx, anchors)
         col_fn = spec.col_fn
         col_spec = RowSpec(
-            terms=(LSETerm(exclude=_transpose(spec.terms[0].exclude, ctx, ctx.rank * N)),),
+            terms=(LSETerm(exclude=_transpose(spec.terms[0].exclude)),),
             row_fn=lambda st, sd: col_fn({"col_lse": st["lse"][0]}, sd),
             row_side=spec.col_side,
         )
-        cols = contrast(candidates, A, col_spec, k, reduce=reduce, **engine_kw)
+        cols = _rows_global(ctx, candidates, anchors, col_spec, k, reduce, engine_kw)
     if reduce:
         total = rows if cols is None else rows + cols
         return _ops.global_loss(ctx, total)
