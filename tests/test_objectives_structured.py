@@ -188,6 +188,12 @@ def test_swav_queue_state_step_by_step():
         torch.testing.assert_close(m.queue, expected)
         assert m.queue.requires_grad is False
     assert used == [False, False, True, True]  # used once full (after 2 batches), then always
+    # the queue and its flag are buffers: a checkpoint resumes the same state
+    m2 = SwAV(d, K, n_crops=3, queue_length=Qlen).double()
+    m2.load_state_dict(m.state_dict())
+    z = batches[0]
+    torch.testing.assert_close(m2(z), m(z))
+    torch.testing.assert_close(m2.queue, m.queue)
     m.reset_queue(0)
     assert m.queue is None and not bool(m.queue_in_use)
 
