@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from contrastkit.losses.cprd import (
     PartialRankingDistillation,
-    mine_hard_negatives,
+    in_batch_hard_negatives,
     partial_ranking_distillation,
 )
 from contrastkit.losses.groco import GroCo, groco, soft_sort_permutation
@@ -183,7 +183,7 @@ def ref_cprd(q, t, neg, teacher, tau, n_valid=None):
 
 def test_cprd_matches_reference_and_mining():
     q, t = _randn(9, 6, seed=1), _randn(12, 6, seed=2)
-    neg = mine_hard_negatives(q, t, 5, chunk_size=4)
+    neg = in_batch_hard_negatives(q, t, 5, chunk_size=4)
     s = F.normalize(q, dim=1) @ F.normalize(t, dim=1).T
     s[torch.arange(9), torch.arange(9)] = -float("inf")
     torch.testing.assert_close(neg, s.topk(5, dim=1).indices)
@@ -233,7 +233,7 @@ def test_cprd_bad_input():
     with pytest.raises(ValueError, match="n_valid"):
         partial_ranking_distillation(q, t, neg, torch.randn(4, 2), n_valid=torch.full((4,), 3))
     with pytest.raises(ValueError, match="k must"):
-        mine_hard_negatives(q, t, 6)
+        in_batch_hard_negatives(q, t, 6)
     with pytest.raises(ValueError, match="temperature"):
         PartialRankingDistillation(temperature=-1)
 

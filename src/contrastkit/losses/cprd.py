@@ -2,7 +2,7 @@
 Teacher for Efficient Image-Text Retrieval?", CVPR 2024, arXiv 2407.07479).
 
 A dual-encoder student mines each query's top-``K`` hard negatives (its own similarity, the
-positive excluded: :func:`mine_hard_negatives`); a cross-encoder teacher scores those pairs and
+positive excluded: :func:`in_batch_hard_negatives`); a cross-encoder teacher scores those pairs and
 orders them ``c_1 > ... > c_K``. Only the relative order among hard negatives is distilled, as a
 Plackett-Luce likelihood written as contrastive steps (each ranked negative is the positive
 against all lower-ranked ones)::
@@ -32,11 +32,11 @@ from torch import Tensor
 from .._validation import check_compatible, check_embeddings, check_positive, optional_int
 from ._common import EPS, kappa, prepare, row_weight
 
-__all__ = ["mine_hard_negatives", "partial_ranking_distillation", "PartialRankingDistillation"]
+__all__ = ["in_batch_hard_negatives", "partial_ranking_distillation", "PartialRankingDistillation"]
 
 
 @torch.no_grad()
-def mine_hard_negatives(
+def in_batch_hard_negatives(
     query: Tensor,
     keys: Tensor,
     k: int,
@@ -129,7 +129,7 @@ def partial_ranking_distillation(
 class PartialRankingDistillation(torch.nn.Module):
     """CPRD module: ``forward(query, keys, negatives, teacher_scores, n_valid=None)``.
 
-    :meth:`mine` (= :func:`mine_hard_negatives` with this module's ``k``) gives the pairs to
+    :meth:`mine` (= :func:`in_batch_hard_negatives` with this module's ``k``) gives the pairs to
     score with the teacher. Args: ``k`` hard negatives per query (an assumption: 10),
     ``temperature`` (0.07, unconfirmed), ``reduction``, ``normalize``.
     """
@@ -150,7 +150,7 @@ class PartialRankingDistillation(torch.nn.Module):
         )
 
     def mine(self, query: Tensor, keys: Tensor, positives: Optional[Tensor] = None) -> Tensor:
-        return mine_hard_negatives(
+        return in_batch_hard_negatives(
             query, keys, self.k, positives=positives, normalize=self.normalize
         )
 
