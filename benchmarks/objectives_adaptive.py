@@ -1,5 +1,5 @@
-"""Benchmark hook for the temperature-and-weighting objectives (SogCLR, iSogCLR, AMCL, CACR,
-focal InfoNCE, 1-to-K).
+"""Benchmark hook for the temperature-and-weighting objectives (SogCLR, iSogCLR, bimodal
+SogCLR, AMCL, CACR, focal InfoNCE, 1-to-K).
 
 ``CASES[name](n, d, gen)`` builds inputs once (``requires_grad=True``) and returns a closure
 whose call computes the scalar loss (engine version, ``backend="tiled"``);
@@ -7,8 +7,9 @@ whose call computes the scalar loss (engine version, ``backend="tiled"``);
 AMCL: a single search block). Shapes, so that every case contrasts ``n x n`` similarities:
 SogCLR / iSogCLR / AMCL two views of ``n/2`` (stacked to ``n`` anchors and candidates); focal:
 ``n`` queries against ``n`` positives; CACR: two views of ``n``; 1-to-K: ``n/2`` images against
-``n`` texts (K = 2, ``n/2 x n`` logits).
-Stateful objectives read a fixed state (``update=False``), so repeated calls do the same work.
+``n`` texts (K = 2, ``n/2 x n`` logits); bimodal SogCLR: ``n`` images and ``n`` texts (two
+``n x n`` directions). Stateful objectives read a fixed state (``update=False``), so repeated
+calls do the same work.
 
 Run: ``python benchmarks/objectives_adaptive.py --n 1024 [--dense]`` (forward + backward
 seconds per case, best of ``--repeat`` calls after one warm-up call).
@@ -27,6 +28,7 @@ from contrastkit.losses.cacr import cacr
 from contrastkit.losses.focal import focal_info_nce
 from contrastkit.losses.one_to_k import one_to_k_contrastive
 from contrastkit.losses.sogclr import isogclr, sogclr
+from contrastkit.losses.sogclr_bimodal import sogclr_bimodal
 
 Factory = Callable[[int, int, torch.Generator], Callable[[], torch.Tensor]]
 
@@ -61,6 +63,23 @@ def _isogclr(backend):
 
         def call():
             return isogclr(z1, z2, idx, u, tau, g, update=False, backend=backend)
+
+        return call
+
+    return factory
+
+
+def _sogclr_bimodal(backend):
+    def factory(n, d, gen):
+        img, txt = _x(gen, n, d), _x(gen, n, d)
+        idx = torch.randperm(4 * n, generator=gen)[:n]
+        st = [torch.rand(4 * n, generator=gen) + 0.5, torch.rand(4 * n, generator=gen) * 5]
+        st = st + [torch.rand(4 * n, generator=gen) + 0.5, torch.rand(4 * n, generator=gen) * 5]
+
+        def call():
+            return sogclr_bimodal(
+                img, txt, idx, *st, temperature=0.05, update=False, normalize=True, backend=backend
+            )
 
         return call
 
@@ -108,6 +127,7 @@ CASES: dict[str, Factory] = {}
 for _name, _make in (
     ("sogclr", _sogclr),
     ("isogclr", _isogclr),
+    ("sogclr_bimodal", _sogclr_bimodal),
     ("focal_info_nce", _focal),
     ("one_to_k", _one_to_k),
     ("cacr", _cacr),

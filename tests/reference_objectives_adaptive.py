@@ -120,3 +120,28 @@ def amcl(z1, z2, temperature_fn, beta, topk, omega_dim=None):
         rows = rows + beta * om(tp) - beta * om(tn).mean(1)
         total = total + rows.mean()
     return total
+
+
+def gcl_bimodal(img, txt, states, tau_img, tau_txt, gamma, rho=0.0, eps=1e-20):
+    """One bimodal SogCLR step (LibAUC GCLoss_v2 written out): ``states`` (u_img, b_img, u_txt,
+    b_txt) at the batch indices; returns per-pair loss (B,), new states and iSogCLR gradients."""
+    B = img.shape[0]
+    S = img @ txt.T
+    out, new, grads = 0.0, [], []
+    for S_dir, tau, u_old, b_old in (
+        (S, tau_img, states[0], states[1]),
+        (S.T, tau_txt, states[2], states[3]),
+    ):
+        tau = torch.as_tensor(tau, dtype=S.dtype).expand(B)[:, None]
+        logits = S_dir - S_dir.diagonal()[:, None]
+        ld = (logits / tau).detach()
+        b = torch.maximum(ld.max(dim=1).values, b_old)
+        neg = ~torch.eye(B, dtype=torch.bool)
+        e = torch.where(neg, torch.exp(ld - b[:, None]), torch.zeros_like(ld))
+        u = (1 - gamma) * u_old * torch.exp(b_old - b) + gamma * e.sum(1) / (B - 1)
+        u = u.clamp(min=eps)
+        p = (e / u[:, None]).detach()
+        out = out + (p * logits).sum(1) / 2
+        grads.append(torch.log(u) + rho + b - (p * ld).sum(1) / (B - 1))
+        new += [u.detach(), b.detach()]
+    return out, new, grads

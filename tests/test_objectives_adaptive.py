@@ -20,6 +20,12 @@ from contrastkit.losses.focal import FocalInfoNCE, focal_info_nce
 from contrastkit.losses.info_nce import multiple_negatives_ranking
 from contrastkit.losses.one_to_k import OneToKContrastive, one_to_k_contrastive
 from contrastkit.losses.sogclr import SogCLR, iSogCLR, isogclr, sogclr
+from contrastkit.losses.sogclr_bimodal import (
+    SogCLRBimodal,
+    isogclr_bimodal,
+    iSogCLRBimodal,
+    sogclr_bimodal,
+)
 
 ENGINES = [
     {"backend": "dense"},
@@ -714,7 +720,7 @@ def test_benchmark_hook_engine_equals_dense():
     spec.loader.exec_module(bench)
     names = [n for n in bench.CASES if not n.endswith("-dense")]
     assert set(bench.CASES) == set(names) | {n + "-dense" for n in names}
-    assert len(names) == 6
+    assert len(names) == 7
     for name in names:
         call = bench.CASES[name](160, 8, torch.Generator().manual_seed(0))
         tiled = call()
@@ -755,3 +761,130 @@ def test_half_precision_inputs_compute_in_fp32():
         ref_ = f(a.float(), b.float(), c.float())
         assert low.dtype == torch.float32, i
         torch.testing.assert_close(low, ref_, rtol=1e-5, atol=1e-5, msg=str(i))
+
+
+# ---------------------------------------------------------------- bimodal SogCLR / iSogCLR
+
+
+@pytest.mark.parametrize("eng", ENGINES)
+@pytest.mark.parametrize("isog", [False, True])
+def test_bimodal_engine_matches_reference_over_steps(eng, isog):
+    n, B, d = 12, 5, 4
+    rho, eta, beta, lo, hi = 0.5, 0.02, 0.7, 0.05, 0.5
+    st_ref = [torch.zeros(n, dtype=F64) for _ in range(4)]
+    st = [torch.zeros(n, dtype=F64) for _ in range(4)]
+    taus_ref = [torch.full((n,), 0.2, dtype=F64) for _ in range(2)]
+    taus = [t.clone() for t in taus_ref]
+    g_ref = [torch.zeros(n, dtype=F64) for _ in range(2)]
+    gs = [torch.zeros(n, dtype=F64) for _ in range(2)]
+    for step, (idx, h1, h2) in enumerate(_steps(n, B, d, 4, seed=7)):
+        gamma = 1.0 if step == 0 else 0.8
+        ti, tt = (taus_ref[0][idx], taus_ref[1][idx]) if isog else (0.2, 0.2)
+        want, new, gr = ref.gcl_bimodal(h1, h2, [s[idx] for s in st_ref], ti, tt, gamma, rho)
+        want = want.mean()
+        for s, v in zip(st_ref, new):
+            s[idx] = v
+        if isog:
+            for k in range(2):
+                g_ref[k][idx] = (1 - beta) * g_ref[k][idx] + beta * gr[k]
+                taus_ref[k][idx] = (taus_ref[k][idx] - eta * g_ref[k][idx]).clamp(lo, hi)
+            got = isogclr_bimodal(
+                h1,
+                h2,
+                idx,
+                *st,
+                *taus,
+                *gs,
+                gamma=gamma,
+                rho=rho,
+                eta=eta,
+                beta=beta,
+                tau_min=lo,
+                tau_max=hi,
+                **eng,
+            )
+        else:
+            got = sogclr_bimodal(h1, h2, idx, *st, temperature=0.2, gamma=gamma, **eng)
+        close(got, want, msg=f"step {step} value")
+        for a, b in zip(grads(got, (h1, h2)), grads(want, (h1, h2))):
+            close(a, b, msg=f"step {step} grad")
+        for k, (a, b) in enumerate(zip(st, st_ref)):
+            close(a, b, rtol=1e-11, atol=1e-13, msg=f"step {step} state {k}")
+        if isog:
+            for a, b in zip(taus + gs, taus_ref + g_ref):
+                close(a, b, rtol=1e-11, atol=1e-13, msg=f"step {step} tau")
+    if isog:
+        assert not torch.all(taus[0] == 0.2)
+
+
+def _libauc_module():
+    _libauc()  # skips when libauc is missing
+    spec = importlib.util.find_spec("libauc")
+    path = Path(list(spec.submodule_search_locations)[0]) / "losses" / "contrastive.py"
+    mod_spec = importlib.util.spec_from_file_location("_libauc_contrastive_v2", path)
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("isog", [False, True])
+def test_bimodal_parity_with_libauc(isog):
+    lib = _libauc_module()
+    n, B, d = 16, 5, 6
+    scheme = "individual_learnable" if isog else "global_constant"
+    with contextlib.redirect_stdout(io.StringIO()):
+        peer = lib.GCLoss_v2(N=n, tau=0.05, temperature_scheme=scheme)
+    ours = (iSogCLRBimodal if isog else SogCLRBimodal)(
+        n, temperature=0.05, backend="tiled", chunk_size=2
+    )
+    g = torch.Generator().manual_seed(4)
+    for step in range(5):
+        if step == 3:
+            with contextlib.redirect_stdout(io.StringIO()):
+                peer.adjust_gamma(1)
+            ours.adjust_gamma(1)
+        idx = torch.randperm(n, generator=g)[:B]
+        h1 = F.normalize(torch.randn(B, d, generator=g), dim=-1).requires_grad_()
+        h2 = F.normalize(torch.randn(B, d, generator=g), dim=-1).requires_grad_()
+        want = peer(h1, h2, idx)[0]
+        got = ours(h1, h2, idx)
+        close(got, want, rtol=2e-6, atol=1e-6, msg=f"step {step}")
+        for a, b in zip(grads(got, (h1, h2)), grads(want, (h1, h2))):
+            close(a, b, rtol=1e-4, atol=1e-5)
+        close(ours.u_img, peer.u1.flatten(), rtol=2e-5, atol=1e-7)
+        close(ours.u_txt, peer.u2.flatten(), rtol=2e-5, atol=1e-7)
+        close(ours.b_img, peer.b1.flatten(), rtol=5e-5, atol=1e-5)
+        close(ours.b_txt, peer.b2.flatten(), rtol=5e-5, atol=1e-5)
+        if isog:
+            close(ours.tau_img, peer.learnable_tau_img.flatten(), rtol=1e-5, atol=1e-7)
+            close(ours.tau_txt, peer.learnable_tau_txt.flatten(), rtol=1e-5, atol=1e-7)
+
+
+def test_bimodal_reductions_eval_and_bad_input():
+    h1, h2 = rnd(5, 3, seed=21), rnd(5, 3, seed=22)
+    idx = torch.arange(5)
+    st = [torch.rand(8, dtype=F64) + 0.1 for _ in range(4)]
+    kw = dict(update=False, backend="tiled", chunk_size=2)
+    mean = sogclr_bimodal(h1, h2, idx, *st, **kw)
+    rows = sogclr_bimodal(h1, h2, idx, *st, reduction="none", **kw)
+    assert rows.shape == (5,)
+    close(rows.mean(), mean)
+    close(rows.sum(), sogclr_bimodal(h1, h2, idx, *st, reduction="sum", **kw))
+    m = SogCLRBimodal(5).double().eval()
+    m(h1, h2, idx)
+    assert torch.all(m.u_img == 0) and torch.all(m.b_txt == 0)
+    m.train()
+    m(h1, h2, idx)
+    assert torch.all(m.u_img > 0) and torch.all(m.u_txt > 0)
+    x = torch.randn(4, 3)
+    s4 = [torch.zeros(8) for _ in range(4)]
+    with pytest.raises(ValueError, match="text must have as many rows"):
+        sogclr_bimodal(x, x[:3], torch.arange(4), *s4)
+    with pytest.raises(ValueError, match="index values must be in"):
+        sogclr_bimodal(x, x, torch.tensor([0, 1, 2, 8]), *s4)
+    with pytest.raises(ValueError, match="b_txt must have shape"):
+        sogclr_bimodal(x, x, torch.arange(4), *s4[:3], torch.zeros(7))
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        sogclr_bimodal(x[:1], x[:1], torch.arange(1), *s4)
+    with pytest.raises(ValueError, match="tau_min must be <= tau_max"):
+        iSogCLRBimodal(8, tau_min=0.1, tau_max=0.05)

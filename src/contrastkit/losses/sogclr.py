@@ -222,7 +222,9 @@ def _check_isog(rho, eta, beta, tau_min, tau_max) -> None:
 class _GammaSchedule(torch.nn.Module):
     """LibAUC's gamma schedule; ``gamma_current`` (a buffer, checkpointed) starts at 1."""
 
-    def _init_schedule(self, n_samples, gamma, gamma_schedule, gamma_decay_epochs, eps):
+    def _init_schedule(
+        self, n_samples, gamma, gamma_schedule, gamma_decay_epochs, eps, states=("u",)
+    ):
         if not isinstance(n_samples, int) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
         check_range("gamma", float(gamma), 0.0, 1.0, lo_open=True, hi_open=False)
@@ -243,7 +245,8 @@ class _GammaSchedule(torch.nn.Module):
         self.gamma_schedule = gamma_schedule
         self.gamma_decay_epochs = gamma_decay_epochs
         self.eps = eps
-        self.register_buffer("u", torch.zeros(n_samples))
+        for name in states:
+            self.register_buffer(name, torch.zeros(n_samples))
         self.register_buffer("gamma_current", torch.tensor(1.0, dtype=torch.float64))
 
     def adjust_gamma(self, epoch: int) -> float:
@@ -258,10 +261,12 @@ class _GammaSchedule(torch.nn.Module):
         self.gamma_current.fill_(g)
         return g
 
-    def effective_gamma(self, index: Tensor) -> float:
+    def effective_gamma(self, index: Tensor, state: str = "u") -> float:
+        """LibAUC's rule: gamma = 1 in the first epoch while the batch's indices are all unseen
+        (``state[index].sum() == 0``)."""
         g = float(self.gamma_current)
         if self.gamma_schedule == "constant" and g > self.gamma:
-            return 1.0 if float(self.u[index].sum()) == 0.0 else self.gamma
+            return 1.0 if float(getattr(self, state)[index].sum()) == 0.0 else self.gamma
         return g
 
 
