@@ -29,7 +29,8 @@ single sweep computes with the gradients anyway. Gamma as LibAUC: ``'constant'``
 ``gamma = 1`` while the epoch counter says "first epoch" and every index of the batch is
 unseen (``u[index].sum() == 0``, a batch-level test), else ``gamma``; ``'cosine'`` decays from
 1 to ``gamma`` over ``gamma_decay_epochs`` (call :meth:`SogCLR.adjust_gamma` each epoch). A
-repeated index in a batch: the last write wins.
+repeated index in a batch: the last write wins. The bimodal (image-text) losses are in
+:mod:`contrastkit.losses.sogclr_bimodal`.
 """
 
 from __future__ import annotations
