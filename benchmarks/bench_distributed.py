@@ -6,6 +6,7 @@ backward once; a size "fits" when the two ranks' peak resident memory together s
 ``--budget-gib`` and the step succeeds. Methods:
 
 * ``ck_info_nce``: contrastkit InfoNCE under the world group (one-sided);
+* ``ck_info_nce_ring``: the same with ``strategy="ring"`` (shards passed around, Inf-CL);
 * ``ck_clip``: contrastkit symmetric CLIP loss under the world group;
 * ``open_clip``: open_clip's ``ClipLoss(local_loss=True, gather_with_grad=True)``: gather every
   feature, then dense ``(B / 2) x B`` logits per direction on each rank.
@@ -35,7 +36,7 @@ import torch.multiprocessing as mp
 ROOT = Path(__file__).resolve().parents[1]
 D = 128
 GIB = 1 << 30
-METHODS = ("ck_info_nce", "ck_clip", "open_clip")
+METHODS = ("ck_info_nce", "ck_info_nce_ring", "ck_clip", "open_clip")
 
 
 def _peak_rss_bytes() -> int:
@@ -77,6 +78,9 @@ def _worker(rank, world, rdzv, out, method, batch, threads):
     with ckd.CommCounter() as counter:
         if method == "ck_info_nce":
             loss = ck.info_nce(q, k, scale=scale)
+        elif method == "ck_info_nce_ring":
+            with ckd.group("world", strategy="ring"):
+                loss = ck.info_nce(q, k, scale=scale)
         elif method == "ck_clip":
             loss = ck.clip_loss(q, k, scale=scale)
         else:

@@ -236,6 +236,10 @@ def _misc(rank, world):
     except ValueError as e:
         res["labels"] = str(e)
     try:
+        ck.supcon(_rand(g, N, 2, d), torch.zeros(N, dtype=torch.long))
+    except ValueError as e:
+        res["labels_dim"] = str(e)
+    try:
         ck.cwcl(_rand(g, N, D), _rand(g, N, D))
     except ValueError as e:
         res["cwcl"] = str(e)
@@ -394,6 +398,7 @@ def test_mismatched_ranks_fail_everywhere_and_collectives(two):
         assert "same shape" in res["batch"] and f"({N + 1}, {D})" in res["batch"], res["batch"]
         assert "same shape" in res["dim"] and f"({2 * N}, {D + 1})" in res["dim"], res["dim"]
         assert "same shape" in res["labels"], res["labels"]
+        assert "same shape" in res["labels_dim"] and "class sums" in res["labels_dim"]
         assert "not supported under a torch.distributed" in res["cwcl"], res["cwcl"]
         assert "local()" in res["cwcl"]
         # local(): the per-rank loss, identical to the plain computation

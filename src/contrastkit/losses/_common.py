@@ -132,13 +132,15 @@ def row_offset(n: int) -> int:
     return 0 if ctx is None else ctx.rank * n
 
 
-def sum_across_ranks(x: Tensor) -> Tensor:
-    """Sum over the active group's ranks, gradients all-reduced back (``x`` locally)."""
+def sum_across_ranks(x: Tensor, name: str = "x") -> Tensor:
+    """Sum over the active group's ranks, gradients all-reduced back (``x`` locally). Every
+    rank must pass the same shape (checked, ValueError on every rank)."""
     ctx = _group(2)
     if ctx is None:
         return x
-    from ..distributed._ops import sum_across
+    from ..distributed._ops import check_same, sum_across
 
+    check_same(ctx, **{name: x})
     return sum_across(ctx, x)
 
 

@@ -77,7 +77,7 @@ def supcon(
     ratio = 1.0 if base_temperature is None else tau / base_temperature
     n_classes = int(inverse.max()) + 1
     class_sum = torch.zeros(n_classes, Zc.shape[1], dtype=Zc.dtype, device=Zc.device)
-    class_sum = sum_across_ranks(class_sum.index_add(0, ids, Zc))
+    class_sum = sum_across_ranks(class_sum.index_add(0, ids, Zc), "class sums")
     n_pos = torch.bincount(inverse, minlength=n_classes)[ids[: Za.shape[0]]] * V - 1
     pos_sum = ((Za * (class_sum[ids[: Za.shape[0]]] - Za)).sum(-1)) * k
     has_pos = n_pos > 0
