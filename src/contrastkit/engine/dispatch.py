@@ -105,6 +105,12 @@ def contrast(
     kappa = kappa.to(dt)
     bias = spec.softplus_bias
     path = choose_path(N, M, spec, reduce, backend, chunk_size)
+    if path != "dense" and anchors.is_cuda and backend == "auto" and chunk_size is None:
+        from .gpu import maybe_contrast  # CUDA tensors only: on CPU nothing changes
+
+        out = maybe_contrast(anchors, candidates, spec, kappa, reduce)
+        if out is not None:
+            return out
     if path == "dense":
         u = (A * (kappa if kappa.dim() == 0 else kappa[:, None])) @ B.t()
         return _apply_fns(spec, tile_stats(u, spec, 0, N, 0, M), reduce)

@@ -1,0 +1,380 @@
+"""The Triton backend behind :func:`contrastkit.engine.contrast` (imports Triton).
+
+:class:`TritonStats` returns the row log-sum-exps (and column log-sum-exps for two-sided specs)
+of a covered :class:`RowSpec`; its backward recomputes tiles (FlashAttention-2 style) to give
+``dA``, ``dB`` and ``d kappa``. The objective's ``row_fn``/``col_fn`` then run on these O(N + M)
+statistics with ordinary autograd, exactly as in the torch two-sweep path.
+
+FLOPs: ``2 N M d`` forward (row and column statistics in one pass) + ``2 x 4 N M d`` backward
+(each backward kernel recomputes the logits once per ``d`` slice it owns).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import triton
+from torch import Tensor
+
+from ..spec import RowSpec
+from . import kernels as K
+from .coverage import EmbeddingSoftTargets, covers
+
+__all__ = ["Config", "TritonStats", "contrast_triton", "default_config"]
+
+LOG2E = 1.0 / math.log(2.0)
+LN2 = math.log(2.0)
+#: column shifts are placed at most this many bits above a known logit of the column; a column
+#: whose shifted sum ends below 2^SAFE_LOG2 (or overflows) is recomputed exactly.
+SHIFT_HEADROOM = 40.0
+SAFE_LOG2 = -60.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """Tile sizes. ``fwd`` / ``bwd``: (rows, columns, d-slice of the logit GEMM); ``ds``: width
+    of the ``d`` slice a backward program accumulates (``None``: all of ``d`` up to 512)."""
+
+    fwd: tuple = (128, 64, 64)
+    bwd: tuple = (64, 64, 64)
+    ds: Optional[int] = None
+    fwd_warps: int = 8
+    bwd_warps: int = 8
+    stages: int = 2
+
+
+def default_config(d: int, interpret: bool) -> Config:
+    if interpret:  # small tiles: several tiles per problem, fast numpy emulation
+        return Config(fwd=(32, 32, 32), bwd=(32, 32, 32), ds=None, stages=1)
+    return Config()
+
+
+def _interpret() -> bool:
+    import os
+
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _upcast(A: Tensor) -> bool:
+    """The interpreter's dot cannot read bf16 (stored as raw 16-bit words): convert first."""
+    return A.dtype == torch.bfloat16 and _interpret()
+
+
+def _mask_args(spec: RowSpec, N: int, device) -> dict:
+    ex = spec.terms[0].exclude
+    dummy_i = torch.zeros(1, dtype=torch.int64, device=device)
+    out = {"has_self": ex.self_offset is not None, "self_off": int(ex.self_offset or 0)}
+    if ex.index is not None:
+        idx = ex.index if ex.index.dim() == 2 else ex.index[:, None]
+        out["idx"] = idx.to(device=device, dtype=torch.int64).contiguous()
+        out["P"] = idx.shape[1]
+    else:
+        out["idx"], out["P"] = dummy_i, 0
+    if ex.labels is not None:
+        out["rl"] = ex.row_labels.to(device=device, dtype=torch.int64).contiguous()
+        out["cl"] = ex.col_labels.to(device=device, dtype=torch.int64).contiguous()
+        out["labels"] = 1 if ex.labels == "same" else 2
+    else:
+        out["rl"] = out["cl"] = dummy_i
+        out["labels"] = 0
+    return out
+
+
+def _excluded_pairs(mk: dict, rows: Tensor, cols: Tensor) -> Tensor:
+    """Torch twin of the kernels' mask on a list of (row, col) pairs: True = excluded."""
+    out = torch.zeros(rows.shape, dtype=torch.bool, device=rows.device)
+    if mk["has_self"]:
+        out |= cols == rows + mk["self_off"]
+    if mk["P"]:
+        out |= (mk["idx"][rows] == cols[:, None]).any(dim=1)
+    if mk["labels"]:
+        same = mk["rl"][rows] == mk["cl"][cols]
+        out |= same if mk["labels"] == 1 else ~same
+    return out
+
+
+def _column_shift(A: Tensor, B: Tensor, k2: Tensor, mk: dict) -> Tensor:
+    """Base-2 shift ``c_j`` for the fused column sums: the Cauchy-Schwarz bound
+    ``max_i k2_i |a_i| |b_j|`` (no overflow), lowered to ``SHIFT_HEADROOM`` bits above the
+    logit of pair ``(j mod N, j)`` when that pair is kept (the positive of paired losses), so that
+    the sum does not underflow."""
+    N, M = A.shape[0], B.shape[0]
+    an = A.float().norm(dim=1) * k2
+    bound = an.max() * B.float().norm(dim=1)
+    cols = torch.arange(M, device=A.device)
+    rows = cols % N
+    known = (A[rows].float() * B.float()).sum(dim=1) * k2[rows]
+    known = known.masked_fill(_excluded_pairs(mk, rows, cols), float("-inf"))
+    lowered = torch.minimum(bound, known + SHIFT_HEADROOM)
+    return torch.where(torch.isfinite(known), lowered, bound).contiguous()
+
+
+def _dot_precision(dtype: torch.dtype, precision: Optional[str]) -> str:
+    if precision is not None:
+        return precision
+    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"  # the same choice torch's own fp32 matmuls make on this GPU
+    return "ieee"
+
+
+def _col_lse_exact(A, B, k2, mk, cols: Tensor, cfg: Config, prec: str) -> Tensor:
+    bm, bn, bk = cfg.fwd
+    cols = cols.to(torch.int64).contiguous()
+    out = torch.empty(cols.shape[0], dtype=torch.float32, device=A.device)
+    grid = (triton.cdiv(cols.shape[0], bn),)
+    K._col_kernel[grid](
+        A,
+        B,
+        k2,
+        out,
+        cols,
+        cols.shape[0],
+        mk["idx"],
+        mk["rl"],
+        mk["cl"],
+        A.shape[0],
+        A.shape[1],
+        A.stride(0),
+        B.stride(0),
+        mk["idx"].stride(0),
+        mk["self_off"],
+        HAS_SELF=mk["has_self"],
+        P=mk["P"],
+        LABELS=mk["labels"],
+        PREC=prec,
+        UPCAST=_upcast(A),
+        BM=bm,
+        BN=bn,
+        BK=bk,
+        num_warps=cfg.fwd_warps,
+        num_stages=cfg.stages,
+    )
+    return out
+
+
+class TritonStats(torch.autograd.Function):
+    """``(lse (N,), col_lse (M,))`` of a covered spec (``col_lse`` only when ``columns``)."""
+
+    @staticmethod
+    def forward(ctx, A, B, kappa, spec, columns, cfg, precision):
+        N, M, D = A.shape[0], B.shape[0], A.shape[1]
+        A, B = A.contiguous(), B.contiguous()
+        mk = _mask_args(spec, N, A.device)
+        k2 = (kappa.detach().float() * LOG2E).expand(N).contiguous()
+        prec = _dot_precision(A.dtype, precision)
+        bm, bn, bk = cfg.fwd
+        lse = torch.empty(N, dtype=torch.float32, device=A.device)
+        if columns:
+            shift = _column_shift(A, B, k2, mk)
+            csum = torch.zeros(M, dtype=torch.float32, device=A.device)
+        else:
+            shift = csum = lse  # unused placeholders
+        K._fwd_kernel[(triton.cdiv(N, bm),)](
+            A,
+            B,
+            k2,
+            lse,
+            csum,
+            shift,
+            mk["idx"],
+            mk["rl"],
+            mk["cl"],
+            N,
+            M,
+            D,
+            A.stride(0),
+            B.stride(0),
+            mk["idx"].stride(0),
+            mk["self_off"],
+            HAS_SELF=mk["has_self"],
+            P=mk["P"],
+            LABELS=mk["labels"],
+            COLUMNS=columns,
+            PREC=prec,
+            UPCAST=_upcast(A),
+            BM=bm,
+            BN=bn,
+            BK=bk,
+            num_warps=cfg.fwd_warps,
+            num_stages=cfg.stages,
+        )
+        outs = [lse]
+        if columns:
+            col_lse = (shift + torch.log2(csum)) * LN2
+            bad = ~(csum >= 2.0**SAFE_LOG2) | ~torch.isfinite(csum)
+            if bool(bad.any()):
+                sel = bad.nonzero().flatten()
+                col_lse[sel] = _col_lse_exact(A, B, k2, mk, sel, cfg, prec)
+            outs.append(col_lse)
+        ctx.save_for_backward(A, B, kappa, k2, *outs)
+        ctx.mk, ctx.cfg, ctx.prec, ctx.columns = mk, cfg, prec, columns
+        return tuple(outs) if columns else lse
+
+    @staticmethod
+    def backward(ctx, *grads):
+        A, B, kappa, k2, *outs = ctx.saved_tensors
+        mk, cfg, prec, columns = ctx.mk, ctx.cfg, ctx.prec, ctx.columns
+        N, M, D = A.shape[0], B.shape[0], A.shape[1]
+
+        def base2(lse):  # -inf (empty reductions) -> 0 so exp2(-inf - 0) = 0
+            x = lse * LOG2E
+            return torch.where(torch.isfinite(x), x, torch.zeros_like(x)).contiguous()
+
+        def coef(g, n):
+            if g is None:
+                return torch.zeros(n, dtype=torch.float32, device=A.device)
+            return g.float().contiguous()
+
+        lse2, g = base2(outs[0]), coef(grads[0], N)
+        if columns:
+            clse2, h = base2(outs[1]), coef(grads[1], M)
+        else:
+            clse2, h = lse2, g  # unused placeholders
+        need_a, need_b, need_k = ctx.needs_input_grad[:3]
+        bm, bn, bk = cfg.bwd
+        ds = cfg.ds or max(16, triton.next_power_of_2(D))
+        ds = min(ds, max(16, triton.next_power_of_2(D)))
+        n_ds = triton.cdiv(D, ds)
+        dA = dB = dkappa = None
+        common = dict(
+            HAS_SELF=mk["has_self"],
+            P=mk["P"],
+            LABELS=mk["labels"],
+            COLUMNS=columns,
+            PREC=prec,
+            UPCAST=_upcast(A),
+            BM=bm,
+            BN=bn,
+            BK=bk,
+            BDS=ds,
+            num_warps=cfg.bwd_warps,
+            num_stages=cfg.stages,
+        )
+        if need_a or need_k:
+            da = torch.empty(N, D, dtype=torch.float32, device=A.device)
+            dk = torch.empty(N, dtype=torch.float32, device=A.device) if need_k else da
+            K._bwd_a_kernel[(triton.cdiv(N, bm), n_ds)](
+                A,
+                B,
+                k2,
+                lse2,
+                g,
+                clse2,
+                h,
+                da,
+                dk,
+                mk["idx"],
+                mk["rl"],
+                mk["cl"],
+                N,
+                M,
+                D,
+                A.stride(0),
+                B.stride(0),
+                da.stride(0),
+                mk["idx"].stride(0),
+                mk["self_off"],
+                KGRAD=bool(need_k),
+                **common,
+            )
+            if need_a:
+                dA = da.to(A.dtype)
+            if need_k:
+                dkappa = (dk if kappa.dim() else dk.sum()).to(kappa.dtype)
+        if need_b:
+            db = torch.empty(M, D, dtype=torch.float32, device=A.device)
+            K._bwd_b_kernel[(triton.cdiv(M, bn), n_ds)](
+                A,
+                B,
+                k2,
+                lse2,
+                g,
+                clse2,
+                h,
+                db,
+                mk["idx"],
+                mk["rl"],
+                mk["cl"],
+                N,
+                M,
+                D,
+                A.stride(0),
+                B.stride(0),
+                db.stride(0),
+                mk["idx"].stride(0),
+                mk["self_off"],
+                **common,
+            )
+            dB = db.to(B.dtype)
+        return dA, dB, dkappa, None, None, None, None
+
+
+def _target_stats(A: Tensor, B: Tensor, kappa: Tensor, st: EmbeddingSoftTargets, columns: bool):
+    """Closed forms of ``tgt``/``mass`` (and column twins) for ``p_ij = alpha <t_i, s_j> + beta``
+    (differentiable in ``A``, ``B``, ``kappa``; computed in fp32 or wider)."""
+    dt = torch.promote_types(A.dtype, torch.float32)
+    A, B, kap = A.to(dt), B.to(dt), kappa.to(dt)
+    T, S = st.rows.to(dt), st.cols.to(dt)
+    N, M = A.shape[0], B.shape[0]
+    kr = kap if kap.dim() == 0 else kap[:, None]
+    out = {}
+    out["tgt"] = kap * (
+        st.alpha * ((T @ (S.t() @ B)) * A).sum(dim=1) + st.beta * (A @ B.sum(dim=0))
+    )
+    out["mass"] = (st.alpha * (T @ S.sum(dim=0)) + st.beta * M).detach()
+    if columns:
+        Ak = A * kr
+        out["col_tgt"] = st.alpha * ((S @ (T.t() @ Ak)) * B).sum(dim=1) + st.beta * (
+            B @ Ak.sum(dim=0)
+        )
+        out["col_mass"] = (st.alpha * (S @ T.sum(dim=0)) + st.beta * N).detach()
+    return out
+
+
+def contrast_triton(
+    anchors: Tensor,
+    candidates: Tensor,
+    spec: RowSpec,
+    kappa: Tensor,
+    *,
+    reduce: bool = True,
+    config: Optional[Config] = None,
+    precision: Optional[str] = None,
+):
+    """:func:`contrastkit.engine.contrast` on the Triton kernels (same return values).
+
+    ``anchors``/``candidates`` keep their dtype (fp16/bf16 are accumulated in fp32); fp32 dots
+    are exact (``precision="ieee"``) unless ``torch.backends.cuda.matmul.allow_tf32`` is set or
+    ``precision="tf32"`` is given. Raises ``ValueError`` for a spec the kernels do not cover
+    (:func:`covers` says why).
+    """
+    if not isinstance(kappa, Tensor):
+        kappa = torch.tensor(float(kappa), device=anchors.device)
+    ok, why = covers(spec, anchors, candidates, kappa)
+    if not ok:
+        raise ValueError(f"the Triton kernels do not cover this problem: {why}")
+    if precision not in (None, "ieee", "tf32"):
+        raise ValueError(f"precision must be None, 'ieee' or 'tf32', got {precision!r}")
+    cfg = config or default_config(anchors.shape[1], _interpret())
+    kap = kappa.float() if kappa.dtype in (torch.float16, torch.bfloat16) else kappa
+    outs = TritonStats.apply(anchors, candidates, kap, spec, bool(spec.columns), cfg, precision)
+    stats = {"lse": (outs[0] if spec.columns else outs)[None]}
+    if spec.columns:
+        stats["col_lse"] = outs[1]
+    if spec.soft_targets is not None:
+        stats.update(_target_stats(anchors, candidates, kap, spec.soft_targets, spec.columns))
+    row_stats = {k: v for k, v in stats.items() if not k.startswith("col_")}
+    rows = spec.row_fn(row_stats, spec.row_side) if spec.row_fn is not None else None
+    cols = None
+    if spec.columns and spec.col_fn is not None:
+        col_stats = {k: v for k, v in stats.items() if k.startswith("col_")}
+        cols = spec.col_fn(col_stats, spec.col_side)
+    if not reduce:
+        return rows, cols
+    total = rows.sum() if rows is not None else torch.zeros((), device=anchors.device)
+    if cols is not None:
+        total = total + cols.sum()
+    return total

@@ -1,0 +1,475 @@
+"""GPU backend (Triton kernels): values and gradients against the float64 dense references and the
+torch engine; fallback decisions. On CPU through Triton's interpreter at small shapes; on a CUDA
+device the same checks at large shapes."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+CUDA = torch.cuda.is_available()
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("triton is not installed (optional test dependency)", allow_module_level=True)
+if not CUDA:
+    # read by triton.jit when the kernels module is decorated: must be set before it is imported
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import contrastkit as ck  # noqa: E402
+import contrastkit.engine as engine  # noqa: E402
+from contrastkit.engine import LSETerm, PairMask, RowSpec, SoftTargets, contrast  # noqa: E402
+from contrastkit.engine.gpu import EmbeddingSoftTargets, covers, maybe_contrast  # noqa: E402
+from contrastkit.engine.gpu import backend as gb  # noqa: E402
+
+import reference as ref  # noqa: E402
+
+DEV = "cuda" if CUDA else "cpu"
+# fp32 kernels against float64 references
+RTOL, ATOL = 2e-5, 2e-6
+SHAPES = [(1, 8), (17, 33), (64, 8), (130, 33)]
+
+
+@pytest.fixture(autouse=True)
+def _exact_fp32():
+    if CUDA:
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        yield
+        torch.backends.cuda.matmul.allow_tf32 = old
+    else:
+        yield
+
+
+@pytest.fixture
+def on_kernels(monkeypatch):
+    """Route every objective's engine call to the kernels; fail if a spec is not covered."""
+    calls = []
+
+    def kernel_contrast(anchors, candidates, spec, kappa, *, reduce=True, **_):
+        ok, why = covers(spec, anchors, candidates, kappa)
+        assert ok, why
+        calls.append(spec)
+        return gb.contrast_triton(anchors, candidates, spec, kappa, reduce=reduce)
+
+    monkeypatch.setattr(engine, "contrast", kernel_contrast)
+    return calls
+
+
+def _randn(*shape, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+
+
+def _leaves(*xs):
+    return [x.detach().clone().to(DEV).requires_grad_() for x in xs]
+
+
+def _close(got, want, rtol=RTOL, atol=ATOL, msg=""):
+    torch.testing.assert_close(
+        got.detach().double().cpu(), want.detach().double().cpu(), rtol=rtol, atol=atol, msg=msg
+    )
+
+
+def _check(fn, ref_fn, inputs, rtol=RTOL, atol=ATOL):
+    """``fn`` (kernels, fp32) and ``ref_fn`` (float64 on CPU) agree in value and gradients."""
+    got_in = _leaves(*inputs)
+    want_in = [x.detach().double().clone().requires_grad_() for x in inputs]
+    got, want = fn(*got_in), ref_fn(*want_in)
+    _close(got, want, rtol, atol, "value")
+    gg = torch.autograd.grad(got, got_in)
+    gw = torch.autograd.grad(want, want_in)
+    for i, (a, b) in enumerate(zip(gg, gw)):
+        _close(a, b, rtol, atol * 10, f"gradient of input {i}")
+
+
+# ---- objectives on the kernels vs the float64 references -----------------------------------
+
+
+@pytest.mark.parametrize("N,d", SHAPES)
+def test_info_nce(on_kernels, N, d):
+    q, k = _randn(N, d, seed=1), _randn(N + 3, d, seed=2)  # M = N + 3: more keys than queries
+    t = torch.tensor(0.07)
+    _check(
+        lambda q, k, t: ck.info_nce(q, k, temperature=t),
+        lambda q, k, t: ref.info_nce(q, k, temperature=t).mean(),
+        (q, k, t),
+    )
+    assert on_kernels and not on_kernels[-1].columns
+
+
+@pytest.mark.parametrize("N,d", SHAPES)
+def test_clip_symmetric_with_learnable_scale(on_kernels, N, d):
+    x, y = _randn(N, d, seed=3), _randn(N, d, seed=4)
+    s = torch.tensor(14.0)
+    _check(
+        lambda x, y, s: ck.clip_loss(x, y, scale=s),
+        lambda x, y, s: ref.clip(x, y, s),
+        (x, y, s),
+    )
+    assert on_kernels[-1].columns  # one fused pass for rows and columns
+
+
+def test_clip_module_logit_scale_gradient(on_kernels):
+    """CLIPLoss owns logit_scale = log(1/tau): its gradient flows through kappa = exp(.)."""
+    x, y = _randn(40, 16, seed=5), _randn(40, 16, seed=6)
+    mod = ck.CLIPLoss(init_temperature=0.05).to(DEV)
+    xg, yg = _leaves(x, y)
+    loss = mod(xg, yg)
+    loss.backward()
+    ls = mod.logit_scale.detach().double().cpu().requires_grad_()
+    want = ref.clip(x.double().requires_grad_(), y.double(), ls.exp())
+    want.backward()
+    _close(loss, want)
+    _close(mod.logit_scale.grad, ls.grad, atol=1e-5)
+
+
+@pytest.mark.parametrize("N,d", [(2, 8), (17, 33), (64, 8)])
+def test_dcl_positive_excluded(on_kernels, N, d):
+    z1, z2 = _randn(N, d, seed=7), _randn(N, d, seed=8)
+    _check(
+        lambda a, b: ck.dcl(a, b, temperature=0.1),
+        lambda a, b: ref.dcl(a, b, temperature=0.1).mean(),
+        (z1, z2),
+    )
+    ex = on_kernels[-1].terms[0].exclude
+    assert ex.index is not None and ex.self_offset == 0
+
+
+@pytest.mark.parametrize("N,d", [(17, 33), (64, 8)])
+def test_nt_xent(on_kernels, N, d):
+    z1, z2 = _randn(N, d, seed=9), _randn(N, d, seed=10)
+    _check(
+        lambda a, b: ck.nt_xent(a, b, temperature=0.2),
+        lambda a, b: ref.nt_xent(a, b, temperature=0.2).mean(),
+        (z1, z2),
+    )
+
+
+@pytest.mark.parametrize("N,V,d", [(17, 2, 33), (40, 1, 8)])
+def test_supcon(on_kernels, N, V, d):
+    f = _randn(N, V, d, seed=11)
+    labels = torch.randint(0, 5, (N,), generator=torch.Generator().manual_seed(0))
+
+    def want(x):
+        rows, has = ref.supcon(x, labels, temperature=0.1)
+        return rows[has].mean()
+
+    _check(lambda x: ck.supcon(x, labels.to(DEV), temperature=0.1), want, (f,))
+
+
+def test_per_row_temperature(on_kernels):
+    N, M, d = 33, 45, 16
+    q, k = _randn(N, d, seed=12), _randn(M, d, seed=13)
+    t = 0.05 + torch.rand(N, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    def want(q, k, t):
+        logits = F.normalize(q, dim=1) @ F.normalize(k, dim=1).T / t[:, None]
+        return F.cross_entropy(logits, torch.arange(N))
+
+    _check(lambda q, k, t: ck.info_nce(q, k, temperature=t), want, (q, k, t.float()))
+
+
+@pytest.mark.parametrize("N,d", [(17, 33), (64, 8)])
+def test_cwcl_soft_targets_from_embeddings(N, d):
+    """CWCL's targets as a second pair of embeddings (closed-form linear terms, kernel LSEs)."""
+    p, q = _randn(N, d, seed=14), _randn(N, d, seed=15)
+    t0 = torch.tensor(0.1)
+
+    def got(q, t):
+        pn, qn = F.normalize(p.to(DEV), dim=1), F.normalize(q, dim=1)
+        w = 0.5 / N
+        spec = RowSpec(
+            soft_targets=EmbeddingSoftTargets(pn, pn, 0.5, 0.5),
+            row_fn=lambda st, sd: w * (st["lse"][0] - st["tgt"] / st["mass"]),
+            columns=True,
+            col_fn=lambda st, sd: w * (st["col_lse"] - st["col_tgt"] / st["col_mass"]),
+        )
+        return gb.contrast_triton(pn, qn, spec, 1.0 / t)
+
+    _check(got, lambda q, t: ref.cwcl(p.double(), q, t).mean(), (q, t0))
+    # the same targets on the torch engine (per-tile fn of the same object) agree too
+    pn, qn = F.normalize(p, dim=1), F.normalize(q, dim=1)
+    spec = RowSpec(
+        soft_targets=EmbeddingSoftTargets(pn, pn, 0.5, 0.5),
+        row_fn=lambda st, sd: st["lse"][0] - st["tgt"] / st["mass"],
+        columns=True,
+        col_fn=lambda st, sd: st["col_lse"] - st["col_tgt"] / st["col_mass"],
+    )
+    a = contrast(pn, qn, spec, torch.tensor(10.0), backend="tiled", chunk_size=7)
+    _close(gb.contrast_triton(pn.to(DEV), qn.to(DEV), spec, torch.tensor(10.0, device=DEV)), a)
+
+
+# ---- engine-level specs: masks compared in the tile, statistics, edge cases -----------------
+
+
+def _engine_pair(spec_fn, A, B, kap, reduce=True, config=None, atol=1e-5):
+    """(kernels, torch two-sweep path) with values and gradients in A, B, kappa."""
+    outs = []
+    for run in ("kernels", "torch"):
+        if run == "kernels":
+            a, b, k = _leaves(A, B, kap)
+        else:
+            a, b, k = (x.detach().clone().requires_grad_() for x in (A, B, kap))
+        spec = spec_fn(a.device)
+        if run == "kernels":
+            val = gb.contrast_triton(a, b, spec, k, reduce=reduce, config=config)
+        else:
+            val = contrast(a, b, spec, k, reduce=reduce, backend="tiled", chunk_size=5)
+        if not reduce:
+            val = val[0].sum() + (val[1].sum() if val[1] is not None else 0)
+        outs.append((val, torch.autograd.grad(val, [a, b, k])))
+    (v1, g1), (v2, g2) = outs
+    _close(v1, v2, rtol=1e-5, atol=atol)
+    for x, y in zip(g1, g2):
+        _close(x, y, rtol=1e-5, atol=atol)
+
+
+def _labels(n, seed):
+    return torch.randint(0, 4, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+SMALL_TILES = gb.Config(fwd=(16, 16, 16), bwd=(16, 16, 16), stages=1)
+SMALL = gb.Config(fwd=(16, 16, 16), bwd=(16, 16, 16), ds=16, stages=1)  # d in 16-wide slices
+
+
+@pytest.mark.parametrize("mode", ["same", "different"])
+def test_label_masks_compared_in_tile(mode):
+    N, M, d = 37, 34, 12  # ragged against 16-wide tiles
+    rl, cl = _labels(N, 0), _labels(M, 1)
+    w = torch.linspace(0.5, 1.5, N)
+    h = torch.linspace(1.0, 0.2, M)
+
+    def spec(dev):
+        ex = PairMask(self_offset=3, row_labels=rl.to(dev), col_labels=cl.to(dev), labels=mode)
+        return RowSpec(
+            terms=(LSETerm(exclude=ex),),
+            row_fn=lambda st, sd: w.to(dev) * st["lse"][0],
+            columns=True,
+            col_fn=lambda st, sd: h.to(dev) * st["col_lse"],
+        )
+
+    A, B = F.normalize(_randn(N, d, seed=20), dim=1), F.normalize(_randn(M, d, seed=21), dim=1)
+    _engine_pair(spec, A, B, torch.tensor(5.0), config=SMALL_TILES)
+
+
+def test_index_exclusions_2d_per_row_kappa_reduce_none():
+    N, M, d = 29, 41, 20
+    g = torch.Generator().manual_seed(3)
+    idx = torch.randint(-1, M, (N, 3), generator=g)  # -1 entries are ignored
+    kap = 2.0 + 8 * torch.rand(N, generator=g)
+
+    def spec(dev):
+        ex = PairMask(index=idx.to(dev))
+        return RowSpec(terms=(LSETerm(exclude=ex),), row_fn=lambda st, sd: st["lse"][0])
+
+    A, B = F.normalize(_randn(N, d, seed=22), dim=1), F.normalize(_randn(M, d, seed=23), dim=1)
+    _engine_pair(spec, A, B, kap, reduce=False, config=SMALL)
+
+
+def test_empty_rows_and_columns_are_minus_inf():
+    """Unique labels with labels='different': every pair is excluded; the kernels return -inf
+    (as the torch engine) and zero gradients."""
+    N, d = 9, 8
+    lab = torch.arange(N)
+    spec = RowSpec(
+        terms=(
+            LSETerm(exclude=PairMask(row_labels=lab, col_labels=lab + 100, labels="different")),
+        ),
+        row_fn=lambda st, sd: st["lse"][0],
+        columns=True,
+        col_fn=lambda st, sd: st["col_lse"],
+    )
+    A = _randn(N, d, seed=24).requires_grad_()
+    rows, cols = gb.contrast_triton(A, A.detach(), spec, torch.tensor(3.0), reduce=False)
+    assert torch.isneginf(rows).all() and torch.isneginf(cols).all()
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")  # the interpreter's numpy exp2
+def test_column_shift_fallback_is_exact(monkeypatch):
+    """Anti-aligned pairs at logit scale 100: the known logit of every column is far below the
+    column maximum, so the fused column sums overflow or underflow; those columns are
+    recomputed exactly."""
+    hits = []
+    exact = gb._col_lse_exact
+
+    def spy(*args):
+        hits.append(args[4].numel())
+        return exact(*args)
+
+    monkeypatch.setattr(gb, "_col_lse_exact", spy)
+    N, d = 40, 16
+    x = F.normalize(_randn(N, d, seed=25), dim=1)
+    y = -x.clone()
+    y[: N // 2] = F.normalize(_randn(N // 2, d, seed=26), dim=1) * 1e-3  # tiny norms
+    s = torch.tensor(100.0)
+
+    def spec(dev):
+        return RowSpec(
+            row_fn=lambda st, sd: st["lse"][0], columns=True, col_fn=lambda st, sd: st["col_lse"]
+        )
+
+    # gradients reach 200 here: fp32 rounding of either path is ~1e-5 of that
+    _engine_pair(spec, x, y, s, atol=2e-3)
+    assert hits and hits[0] > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_inputs_fp32_accumulation(dtype):
+    N, d = 48, 33
+    x = F.normalize(_randn(N, d, seed=27), dim=1).to(dtype)
+    y = F.normalize(_randn(N, d, seed=28), dim=1).to(dtype)
+    a, b = _leaves(x, y)
+    k = torch.tensor(20.0, device=DEV)
+    pos = (a.float() * b.float()).sum(1) * k
+    spec = RowSpec(
+        row_fn=lambda st, sd: (st["lse"][0] - pos) / N,
+        columns=True,
+        col_fn=lambda st, sd: (st["col_lse"] - pos) / N,
+    )
+    loss = gb.contrast_triton(a, b, spec, k)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert a.grad.dtype == dtype and b.grad.dtype == dtype
+    xr, yr = x.double().requires_grad_(), y.double().requires_grad_()
+    logits = 20.0 * xr @ yr.T  # the same rounded inputs in float64, used as given
+    lab = torch.arange(N)
+    want = F.cross_entropy(logits, lab) + F.cross_entropy(logits.T, lab)
+    want.backward()
+    # bf16 inputs are exact; the softmax weights are rounded to the input dtype for the
+    # gradient GEMMs (as FlashAttention does): gradients agree to that dtype's precision
+    _close(loss, want, rtol=1e-3, atol=1e-3)
+    tol = 2e-2 if dtype == torch.bfloat16 else 4e-3
+    _close(a.grad, xr.grad, rtol=tol, atol=tol)
+    _close(b.grad, yr.grad, rtol=tol, atol=tol)
+
+
+# ---- fallback decision and the engine hook --------------------------------------------------
+
+
+def test_covers_decision():
+    A, B, k = torch.randn(6, 4), torch.randn(7, 4), torch.tensor(2.0)
+    yes = [
+        RowSpec(),
+        RowSpec(columns=True),
+        RowSpec(terms=(LSETerm(exclude=PairMask(self_offset=0, index=torch.arange(6))),)),
+        RowSpec(terms=(LSETerm(exclude=PairMask(index=torch.zeros(6, 8, dtype=torch.long))),)),
+        RowSpec(
+            terms=(
+                LSETerm(
+                    exclude=PairMask(
+                        row_labels=torch.arange(6), col_labels=torch.arange(7), labels="same"
+                    )
+                ),
+            )
+        ),
+        RowSpec(soft_targets=EmbeddingSoftTargets(A, B), columns=True),
+    ]
+    for spec in yes:
+        assert covers(spec, A, B, k) == (True, None)
+    assert covers(RowSpec(), A, B, torch.rand(6))[0]
+    no = {
+        "2 log-sum-exp terms": RowSpec(terms=(LSETerm(), LSETerm(r=2.0))),
+        "r = 2.0": RowSpec(terms=(LSETerm(r=2.0),)),
+        "per-pair weights": RowSpec(terms=(LSETerm(weights=lambda *a: torch.ones(1)),)),
+        "dense pair mask": RowSpec(
+            terms=(LSETerm(exclude=PairMask(dense=torch.zeros(6, 7, dtype=torch.bool))),)
+        ),
+        "9 excluded indices": RowSpec(
+            terms=(LSETerm(exclude=PairMask(index=torch.zeros(6, 9, dtype=torch.long))),)
+        ),
+        "softplus": RowSpec(softplus_bias=torch.tensor(0.0)),
+        "per-tile function": RowSpec(soft_targets=SoftTargets(lambda *a: torch.ones(1))),
+    }
+    for why, spec in no.items():
+        ok, reason = covers(spec, A, B, k)
+        assert not ok and why in reason, (why, reason)
+    ok, reason = covers(RowSpec(), A.double(), B.double(), k)
+    assert not ok and "float64" in reason
+    ok, reason = covers(RowSpec(), A, B, torch.rand(5))
+    assert not ok and "kappa" in reason
+    # the hook gives uncovered specs back to the torch path
+    assert maybe_contrast(A, B, no["softplus"], k, True) is None
+    with pytest.raises(ValueError, match="do not cover this problem: .*softplus"):
+        gb.contrast_triton(A, B, no["softplus"], k)
+    with pytest.raises(ValueError, match="precision"):
+        gb.contrast_triton(A, B, RowSpec(row_fn=lambda st, sd: st["lse"][0]), k, precision="x")
+
+
+@pytest.mark.skipif(CUDA, reason="checks the CPU behaviour of the engine hook")
+def test_cpu_contrast_never_reaches_the_kernels(monkeypatch):
+    import contrastkit.engine.gpu as gpu
+
+    def boom(*a, **k):
+        raise AssertionError("the GPU hook was called for CPU tensors")
+
+    monkeypatch.setattr(gpu, "maybe_contrast", boom)
+    x, y = torch.randn(600, 8), torch.randn(600, 8)  # above the dense threshold: torch tiled
+    got = ck.clip_loss(x, y, scale=10.0)
+    torch.testing.assert_close(got, ck.clip_loss(x, y, scale=10.0, backend="dense"))
+
+
+# ---- CUDA: large shapes (skipped without a GPU) ---------------------------------------------
+
+cuda_only = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (large shapes)")
+
+
+@cuda_only
+@pytest.mark.parametrize("N,d", [(4096, 128), (8191, 512)])
+def test_cuda_auto_routes_to_kernels_large(N, d):
+    import contrastkit.engine.gpu as gpu
+
+    calls = []
+    real = gpu.maybe_contrast
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        calls.append(out is not None)
+        return out
+
+    gpu.maybe_contrast = spy
+    try:
+        x, y = _randn(N, d, seed=30), _randn(N, d, seed=31)
+        _check(
+            lambda x, y: ck.clip_loss(x, y, scale=50.0), lambda x, y: ref.clip(x, y, 50.0), (x, y)
+        )
+        _check(
+            lambda x, y: ck.info_nce(x, y, temperature=0.05),
+            lambda x, y: ref.info_nce(x, y, temperature=0.05).mean(),
+            (x, y),
+        )
+    finally:
+        gpu.maybe_contrast = real
+    assert calls and all(calls)
+
+
+@cuda_only
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_cuda_large_dtypes(dtype):
+    N, d = 16384, 256
+    x = F.normalize(_randn(N, d, seed=32), dim=1).to(dtype)
+    y = F.normalize(_randn(N, d, seed=33), dim=1).to(dtype)
+    a, b = _leaves(x, y)
+    k = torch.tensor(14.0, device=DEV, requires_grad=True)
+    pos = (a.float() * b.float()).sum(1) * k
+    spec = RowSpec(
+        row_fn=lambda st, sd: (st["lse"][0] - pos) / (2 * N),
+        columns=True,
+        col_fn=lambda st, sd: (st["col_lse"] - pos) / (2 * N),
+    )
+    loss = gb.contrast_triton(a, b, spec, k)
+    loss.backward()
+    xr = x.double().cuda().requires_grad_()
+    yr = y.double().cuda().requires_grad_()
+    kr = torch.tensor(14.0, dtype=torch.float64, device=DEV, requires_grad=True)
+    logits = kr * xr @ yr.T
+    lab = torch.arange(N, device=DEV)
+    want = (F.cross_entropy(logits, lab) + F.cross_entropy(logits.T, lab)) / 2
+    want.backward()
+    tol = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 2e-2}[dtype]
+    _close(loss, want, rtol=1e-4, atol=1e-4)
+    _close(a.grad, xr.grad, rtol=tol, atol=tol * 1e-3)
+    _close(b.grad, yr.grad, rtol=tol, atol=tol * 1e-3)
+    _close(k.grad, kr.grad, rtol=1e-3, atol=1e-4)
