@@ -56,6 +56,8 @@ def make_case(name: str, world: int, seed: int = 0):
         rows, shared = [_rand(g, n, 2, D), labels], [t]
     elif name == "supcon_nolabels":
         rows, shared = [_rand(g, n, 2, D)], [t]
+    elif name == "cwcl":
+        rows, shared = [_rand(g, n, D), _rand(g, n, D), _rand(g, n, 4)], [t]
     elif name == "siglip":
         rows = [_rand(g, n, D), _rand(g, n, D)]
         shared = [torch.tensor(3.0, dtype=torch.float64), torch.tensor(-2.0, dtype=torch.float64)]
@@ -106,6 +108,8 @@ def call_case(name, rows, shared):
         return ck.supcon(rows[0], rows[1], temperature=shared[0], contrast_mode="one")
     if name == "supcon_nolabels":
         return ck.supcon(rows[0], temperature=shared[0])
+    if name == "cwcl":
+        return ck.cwcl(rows[0], rows[1], rows[2], temperature=shared[0], **tiled)
     if name == "siglip":
         return ck.siglip_loss(rows[0], rows[1], scale=shared[0], bias=shared[1], **tiled)
     raise KeyError(name)
@@ -122,6 +126,7 @@ FAST = [
     "dcl_tiled",
     "supcon",
     "supcon_tiled",
+    "cwcl",
 ]
 DDP_CASES = ["info_nce_sym_tiled", "supcon", "info_nce_none"]
 RING_CASES = [
@@ -240,7 +245,8 @@ def _misc(rank, world):
     except ValueError as e:
         res["labels_dim"] = str(e)
     try:
-        ck.cwcl(_rand(g, N, D), _rand(g, N, D))
+        with ckd.group("world", strategy="ring"):
+            ck.cwcl(_rand(g, N, D), _rand(g, N, D))
     except ValueError as e:
         res["cwcl"] = str(e)
     # opting out: a per-rank loss, no communication
@@ -341,6 +347,9 @@ def _compare(results, names, world, grad_factor=1.0):
             for i, s in enumerate(want_shared):
                 torch.testing.assert_close(got[2][i], s, **TOL, msg=f"{name} shared grad {i}")
         for i, w in enumerate(want_rows):
+            if w is None:  # no gradient flows there (CWCL's frozen side)
+                assert all(res[name][1][i] is None for res in results), name
+                continue
             g = torch.cat([res[name][1][i] for res in results]) / grad_factor
             torch.testing.assert_close(g, w, **TOL, msg=f"{name} input {i} grad")
 
@@ -358,7 +367,15 @@ def test_two_processes_match_single_process(two, name):
 
 @pytest.mark.slow
 def test_four_processes_match_single_process():
-    names = ["info_nce", "info_nce_sym_tiled", "clip", "nt_xent_tiled", "dcl", "supcon_tiled"]
+    names = [
+        "info_nce",
+        "info_nce_sym_tiled",
+        "clip",
+        "nt_xent_tiled",
+        "dcl",
+        "supcon_tiled",
+        "cwcl",
+    ]
     results = _spawn(_worker, 4, names, ("ring",))
     _compare([res["exact"] for res in results], names, 4)
     _compare([res["ring"] for res in results], RING_CASES, 4)

@@ -1,10 +1,12 @@
 """Exact contrastive losses over the global batch of a ``torch.distributed`` process group.
 
-Every engine-backed objective (InfoNCE, symmetric InfoNCE / CLIP, MNRL, NT-Xent, DCL, DCLW,
-SupCon, SigLIP, Debiased InfoNCE, HCL) computes, under a process group, the loss of the
+The engine-backed objectives (InfoNCE, symmetric InfoNCE / CLIP, MNRL, NT-Xent, DCL, DCLW,
+SupCon, SigLIP, CWCL, Debiased InfoNCE, HCL) compute, under a process group, the loss of the
 rank-major concatenation of every rank's batch, exactly: each rank keeps its anchors, the
-candidates are all-gathered without gradients and their gradients reduce-scattered back; the
-engine tiles each rank's rows, so no rank ever holds the global similarity matrix.
+candidates are all-gathered without gradients and their gradients reduce-scattered back (or
+passed around a ring, ``strategy="ring"``); the engine tiles each rank's rows, so no rank ever
+holds the global similarity matrix. Other engine-backed objectives raise a ``ValueError`` under a
+group (see ``register_exact``).
 
 Which group (see docs/distributed.md):
 

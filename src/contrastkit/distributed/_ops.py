@@ -33,6 +33,7 @@ EXACT_MODULES = {
     "contrastkit.losses.supcon",
     "contrastkit.losses.siglip",
     "contrastkit.losses.debiased",  # Debiased InfoNCE, HCL
+    "contrastkit.losses.cwcl",
 }
 
 

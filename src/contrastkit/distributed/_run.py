@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from torch import Tensor
 
-from ..engine import LSETerm, PairMask, RowSpec, contrast
+from ..engine import LSETerm, PairMask, RowSpec, SoftTargets, contrast
 from ..engine.recompute import output_keys
 from . import _ops
 
@@ -68,6 +68,14 @@ def _rows_global(ctx, A, B, spec: RowSpec, k: Tensor, reduce: bool, engine_kw: d
     return contrast(A, Bg, spec, k, reduce=reduce, **engine_kw)
 
 
+def _as_columns(stats: dict) -> dict:
+    """Row statistics of the transposed problem under the names of column statistics."""
+    out = {"col_lse": stats["lse"][0]}
+    if "tgt" in stats:
+        out["col_tgt"], out["col_mass"] = stats["tgt"], stats["mass"]
+    return out
+
+
 def run_distributed(
     ctx: _ops.Context,
     anchors: Tensor,
@@ -77,8 +85,10 @@ def run_distributed(
     reduction: str,
     engine_kw: dict,
 ):
-    if spec.soft_targets is not None:
-        raise _ops.not_supported("an objective with soft targets (CWCL)")
+    if spec.soft_targets is not None and ctx.strategy == "ring":
+        raise _ops.not_supported("an objective with soft targets (CWCL) with strategy='ring'")
+    if spec.soft_targets is not None and spec.columns and spec.soft_targets.transposed is None:
+        raise _ops.not_supported("a two-sided objective whose soft targets have no transpose")
     if any(t.weights is not None for t in spec.terms):
         raise _ops.not_supported("an objective with per-tile weights")
     _ops.check_same(ctx, anchors=anchors, candidates=candidates)
@@ -91,10 +101,12 @@ def run_distributed(
         if k.dim() != 0:
             raise _ops.not_supported("a per-anchor temperature on a two-sided objective")
         col_fn = spec.col_fn
+        soft = spec.soft_targets
         col_spec = RowSpec(
             terms=(LSETerm(exclude=_transpose(spec.terms[0].exclude)),),
-            row_fn=lambda st, sd: col_fn({"col_lse": st["lse"][0]}, sd),
+            row_fn=lambda st, sd: col_fn(_as_columns(st), sd),
             row_side=spec.col_side,
+            soft_targets=None if soft is None else SoftTargets(soft.transposed),
         )
         cols = _rows_global(ctx, candidates, anchors, col_spec, k, reduce, engine_kw)
     if reduce:

@@ -126,10 +126,13 @@ class SoftTargets:
     """Soft targets ``p_ij`` computed per tile by ``fn(r0, r1, c0, c1) -> (b, t)`` (no gradient).
 
     The engine accumulates ``tgt_i = sum_j p_ij u_ij`` and ``mass_i = sum_j p_ij`` per row and,
-    when the spec has columns, ``col_tgt_j`` and ``col_mass_j`` per column.
+    when the spec has columns, ``col_tgt_j`` and ``col_mass_j`` per column. ``transposed``
+    (optional) gives ``p_ji`` for the transposed problem (rows: candidates, columns: anchors);
+    contrastkit.distributed needs it for two-sided objectives (the engine itself does not).
     """
 
     fn: Callable[[int, int, int, int], Tensor]
+    transposed: Optional[Callable[[int, int, int, int], Tensor]] = None
 
 
 RowFn = Callable[[dict, dict], Tensor]

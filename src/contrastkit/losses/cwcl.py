@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .._validation import check_compatible, check_embeddings
 from ..engine import RowSpec, SoftTargets
-from ._common import engine_args, kappa, prepare, row_weight, run
+from ._common import engine_args, gather_rows, kappa, prepare, row_weight, run
 from .logit_scale import ScaledLoss
 
 __all__ = ["cwcl", "CWCL"]
@@ -59,13 +59,14 @@ def cwcl(
     q = prepare(trained, normalize)
     t = prepare(target_embeddings if target_embeddings is not None else frozen, True).detach()
     t = t.to(p.dtype)
+    t_cols = gather_rows(t, "target embeddings")  # every rank's under a process group
 
     def weights(r0: int, r1: int, c0: int, c1: int) -> Tensor:
-        return (t[r0:r1] @ t[c0:c1].T + 1.0) * 0.5
+        return (t[r0:r1] @ t_cols[c0:c1].T + 1.0) * 0.5
 
     w = row_weight(reduction, N) / 2
     spec = RowSpec(
-        soft_targets=SoftTargets(weights),
+        soft_targets=SoftTargets(weights, transposed=weights),  # W is symmetric
         row_fn=lambda st, sd: w * (st["lse"][0] - st["tgt"] / st["mass"]),
         columns=True,
         col_fn=lambda st, sd: w * (st["col_lse"] - st["col_tgt"] / st["col_mass"]),
