@@ -3,7 +3,7 @@
 A synthetic corpus of ``--corpus`` unit vectors (d = ``--d``, default 1,000,000 x 384) is written
 to a ``.npy`` file once; ``--queries`` queries are noisy copies of the first corpus rows, each with
 that row as its positive. Every method then runs in a fresh process (peak RSS from
-``getrusage``, the process baseline after imports reported apart) and mines ``--k`` negatives per
+``VmHWM``, the process baseline after imports reported apart) and mines ``--k`` negatives per
 query with ``relative_margin=0.05`` (NV-Retriever's TopK-PercPos):
 
 * ``mine-flat``: :func:`contrastkit.mining.mine_hard_negatives`, exact FAISS ``IndexFlatIP``,
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shlex
 import subprocess
 import sys
@@ -36,14 +35,12 @@ import numpy as np
 METHODS = ("mine-flat", "mine-flat-stream", "mine-torch-stream", "mine-ivf", "torch-brute")
 
 
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _current_rss_mib() -> float:
+def _status_mib(field: str) -> float:
+    """A ``/proc/self/status`` field in MiB. ``VmHWM`` (peak RSS) belongs to this process image;
+    ``getrusage``'s ``ru_maxrss`` would carry the parent's peak over ``fork`` + ``exec``."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -104,7 +101,7 @@ def worker(args) -> None:
     queries = np.load(folder / "queries.npy")
     corpus = np.load(folder / "corpus.npy", mmap_mode="r")
     positives = np.arange(len(queries))
-    base = _current_rss_mib()
+    base = _status_mib("VmRSS")
     opts = dict(num_negatives=args.k, relative_margin=0.05, use_gpu=False)
     t0 = time.perf_counter()
     if args.worker == "torch-brute":
@@ -125,7 +122,7 @@ def worker(args) -> None:
         method=args.worker,
         seconds=seconds,
         queries_per_s=len(queries) / seconds,
-        peak_rss_mib=_rss_mib(),
+        peak_rss_mib=_status_mib("VmHWM"),
         baseline_rss_mib=base,
     )
     print(json.dumps(result))
@@ -155,8 +152,14 @@ def main(argv=None) -> None:
     folder = Path(args.data)
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    make_data(folder, args.corpus, args.queries, args.d)
-    print(f"  data written in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    try:  # reuse the files of an earlier run with the same shapes (--data)
+        same = np.load(folder / "corpus.npy", mmap_mode="r").shape == (args.corpus, args.d)
+        same = same and np.load(folder / "queries.npy").shape == (args.queries, args.d)
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        make_data(folder, args.corpus, args.queries, args.d)
+        print(f"  data written in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     rows = []
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     for method in [m for m in args.methods.split(",") if m]:
@@ -176,7 +179,8 @@ def main(argv=None) -> None:
     gib = args.corpus * args.d * 4 / 2**30
     print(
         f"\nCorpus {args.corpus:,} x {args.d} fp32 ({gib:.2f} GiB), {args.queries:,} queries, "
-        f"{args.k} negatives, relative_margin=0.05, {args.threads} threads.\n"
+        f"{args.k} negatives, relative_margin=0.05, {args.threads} thread(s), "
+        f"stream budget {args.budget}.\n"
     )
     print("| method | queries/s | seconds | peak RSS (MiB) | RSS after imports | recall |")
     print("|---|---:|---:|---:|---:|---:|")

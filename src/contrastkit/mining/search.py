@@ -29,6 +29,7 @@ import torch
 EXACT_INDEXES = ("flat", "torch")
 FAISS_GPU_MAX_K = 2048  # FAISS GPU indexes cannot return more neighbours per query
 DEFAULT_QUERY_BLOCK = 4096
+ADD_CHUNK_BYTES = 64 << 20  # rows added to an approximate index per call
 READ_CHUNK_BYTES = 8 << 20  # memmap rows are copied (then released) this many bytes at a time
 SMALL_SEARCH = 1 << 26  # multiply-adds below which a FAISS CPU search runs on one thread
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30}
@@ -404,11 +405,13 @@ def _search_approximate(
             _release(corpus)
     if hasattr(idx, "nprobe"):
         idx.nprobe = int(nprobe)
-    for c0 in range(0, n_corpus, plan.corpus_rows):
-        block = _rows(corpus, c0, min(c0 + plan.corpus_rows, n_corpus))
+    add_rows = min(plan.corpus_rows, max(1, ADD_CHUNK_BYTES // (4 * dim)))
+    for c0 in range(0, n_corpus, add_rows):  # the index keeps its own copy: add in chunks
+        block = _rows(corpus, c0, min(c0 + add_rows, n_corpus))
         if normalize:
             _normalise(block)
         idx.add(block)
+        del block
     if use_gpu:
         idx = faiss.index_cpu_to_all_gpus(idx)
     q_rows = query_batch_size or plan.query_rows
