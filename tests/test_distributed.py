@@ -42,6 +42,11 @@ def make_case(name: str, world: int, seed: int = 0):
     t = torch.tensor(0.2, dtype=torch.float64)
     if name in ("info_nce", "info_nce_sum", "info_nce_none", "info_nce_tiled"):
         rows, shared = [_rand(g, n, D), _rand(g, n, D)], [t]
+    elif name == "info_nce_rowtemp":  # one temperature per anchor: a per-row input, local
+        rows, shared = [_rand(g, n, D), _rand(g, n, D), 0.1 + torch.rand(n, generator=g)], []
+        rows[2] = rows[2].double()
+    elif name == "info_nce_fp32":
+        rows, shared = [_rand(g, n, D).float(), _rand(g, n, D).float()], [t.float()]
     elif name == "info_nce_private":
         rows, shared = [_rand(g, n, D), _rand(g, n, D), _rand(g, n, 3, D)], [t]
     elif name in ("info_nce_sym", "info_nce_sym_tiled", "clip"):
@@ -76,6 +81,10 @@ def call_case(name, rows, shared):
         return ck.info_nce(rows[0], rows[1], temperature=shared[0], reduction="sum")
     if name == "info_nce_none":
         return ck.info_nce(rows[0], rows[1], temperature=shared[0], reduction="none")
+    if name == "info_nce_rowtemp":
+        return ck.info_nce(rows[0], rows[1], temperature=rows[2], **tiled)
+    if name == "info_nce_fp32":
+        return ck.InfoNCE(temperature=shared[0], backend="tiled", chunk_size=4)(rows[0], rows[1])
     if name == "info_nce_private":
         return ck.info_nce(rows[0], rows[1], rows[2], temperature=shared[0], **tiled)
     if name == "info_nce_sym":
@@ -143,6 +152,8 @@ RING_CASES = [
     "siglip",
 ]
 MORE = [
+    "info_nce_rowtemp",
+    "info_nce_fp32",
     "info_nce_private",
     "info_nce_sym",
     "mnrl",
@@ -249,6 +260,12 @@ def _misc(rank, world):
             ck.cwcl(_rand(g, N, D), _rand(g, N, D))
     except ValueError as e:
         res["cwcl"] = str(e)
+    # the module wrapper == the context manager
+    x, y = _rand(g, N, D), _rand(g, N, D)
+    with ckd.group("world"):
+        plain = ck.nt_xent(x, y, temperature=0.3)
+    wrapped = ckd.DistributedLoss(ck.NTXent(temperature=0.3))(x, y)
+    res["wrapper"] = (plain, wrapped, ckd.DistributedLoss(ck.NTXent(0.3), pg=None)(x, y))
     # opting out: a per-rank loss, no communication
     x, y = _rand(g, N, D), _rand(g, N, D)
     with ckd.local():
@@ -418,6 +435,9 @@ def test_mismatched_ranks_fail_everywhere_and_collectives(two):
         assert "same shape" in res["labels_dim"] and "class sums" in res["labels_dim"]
         assert "not supported under a torch.distributed" in res["cwcl"], res["cwcl"]
         assert "local()" in res["cwcl"]
+        plain, wrapped, local = res["wrapper"]
+        torch.testing.assert_close(wrapped, plain)
+        assert not torch.allclose(local, plain)  # the per-rank loss differs from the global one
         # local(): the per-rank loss, identical to the plain computation
         torch.testing.assert_close(res["local"][0], res["local"][1])
         zz, zgrad = res["gather"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.distributed as _DIST
 from torch import Tensor
 
 GRADIENTS = ("ddp", "exact")
@@ -54,9 +55,7 @@ def not_supported(what: str) -> ValueError:
 
 
 def _dist():
-    import torch.distributed as dist
-
-    return dist
+    return _DIST
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ def current() -> Optional[Context]:
     state = _STATE.get()
     if state is not _DEFAULT:
         return state
-    dist = _dist()
+    dist = _DIST
     if not (dist.is_available() and dist.is_initialized()):
         return None
     if dist.get_world_size() <= 1:

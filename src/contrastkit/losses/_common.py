@@ -76,21 +76,24 @@ def row_weight(reduction: str, count, min_count: int = 0) -> float:
 
 # --- distributed plumbing (contrastkit.distributed); identity without a process group ---------
 
+_OPS = None  # contrastkit.distributed._ops, imported on first use
+
 
 def _group(depth: int, strict: bool = False):
     """The active process group if the calling objective (the module ``depth`` frames up) is
     one that is exact under a group, else ``None`` (local), or a ``ValueError`` when ``strict``
     (an engine-backed objective that would silently compute a per-rank loss)."""
-    from ..distributed._ops import EXACT_MODULES, current, not_supported
-
-    ctx = current()
+    global _OPS
+    if _OPS is None:
+        from ..distributed import _ops as _OPS
+    ctx = _OPS.current()
     if ctx is None:
         return None
     module = sys._getframe(depth).f_globals.get("__name__", "?")
-    if module in EXACT_MODULES:
+    if module in _OPS.EXACT_MODULES:
         return ctx
     if strict:
-        raise not_supported(f"the objective of {module}")
+        raise _OPS.not_supported(f"the objective of {module}")
     return None
 
 
