@@ -287,6 +287,39 @@ def test_empty_rows_and_columns_are_minus_inf():
     assert torch.isneginf(rows).all() and torch.isneginf(cols).all()
 
 
+@pytest.mark.parametrize("offset", [0, 5, -4])
+def test_diagonal_statistic_in_kernel(offset):
+    """``diagonal=o``: the paired logit u_i,i+o (and per column u_j-o,j) from the kernels, its
+    gradient folded into the backward; per-row kappa with gradient."""
+    N, M, d = 37, 45, 20
+    A = F.normalize(_randn(N, d, seed=40), dim=1)
+    B = F.normalize(_randn(M, d, seed=41), dim=1)
+    kap = 3.0 + 5 * torch.rand(N, generator=torch.Generator().manual_seed(2))
+    w, h = torch.linspace(0.5, 1.5, N), torch.linspace(1.0, 0.1, M)
+
+    def got(a, b, k):
+        dev = a.device
+        spec = RowSpec(
+            row_fn=lambda st, sd: w.to(dev) * (st["lse"][0] - st["diag"]),
+            columns=True,
+            col_fn=lambda st, sd: h.to(dev) * (st["col_lse"] - st["col_diag"]),
+        )
+        return gb.contrast_triton(a, b, spec, k, diagonal=offset, config=SMALL_TILES)
+
+    def want(a, b, k):
+        u = k[:, None] * a @ b.T
+        i = torch.arange(N)
+        on = (i + offset >= 0) & (i + offset < M)
+        diag = torch.zeros(N, dtype=u.dtype).masked_scatter(on, u[i[on], i[on] + offset])
+        j = torch.arange(M)
+        onc = (j - offset >= 0) & (j - offset < N)
+        cdiag = torch.zeros(M, dtype=u.dtype).masked_scatter(onc, u[j[onc] - offset, j[onc]])
+        rows = w.double() * (torch.logsumexp(u, 1) - diag)
+        return rows.sum() + (h.double() * (torch.logsumexp(u, 0) - cdiag)).sum()
+
+    _check(got, want, (A, B, kap))
+
+
 @pytest.mark.filterwarnings("ignore:overflow encountered")  # the interpreter's numpy exp2
 def test_column_shift_fallback_is_exact(monkeypatch):
     """Anti-aligned pairs at logit scale 100: the known logit of every column is far below the
@@ -323,13 +356,12 @@ def test_half_inputs_fp32_accumulation(dtype):
     y = F.normalize(_randn(N, d, seed=28), dim=1).to(dtype)
     a, b = _leaves(x, y)
     k = torch.tensor(20.0, device=DEV)
-    pos = (a.float() * b.float()).sum(1) * k
     spec = RowSpec(
-        row_fn=lambda st, sd: (st["lse"][0] - pos) / N,
+        row_fn=lambda st, sd: (st["lse"][0] - st["diag"]) / N,
         columns=True,
-        col_fn=lambda st, sd: (st["col_lse"] - pos) / N,
+        col_fn=lambda st, sd: (st["col_lse"] - st["col_diag"]) / N,
     )
-    loss = gb.contrast_triton(a, b, spec, k)
+    loss = gb.contrast_triton(a, b, spec, k, diagonal=0)
     assert loss.dtype == torch.float32
     loss.backward()
     assert a.grad.dtype == dtype and b.grad.dtype == dtype
@@ -453,13 +485,12 @@ def test_cuda_large_dtypes(dtype):
     y = F.normalize(_randn(N, d, seed=33), dim=1).to(dtype)
     a, b = _leaves(x, y)
     k = torch.tensor(14.0, device=DEV, requires_grad=True)
-    pos = (a.float() * b.float()).sum(1) * k
     spec = RowSpec(
-        row_fn=lambda st, sd: (st["lse"][0] - pos) / (2 * N),
+        row_fn=lambda st, sd: (st["lse"][0] - st["diag"]) / (2 * N),
         columns=True,
-        col_fn=lambda st, sd: (st["col_lse"] - pos) / (2 * N),
+        col_fn=lambda st, sd: (st["col_lse"] - st["col_diag"]) / (2 * N),
     )
-    loss = gb.contrast_triton(a, b, spec, k)
+    loss = gb.contrast_triton(a, b, spec, k, diagonal=0)
     loss.backward()
     xr = x.double().cuda().requires_grad_()
     yr = y.double().cuda().requires_grad_()

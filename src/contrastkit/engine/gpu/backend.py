@@ -31,6 +31,8 @@ LN2 = math.log(2.0)
 #: whose shifted sum ends below 2^SAFE_LOG2 (or overflows) is recomputed exactly.
 SHIFT_HEADROOM = 40.0
 SAFE_LOG2 = -60.0
+#: rows per chunk of the O(M d) torch work around the kernels (bounded temporaries)
+CHUNK = 1 << 15
 
 
 @dataclass(frozen=True)
@@ -102,12 +104,16 @@ def _column_shift(A: Tensor, B: Tensor, k2: Tensor, mk: dict) -> Tensor:
     logit of pair ``(j mod N, j)`` when that pair is kept (the positive of paired losses), so that
     the sum does not underflow."""
     N, M = A.shape[0], B.shape[0]
-    an = A.float().norm(dim=1) * k2
-    bound = an.max() * B.float().norm(dim=1)
-    cols = torch.arange(M, device=A.device)
-    rows = cols % N
-    known = (A[rows].float() * B.float()).sum(dim=1) * k2[rows]
-    known = known.masked_fill(_excluded_pairs(mk, rows, cols), float("-inf"))
+    an = torch.linalg.vector_norm(A, dim=1, dtype=torch.float32) * k2
+    bound = an.max() * torch.linalg.vector_norm(B, dim=1, dtype=torch.float32)
+    known = torch.empty(M, dtype=torch.float32, device=A.device)
+    for c0 in range(0, M, CHUNK):  # O(chunk d) temporaries, not O(M d)
+        cols = torch.arange(c0, min(c0 + CHUNK, M), device=A.device)
+        rows = cols % N
+        kc = (A[rows].float() * B[cols].float()).sum(dim=1) * k2[rows]
+        known[c0 : c0 + cols.shape[0]] = kc.masked_fill(
+            _excluded_pairs(mk, rows, cols), float("-inf")
+        )
     lowered = torch.minimum(bound, known + SHIFT_HEADROOM)
     return torch.where(torch.isfinite(known), lowered, bound).contiguous()
 
@@ -156,51 +162,34 @@ def _col_lse_exact(A, B, k2, mk, cols: Tensor, cfg: Config, prec: str) -> Tensor
 
 
 class TritonStats(torch.autograd.Function):
-    """``(lse (N,), col_lse (M,))`` of a covered spec (``col_lse`` only when ``columns``)."""
+    """Statistics of a covered spec: ``lse (N,)``, then ``col_lse (M,)`` when ``columns``, then
+    ``diag (N,)`` (``u_i,i+diagonal``, 0 where that column does not exist) when ``diagonal`` is
+    not None. Always returns a tuple."""
 
     @staticmethod
-    def forward(ctx, A, B, kappa, spec, columns, cfg, precision):
+    def forward(ctx, A, B, kappa, spec, columns, cfg, precision, diagonal):
         N, M, D = A.shape[0], B.shape[0], A.shape[1]
         A, B = A.contiguous(), B.contiguous()
         mk = _mask_args(spec, N, A.device)
         k2 = (kappa.detach().float() * LOG2E).expand(N).contiguous()
         prec = _dot_precision(A.dtype, precision)
         bm, bn, bk = cfg.fwd
-        lse = torch.empty(N, dtype=torch.float32, device=A.device)
+        f32 = dict(dtype=torch.float32, device=A.device)
+        lse = torch.empty(N, **f32)
         if columns:
             shift = _column_shift(A, B, k2, mk)
-            csum = torch.zeros(M, dtype=torch.float32, device=A.device)
+            csum = torch.zeros(M, **f32)
         else:
             shift = csum = lse  # unused placeholders
+        has_diag = diagonal is not None
+        sdiag = torch.zeros(N, **f32) if has_diag else lse
         K._fwd_kernel[(triton.cdiv(N, bm),)](
-            A,
-            B,
-            k2,
-            lse,
-            csum,
-            shift,
-            mk["idx"],
-            mk["rl"],
-            mk["cl"],
-            N,
-            M,
-            D,
-            A.stride(0),
-            B.stride(0),
-            mk["idx"].stride(0),
-            mk["self_off"],
-            HAS_SELF=mk["has_self"],
-            P=mk["P"],
-            LABELS=mk["labels"],
-            COLUMNS=columns,
-            PREC=prec,
-            UPCAST=_upcast(A),
-            BM=bm,
-            BN=bn,
-            BK=bk,
-            num_warps=cfg.fwd_warps,
-            num_stages=cfg.stages,
-        )
+            A, B, k2, lse, csum, shift, sdiag, mk["idx"], mk["rl"], mk["cl"], N, M, D,
+            A.stride(0), B.stride(0), mk["idx"].stride(0), mk["self_off"], int(diagonal or 0),
+            HAS_SELF=mk["has_self"], P=mk["P"], LABELS=mk["labels"], COLUMNS=columns,
+            DIAG=has_diag, PREC=prec, UPCAST=_upcast(A), BM=bm, BN=bn, BK=bk,
+            num_warps=cfg.fwd_warps, num_stages=cfg.stages,
+        )  # fmt: skip
         outs = [lse]
         if columns:
             col_lse = (shift + torch.log2(csum)) * LN2
@@ -209,14 +198,17 @@ class TritonStats(torch.autograd.Function):
                 sel = bad.nonzero().flatten()
                 col_lse[sel] = _col_lse_exact(A, B, k2, mk, sel, cfg, prec)
             outs.append(col_lse)
+        if has_diag:
+            outs.append(sdiag * (k2 * LN2))
         ctx.save_for_backward(A, B, kappa, k2, *outs)
-        ctx.mk, ctx.cfg, ctx.prec, ctx.columns = mk, cfg, prec, columns
-        return tuple(outs) if columns else lse
+        ctx.mk, ctx.cfg, ctx.prec, ctx.columns, ctx.diagonal = mk, cfg, prec, columns, diagonal
+        return tuple(outs)
 
     @staticmethod
     def backward(ctx, *grads):
         A, B, kappa, k2, *outs = ctx.saved_tensors
         mk, cfg, prec, columns = ctx.mk, ctx.cfg, ctx.prec, ctx.columns
+        has_diag = ctx.diagonal is not None
         N, M, D = A.shape[0], B.shape[0], A.shape[1]
 
         def base2(lse):  # -inf (empty reductions) -> 0 so exp2(-inf - 0) = 0
@@ -229,87 +221,40 @@ class TritonStats(torch.autograd.Function):
             return g.float().contiguous()
 
         lse2, g = base2(outs[0]), coef(grads[0], N)
-        if columns:
-            clse2, h = base2(outs[1]), coef(grads[1], M)
-        else:
-            clse2, h = lse2, g  # unused placeholders
+        clse2, h = (base2(outs[1]), coef(grads[1], M)) if columns else (lse2, g)
+        gd = coef(grads[-1], N) if has_diag else g  # g: unused placeholder
         need_a, need_b, need_k = ctx.needs_input_grad[:3]
         bm, bn, bk = cfg.bwd
-        ds = cfg.ds or max(16, triton.next_power_of_2(D))
-        ds = min(ds, max(16, triton.next_power_of_2(D)))
+        full = max(16, triton.next_power_of_2(D))
+        ds = min(cfg.ds or full, full)
         n_ds = triton.cdiv(D, ds)
         dA = dB = dkappa = None
         common = dict(
-            HAS_SELF=mk["has_self"],
-            P=mk["P"],
-            LABELS=mk["labels"],
-            COLUMNS=columns,
-            PREC=prec,
-            UPCAST=_upcast(A),
-            BM=bm,
-            BN=bn,
-            BK=bk,
-            BDS=ds,
-            num_warps=cfg.bwd_warps,
-            num_stages=cfg.stages,
-        )
+            HAS_SELF=mk["has_self"], P=mk["P"], LABELS=mk["labels"], COLUMNS=columns,
+            DIAG=has_diag, PREC=prec, UPCAST=_upcast(A), BM=bm, BN=bn, BK=bk, BDS=ds,
+            num_warps=cfg.bwd_warps, num_stages=cfg.stages,
+        )  # fmt: skip
+        stats = (k2, lse2, g, clse2, h, gd)
+        masks = (mk["idx"], mk["rl"], mk["cl"], N, M, D)
         if need_a or need_k:
-            da = torch.empty(N, D, dtype=torch.float32, device=A.device)
-            dk = torch.empty(N, dtype=torch.float32, device=A.device) if need_k else da
+            da = torch.empty(N, D, dtype=A.dtype, device=A.device)  # fp32 sums, stored rounded
+            dk = torch.empty(N, dtype=torch.float32, device=A.device) if need_k else k2
             K._bwd_a_kernel[(triton.cdiv(N, bm), n_ds)](
-                A,
-                B,
-                k2,
-                lse2,
-                g,
-                clse2,
-                h,
-                da,
-                dk,
-                mk["idx"],
-                mk["rl"],
-                mk["cl"],
-                N,
-                M,
-                D,
-                A.stride(0),
-                B.stride(0),
-                da.stride(0),
-                mk["idx"].stride(0),
-                mk["self_off"],
-                KGRAD=bool(need_k),
-                **common,
-            )
-            if need_a:
-                dA = da.to(A.dtype)
+                A, B, *stats, da, dk, *masks, A.stride(0), B.stride(0), da.stride(0),
+                mk["idx"].stride(0), mk["self_off"], int(ctx.diagonal or 0),
+                KGRAD=bool(need_k), **common,
+            )  # fmt: skip
+            dA = da if need_a else None
             if need_k:
                 dkappa = (dk if kappa.dim() else dk.sum()).to(kappa.dtype)
         if need_b:
-            db = torch.empty(M, D, dtype=torch.float32, device=A.device)
+            db = torch.empty(M, D, dtype=B.dtype, device=B.device)
             K._bwd_b_kernel[(triton.cdiv(M, bn), n_ds)](
-                A,
-                B,
-                k2,
-                lse2,
-                g,
-                clse2,
-                h,
-                db,
-                mk["idx"],
-                mk["rl"],
-                mk["cl"],
-                N,
-                M,
-                D,
-                A.stride(0),
-                B.stride(0),
-                db.stride(0),
-                mk["idx"].stride(0),
-                mk["self_off"],
-                **common,
-            )
-            dB = db.to(B.dtype)
-        return dA, dB, dkappa, None, None, None, None
+                A, B, *stats, db, *masks, A.stride(0), B.stride(0), db.stride(0),
+                mk["idx"].stride(0), mk["self_off"], int(ctx.diagonal or 0), **common,
+            )  # fmt: skip
+            dB = db
+        return dA, dB, dkappa, None, None, None, None, None
 
 
 def _target_stats(A: Tensor, B: Tensor, kappa: Tensor, st: EmbeddingSoftTargets, columns: bool):
@@ -343,13 +288,17 @@ def contrast_triton(
     reduce: bool = True,
     config: Optional[Config] = None,
     precision: Optional[str] = None,
+    diagonal: Optional[int] = None,
 ):
     """:func:`contrastkit.engine.contrast` on the Triton kernels (same return values).
 
     ``anchors``/``candidates`` keep their dtype (fp16/bf16 are accumulated in fp32); fp32 dots
     are exact (``precision="ieee"``) unless ``torch.backends.cuda.matmul.allow_tf32`` is set or
-    ``precision="tf32"`` is given. Raises ``ValueError`` for a spec the kernels do not cover
-    (:func:`covers` says why).
+    ``precision="tf32"`` is given. ``diagonal=o`` adds the statistic ``"diag"`` (N,), the logit
+    ``u_i,i+o`` of each row's paired column (0 where it does not exist; exclusions do not apply),
+    and for two-sided specs ``"col_diag"`` (M,): its gradient is folded into the kernels, so a
+    paired positive (InfoNCE, CLIP) costs no ``(N, d)`` temporaries. Raises ``ValueError`` for
+    a spec the kernels do not cover (:func:`covers` says why).
     """
     if not isinstance(kappa, Tensor):
         kappa = torch.tensor(float(kappa), device=anchors.device)
@@ -360,10 +309,20 @@ def contrast_triton(
         raise ValueError(f"precision must be None, 'ieee' or 'tf32', got {precision!r}")
     cfg = config or default_config(anchors.shape[1], _interpret())
     kap = kappa.float() if kappa.dtype in (torch.float16, torch.bfloat16) else kappa
-    outs = TritonStats.apply(anchors, candidates, kap, spec, bool(spec.columns), cfg, precision)
-    stats = {"lse": (outs[0] if spec.columns else outs)[None]}
-    if spec.columns:
+    if diagonal is not None and not isinstance(diagonal, int):
+        raise ValueError(f"diagonal must be an int column offset or None, got {diagonal!r}")
+    columns = bool(spec.columns)
+    outs = TritonStats.apply(anchors, candidates, kap, spec, columns, cfg, precision, diagonal)
+    stats = {"lse": outs[0][None]}
+    if columns:
         stats["col_lse"] = outs[1]
+    if diagonal is not None:
+        N, M = anchors.shape[0], candidates.shape[0]
+        stats["diag"] = outs[-1]
+        if columns:  # column j's pair (j - diagonal, j)
+            rows = torch.arange(M, device=anchors.device) - diagonal
+            ok = (rows >= 0) & (rows < N)
+            stats["col_diag"] = torch.where(ok, outs[-1][rows.clamp(0, N - 1)], 0.0)
     if spec.soft_targets is not None:
         stats.update(_target_stats(anchors, candidates, kap, spec.soft_targets, spec.columns))
     row_stats = {k: v for k, v in stats.items() if not k.startswith("col_")}

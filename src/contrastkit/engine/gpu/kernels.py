@@ -103,6 +103,7 @@ def _fwd_kernel(
     LSE,
     CSUM,
     CSHIFT,
+    SDIAG,
     IDX,
     RL,
     CL,
@@ -113,10 +114,12 @@ def _fwd_kernel(
     sb,
     idx_stride,
     self_off,
+    diag_off,
     HAS_SELF: tl.constexpr,
     P: tl.constexpr,
     LABELS: tl.constexpr,
     COLUMNS: tl.constexpr,
+    DIAG: tl.constexpr,
     PREC: tl.constexpr,
     UPCAST: tl.constexpr,
     BM: tl.constexpr,
@@ -129,6 +132,7 @@ def _fwd_kernel(
     k2 = tl.load(K2 + rows, mask=rmask, other=0.0)
     m = tl.full((BM,), float("-inf"), dtype=tl.float32)
     acc = tl.zeros((BM,), dtype=tl.float32)
+    sd = tl.zeros((BM,), dtype=tl.float32)
     for c0 in range(0, M, BN):
         cols = c0 + tl.arange(0, BN).to(tl.int64)
         cmask = cols < M
@@ -145,10 +149,15 @@ def _fwd_kernel(
             c = tl.load(CSHIFT + cols, mask=cmask, other=0.0)
             e = tl.exp2(u - c[None, :])
             tl.atomic_add(CSUM + cols, tl.sum(e, axis=0), mask=cmask)
+        if DIAG:
+            on = (cols[None, :] == rows[:, None] + diag_off) & rmask[:, None] & cmask[None, :]
+            sd += tl.sum(tl.where(on, s, 0.0), axis=1)
     lse2 = tl.where(
         m == float("-inf"), float("-inf"), m + tl.log2(tl.where(m == float("-inf"), 1.0, acc))
     )
     tl.store(LSE + rows, lse2 * LN2, mask=rmask)
+    if DIAG:
+        tl.store(SDIAG + rows, sd, mask=rmask)
 
 
 @triton.jit
@@ -203,16 +212,24 @@ def _col_kernel(
 
 
 @triton.jit
-def _grad_tile(s, k2, lse2, g, CLSE2, H, cols, cmask, keep, COLUMNS: tl.constexpr):
+def _grad_tile(
+    s, k2, lse2, g, CLSE2, H, rows, cols, rmask, cmask, keep, gd, diag_off,
+    COLUMNS: tl.constexpr, DIAG: tl.constexpr,
+):  # fmt: skip
     """``du`` on a tile: row softmax times ``g`` (+ column softmax times ``h``), 0 off the kept
-    pairs. ``lse2``/``CLSE2`` are base-2 statistics with -inf replaced by 0."""
+    pairs (+ ``gd_i`` at the pair ``(i, i + diag_off)``, whatever the mask). ``lse2``/``CLSE2``
+    are base-2 statistics with -inf replaced by 0."""
     u = s * k2[:, None]
     p = tl.exp2(u - lse2[:, None]) * g[:, None]
     if COLUMNS:
         cl = tl.load(CLSE2 + cols, mask=cmask, other=0.0)
         h = tl.load(H + cols, mask=cmask, other=0.0)
         p += tl.exp2(u - cl[None, :]) * h[None, :]
-    return tl.where(keep, p, 0.0)
+    du = tl.where(keep, p, 0.0)
+    if DIAG:
+        on = (cols[None, :] == rows[:, None] + diag_off) & rmask[:, None] & cmask[None, :]
+        du += tl.where(on, gd[:, None], 0.0)
+    return du
 
 
 @triton.jit
@@ -224,6 +241,7 @@ def _bwd_a_kernel(
     G,
     CLSE2,
     H,
+    GD,
     DA,
     DK,
     IDX,
@@ -237,10 +255,12 @@ def _bwd_a_kernel(
     sda,
     idx_stride,
     self_off,
+    diag_off,
     HAS_SELF: tl.constexpr,
     P: tl.constexpr,
     LABELS: tl.constexpr,
     COLUMNS: tl.constexpr,
+    DIAG: tl.constexpr,
     KGRAD: tl.constexpr,
     PREC: tl.constexpr,
     UPCAST: tl.constexpr,
@@ -258,6 +278,9 @@ def _bwd_a_kernel(
     k2 = tl.load(K2 + rows, mask=rmask, other=0.0)
     lse2 = tl.load(LSE2 + rows, mask=rmask, other=0.0)
     g = tl.load(G + rows, mask=rmask, other=0.0)
+    gd = g
+    if DIAG:
+        gd = tl.load(GD + rows, mask=rmask, other=0.0)
     acc = tl.zeros((BM, BDS), dtype=tl.float32)
     dk = tl.zeros((BM,), dtype=tl.float32)
     for c0 in range(0, M, BN):
@@ -267,7 +290,9 @@ def _bwd_a_kernel(
         keep = _kept(
             rows, cols, rmask, cmask, IDX, idx_stride, RL, CL, self_off, HAS_SELF, P, LABELS
         )
-        du = _grad_tile(s, k2, lse2, g, CLSE2, H, cols, cmask, keep, COLUMNS)
+        du = _grad_tile(
+            s, k2, lse2, g, CLSE2, H, rows, cols, rmask, cmask, keep, gd, diag_off, COLUMNS, DIAG
+        )
         if KGRAD:
             dk += tl.sum(du * s, axis=1)
         b = tl.load(
@@ -293,6 +318,7 @@ def _bwd_b_kernel(
     G,
     CLSE2,
     H,
+    GD,
     DB,
     IDX,
     RL,
@@ -305,10 +331,12 @@ def _bwd_b_kernel(
     sdb,
     idx_stride,
     self_off,
+    diag_off,
     HAS_SELF: tl.constexpr,
     P: tl.constexpr,
     LABELS: tl.constexpr,
     COLUMNS: tl.constexpr,
+    DIAG: tl.constexpr,
     PREC: tl.constexpr,
     UPCAST: tl.constexpr,
     BM: tl.constexpr,
@@ -329,11 +357,16 @@ def _bwd_b_kernel(
         k2 = tl.load(K2 + rows, mask=rmask, other=0.0)
         lse2 = tl.load(LSE2 + rows, mask=rmask, other=0.0)
         g = tl.load(G + rows, mask=rmask, other=0.0)
+        gd = g
+        if DIAG:
+            gd = tl.load(GD + rows, mask=rmask, other=0.0)
         s = _logits(A, B, rows, cols, rmask, cmask, D, sa, sb, BM, BN, BK, PREC, UPCAST)
         keep = _kept(
             rows, cols, rmask, cmask, IDX, idx_stride, RL, CL, self_off, HAS_SELF, P, LABELS
         )
-        du = _grad_tile(s, k2, lse2, g, CLSE2, H, cols, cmask, keep, COLUMNS)
+        du = _grad_tile(
+            s, k2, lse2, g, CLSE2, H, rows, cols, rmask, cmask, keep, gd, diag_off, COLUMNS, DIAG
+        )
         du = du * (k2 * LN2)[:, None]  # kappa_i folded into the weights
         a = tl.load(
             A + rows[:, None] * sa + ds[None, :], mask=rmask[:, None] & dmask[None, :], other=0.0
