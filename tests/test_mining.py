@@ -558,3 +558,16 @@ def test_triplets_match_sentence_transformers(use_faiss):
     )
     assert 0 < mined.skipped["relative_margin"] < mined.num_candidates / 2, mined.skipped
     assert list(zip(*ours.values())) == list(zip(st["anchor"], st["positive"], st["negative"]))
+
+
+@pytest.mark.parametrize("strategy", ["top", "random"])
+def test_selection_in_query_chunks_matches_one_chunk(monkeypatch, strategy):
+    import contrastkit.mining.miner as miner
+
+    queries, corpus, positives = _data(n_pos=2)
+    opts = dict(num_negatives=4, relative_margin=0.02, sampling_strategy=strategy, seed=3)
+    whole = mine_hard_negatives(queries, corpus, positives, **opts)
+    monkeypatch.setattr(miner, "SELECT_ROWS", 7)
+    chunked = mine_hard_negatives(queries, corpus, positives, **opts)
+    np.testing.assert_array_equal(chunked.indices, whole.indices)
+    assert chunked.skipped == whole.skipped and whole.skipped["relative_margin"] > 0

@@ -26,6 +26,7 @@ from contrastkit.mining.search import (
 
 SAMPLING = ("top", "random")
 FILTERS = ("absolute_margin", "relative_margin", "max_score", "min_score")
+SELECT_ROWS = 16384  # queries filtered and sampled per chunk
 
 
 @dataclass
@@ -124,6 +125,46 @@ def _positive_scores(queries, corpus, pos: np.ndarray, normalize: bool, q_rows: 
         dots = np.einsum("qd,qpd->qp", q, vecs[where])
         out[q0:q1] = np.where(valid, dots, np.nan)
     return out
+
+
+def _select(scores, idx, pos, excl, ref, rules, skipped, range_min, range_max, n, strategy, rng):
+    """Rules 2-5 on one chunk of queries' retrieved candidates (adds to ``skipped``)."""
+    alive = idx >= 0
+
+    def drop(name, mask):
+        hit = mask & alive
+        skipped[name] = skipped.get(name, 0) + int(hit.sum())
+        alive[hit] = False
+
+    if not rules["include_positives"] and pos.shape[1]:
+        drop("positive", (idx[:, :, None] == pos[:, None, :]).any(-1))
+    if excl.shape[1]:
+        drop("exclude", (idx[:, :, None] == excl[:, None, :]).any(-1))
+    if rules["absolute_margin"] is not None:
+        drop("absolute_margin", scores + rules["absolute_margin"] > ref[:, None])
+    if rules["relative_margin"] is not None:
+        drop("relative_margin", scores > (ref - np.abs(ref) * rules["relative_margin"])[:, None])
+    if rules["max_score"] is not None:
+        drop("max_score", scores > rules["max_score"])
+    if rules["min_score"] is not None:
+        drop("min_score", scores < rules["min_score"])
+
+    # survivors keep their retrieval order (score desc, index asc): rank them, keep the window
+    rank = np.cumsum(alive, axis=1) - 1
+    window = alive & (rank >= range_min) & (rank < range_max)
+    if strategy == "top":
+        key = np.where(window, 0.0, 1.0)  # first survivors of the window, in score order
+    else:  # uniform sample without replacement: the smallest random keys of the window
+        key = np.where(window, rng.random(window.shape), 2.0)
+    chosen = np.argsort(key, axis=1, kind="stable")[:, :n]
+    chosen = np.sort(chosen, axis=1)  # back to score order
+    ok = np.take_along_axis(window, chosen, 1)
+    # rows with fewer survivors than n: valid picks first, then padding
+    chosen = np.take_along_axis(chosen, np.argsort(~ok, axis=1, kind="stable"), 1)
+    ok = np.take_along_axis(window, chosen, 1)
+    out_i = np.where(ok, np.take_along_axis(idx, chosen, 1), -1)
+    out_s = np.where(ok, np.take_along_axis(scores, chosen, 1), -np.inf).astype(np.float32)
+    return out_i, out_s
 
 
 def mine_hard_negatives(
@@ -257,42 +298,33 @@ def mine_hard_negatives(
             np.nan,
         ).astype(np.float32)
 
-    skipped = {}
-    alive = idx >= 0
-
-    def drop(name, mask):
-        hit = mask & alive
-        skipped[name] = int(hit.sum())
-        alive[hit] = False
-
-    if not include_positives and pos.shape[1]:
-        drop("positive", (idx[:, :, None] == pos[:, None, :]).any(-1))
-    if excl.shape[1]:
-        drop("exclude", (idx[:, :, None] == excl[:, None, :]).any(-1))
-    if absolute_margin is not None:
-        drop("absolute_margin", scores + absolute_margin > ref[:, None])
-    if relative_margin is not None:
-        drop("relative_margin", scores > (ref - np.abs(ref) * relative_margin)[:, None])
-    if max_score is not None:
-        drop("max_score", scores > max_score)
-    if min_score is not None:
-        drop("min_score", scores < min_score)
-
-    # survivors keep their retrieval order (score desc, index asc): rank them, keep the window
-    rank = np.cumsum(alive, axis=1) - 1
-    window = alive & (rank >= range_min) & (rank < range_max)
-    if sampling_strategy == "top":
-        key = np.where(window, 0.0, 1.0)  # first survivors of the window, in score order
-    else:  # uniform sample without replacement: the smallest random keys of the window
-        key = np.where(window, np.random.default_rng(seed).random(window.shape), 2.0)
-    chosen = np.argsort(key, axis=1, kind="stable")[:, :num_negatives]
-    chosen = np.sort(chosen, axis=1)  # back to score order
-    ok = np.take_along_axis(window, chosen, 1)
-    # rows with fewer survivors than num_negatives: valid picks first, then padding
-    chosen = np.take_along_axis(chosen, np.argsort(~ok, axis=1, kind="stable"), 1)
-    ok = np.take_along_axis(window, chosen, 1)
-    out_i = np.where(ok, np.take_along_axis(idx, chosen, 1), -1)
-    out_s = np.where(ok, np.take_along_axis(scores, chosen, 1), -np.inf).astype(np.float32)
+    skipped: dict[str, int] = {}
+    out_i = np.full((n_queries, num_negatives), -1, np.int64)
+    out_s = np.full((n_queries, num_negatives), -np.inf, np.float32)
+    rng = np.random.default_rng(seed)
+    rules = dict(
+        include_positives=include_positives,
+        absolute_margin=absolute_margin,
+        relative_margin=relative_margin,
+        max_score=max_score,
+        min_score=min_score,
+    )
+    for q0 in range(0, n_queries, SELECT_ROWS):  # O(rows x k) temporaries per chunk
+        sl = slice(q0, min(q0 + SELECT_ROWS, n_queries))
+        out_i[sl], out_s[sl] = _select(
+            scores[sl],
+            idx[sl],
+            pos[sl],
+            excl[sl],
+            ref[sl],
+            rules,
+            skipped,
+            range_min,
+            range_max,
+            num_negatives,
+            sampling_strategy,
+            rng,
+        )
     return MinedNegatives(
         indices=out_i,
         scores=out_s,

@@ -31,6 +31,7 @@ FAISS_GPU_MAX_K = 2048  # FAISS GPU indexes cannot return more neighbours per qu
 DEFAULT_QUERY_BLOCK = 4096
 ADD_CHUNK_BYTES = 64 << 20  # rows added to an approximate index per call
 READ_CHUNK_BYTES = 8 << 20  # memmap rows are copied (then released) this many bytes at a time
+SCORE_BUFFER_BYTES = 256 << 20  # torch backend without a budget: scores of one query block
 SMALL_SEARCH = 1 << 26  # multiply-adds below which a FAISS CPU search runs on one thread
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30}
 _UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30})
@@ -79,10 +80,14 @@ class BlockPlan:
         its row, ``72 k`` for the top-k merge and, with ``score_buffer`` (torch backend),
         ``4 cb`` for its scores against the block. FAISS computes scores in its own tiles
         (at most 4096 x 1024 floats, 16 MiB) outside this budget. The outputs (``Q x k``
-        scores and ids, 12 bytes each) are not counted. ``None``: the corpus in one block.
+        scores and ids, 12 bytes each) are not counted. ``None``: the corpus in one block
+        (and, with ``score_buffer``, query blocks whose scores fit in 256 MiB).
         """
         if memory_budget is None:
-            return BlockPlan(max(n_corpus, 1), max(min(n_queries, DEFAULT_QUERY_BLOCK), 1))
+            rows = min(n_queries, DEFAULT_QUERY_BLOCK)
+            if score_buffer:  # torch: keep the query block's scores within SCORE_BUFFER_BYTES
+                rows = min(rows, SCORE_BUFFER_BYTES // (4 * max(n_corpus, 1)))
+            return BlockPlan(max(n_corpus, 1), max(rows, 1))
         half = memory_budget // 2
         corpus_rows = min(int(half // (dim * 4)), n_corpus)
         per_query = dim * 4 + 72 * k + (4 * corpus_rows if score_buffer else 0)
