@@ -282,8 +282,9 @@ def test_empty_rows_and_columns_are_minus_inf():
         columns=True,
         col_fn=lambda st, sd: st["col_lse"],
     )
-    A = _randn(N, d, seed=24).requires_grad_()
-    rows, cols = gb.contrast_triton(A, A.detach(), spec, torch.tensor(3.0), reduce=False)
+    (A,) = _leaves(_randn(N, d, seed=24))
+    k = torch.tensor(3.0, device=DEV)
+    rows, cols = gb.contrast_triton(A, A.detach(), spec, k, reduce=False)
     assert torch.isneginf(rows).all() and torch.isneginf(cols).all()
 
 
@@ -382,7 +383,8 @@ def test_half_inputs_fp32_accumulation(dtype):
 
 
 def test_covers_decision():
-    A, B, k = torch.randn(6, 4), torch.randn(7, 4), torch.tensor(2.0)
+    A, B = torch.randn(6, 4, device=DEV), torch.randn(7, 4, device=DEV)
+    k = torch.tensor(2.0, device=DEV)
     yes = [
         RowSpec(),
         RowSpec(columns=True),
@@ -401,7 +403,7 @@ def test_covers_decision():
     ]
     for spec in yes:
         assert covers(spec, A, B, k) == (True, None)
-    assert covers(RowSpec(), A, B, torch.rand(6))[0]
+    assert covers(RowSpec(), A, B, torch.rand(6, device=DEV))[0]
     no = {
         "2 log-sum-exp terms": RowSpec(terms=(LSETerm(), LSETerm(r=2.0))),
         "r = 2.0": RowSpec(terms=(LSETerm(r=2.0),)),
@@ -420,7 +422,7 @@ def test_covers_decision():
         assert not ok and why in reason, (why, reason)
     ok, reason = covers(RowSpec(), A.double(), B.double(), k)
     assert not ok and "float64" in reason
-    ok, reason = covers(RowSpec(), A, B, torch.rand(5))
+    ok, reason = covers(RowSpec(), A, B, torch.rand(5, device=DEV))
     assert not ok and "kappa" in reason
     # the hook gives uncovered specs back to the torch path
     assert maybe_contrast(A, B, no["softplus"], k, True) is None
@@ -504,3 +506,39 @@ def test_cuda_large_dtypes(dtype):
     _close(a.grad, xr.grad, rtol=tol, atol=tol * 1e-3)
     _close(b.grad, yr.grad, rtol=tol, atol=tol * 1e-3)
     _close(k.grad, kr.grad, rtol=1e-3, atol=1e-4)
+
+
+# ---- the GPU benchmark script: loss definitions agree; no GPU -> clear message, status 2 -----
+
+
+def _bench():
+    import importlib.util as iu
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_triton.py"
+    spec = iu.spec_from_file_location("bench_triton", path)
+    mod = iu.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("kind", ["infonce", "clip"])
+def test_bench_losses_agree(kind):
+    bench = _bench()
+    x = F.normalize(_randn(40, 16, seed=50), dim=1)
+    y = F.normalize(_randn(40, 16, seed=51), dim=1)
+    vals = []
+    for method in (f"ck-{kind}", f"dense-{kind}"):
+        q, k = _leaves(x, y)
+        t = torch.tensor(2.0, device=DEV, requires_grad=True)
+        loss = bench._loss_fn(method, q, k, t, bench.parse_config(bench.SWEEP[0]))()
+        vals.append((loss, torch.autograd.grad(loss, [q, k, t])))
+    _close(vals[0][0], vals[1][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(vals[0][1], vals[1][1]):
+        _close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(CUDA, reason="checks the message printed without a GPU")
+def test_bench_without_gpu_exits_with_message(capsys):
+    assert _bench().main(["--n", "1024"]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err

@@ -171,7 +171,7 @@ class TritonStats(torch.autograd.Function):
         N, M, D = A.shape[0], B.shape[0], A.shape[1]
         A, B = A.contiguous(), B.contiguous()
         mk = _mask_args(spec, N, A.device)
-        k2 = (kappa.detach().float() * LOG2E).expand(N).contiguous()
+        k2 = (kappa.detach().to(A.device, torch.float32) * LOG2E).expand(N).contiguous()
         prec = _dot_precision(A.dtype, precision)
         bm, bn, bk = cfg.fwd
         f32 = dict(dtype=torch.float32, device=A.device)

@@ -148,7 +148,7 @@ def _fwd_kernel(
         if COLUMNS:
             c = tl.load(CSHIFT + cols, mask=cmask, other=0.0)
             e = tl.exp2(u - c[None, :])
-            tl.atomic_add(CSUM + cols, tl.sum(e, axis=0), mask=cmask)
+            tl.atomic_add(CSUM + cols, tl.sum(e, axis=0), mask=cmask, sem="relaxed")
         if DIAG:
             on = (cols[None, :] == rows[:, None] + diag_off) & rmask[:, None] & cmask[None, :]
             sd += tl.sum(tl.where(on, s, 0.0), axis=1)
