@@ -82,3 +82,32 @@ def test_reductions_are_consistent(name):
         torch.testing.assert_close(mean, total / n_valid)
     else:
         torch.testing.assert_close(mean, rows.mean())
+
+
+@pytest.mark.parametrize("backend,chunk", [("dense", None), ("tiled", 3)])
+def test_info_nce_own_key_only_is_mocos_logits(backend, chunk):
+    from contrastkit.functional import info_nce
+
+    """in_batch_negatives=False: logits [l_pos, l_neg(queue)] / tau, target 0 (MoCo v1/v2)."""
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(6, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(6, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    queue = torch.randn(11, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    tau = 0.2
+    qn, kn, nn_ = (torch.nn.functional.normalize(t, dim=-1) for t in (q, k, queue))
+    logits = torch.cat([(qn * kn).sum(-1, keepdim=True), qn @ nn_.T], 1) / tau
+    ref = torch.nn.functional.cross_entropy(logits, torch.zeros(6, dtype=torch.long))
+    got = info_nce(
+        q, k, queue, temperature=tau, in_batch_negatives=False, backend=backend, chunk_size=chunk
+    )
+    torch.testing.assert_close(got, ref)
+    g_ref = torch.autograd.grad(ref, (q, k, queue))
+    g_got = torch.autograd.grad(got, (q, k, queue))
+    for a, b in zip(g_got, g_ref):
+        torch.testing.assert_close(a, b)
+    per_anchor = info_nce(
+        q, k, queue[None].expand(6, 11, 5), temperature=tau, in_batch_negatives=False
+    )
+    torch.testing.assert_close(per_anchor, ref)
+    with pytest.raises(ValueError, match="in_batch_negatives"):
+        info_nce(q, k, temperature=tau, in_batch_negatives=False)

@@ -121,11 +121,146 @@ def train(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"run written to {summary['run_dir']} (final loss {summary['final_loss']:.4f})")
-    for name, scores in summary["eval"].items():
-        typer.echo(
-            f"  {name:12s} kNN top-1 {scores['knn_top1']:.1f} %   "
-            f"linear probe {scores['linear_probe']:.1f} %"
+    _print_eval(summary)
+
+
+def _print_eval(summary: dict) -> None:
+    from contrastkit.train.evaluate import summary_rows
+
+    for who, knn, probe in summary_rows(summary["eval"]):
+        typer.echo(f"  {who:12s} kNN top-1 {knn:.1f} %   linear probe {probe:.1f} %")
+    if "report" in summary:
+        typer.echo(f"report: {summary['report']}")
+
+
+@app.command("eval")
+def eval_(
+    checkpoint: Annotated[
+        str,
+        typer.Option(
+            "--checkpoint", help="Run directory (runs/<name>) or one of its checkpoint folders."
+        ),
+    ],
+    report: Annotated[
+        bool, typer.Option("--report/--no-report", help="Rewrite report.md and its plots.")
+    ] = True,
+) -> None:
+    """Recompute every metric of a saved run (and its report) from a checkpoint."""
+    import json
+
+    from contrastkit.train.loop import finish, load_run
+
+    try:
+        method, run_dir, state = load_run(checkpoint)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    method.cfg.report = report
+    previous = {}
+    if (run_dir / "metrics.json").is_file():
+        previous = json.loads((run_dir / "metrics.json").read_text())
+    info = {
+        k: previous[k] for k in ("final_loss", "train_seconds", "samples_per_s") if k in previous
+    }
+    summary = finish(method, run_dir, {"steps": state["step"], **info})
+    typer.echo(f"evaluated {run_dir} at step {state['step']}")
+    _print_eval(summary)
+
+
+@app.command()
+def mine(
+    pairs: Annotated[
+        str, typer.Argument(help="(query, positive) pairs: .jsonl, .csv, .tsv, .parquet")
+    ],
+    out: Annotated[str, typer.Option("--out", "-o", help="Triplets file (format by extension).")],
+    corpus: Annotated[
+        str | None,
+        typer.Option("--corpus", help="Extra candidate texts (table or .txt); default: positives."),
+    ] = None,
+    query_column: Annotated[
+        str | None, typer.Option("--query-column", help="Default: the first column.")
+    ] = None,
+    positive_column: Annotated[
+        str | None, typer.Option("--positive-column", help="Default: the second column.")
+    ] = None,
+    corpus_column: Annotated[
+        str, typer.Option("--corpus-column", help="Text column of --corpus.")
+    ] = "text",
+    encoder: Annotated[str, typer.Option("--encoder", help="minilm or hashing.")] = "minilm",
+    dim: Annotated[int, typer.Option("--dim", help="Width of the hashing encoder.")] = 256,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per encoder call.")] = 64,
+    num_negatives: Annotated[int, typer.Option("--num-negatives", "-k")] = 3,
+    range_min: Annotated[int, typer.Option("--range-min")] = 0,
+    range_max: Annotated[int | None, typer.Option("--range-max")] = None,
+    max_score: Annotated[float | None, typer.Option("--max-score")] = None,
+    min_score: Annotated[float | None, typer.Option("--min-score")] = None,
+    absolute_margin: Annotated[float | None, typer.Option("--absolute-margin", "--margin")] = None,
+    relative_margin: Annotated[float | None, typer.Option("--relative-margin")] = None,
+    sampling: Annotated[str, typer.Option("--sampling", help="top or random.")] = "top",
+    index: Annotated[
+        str,
+        typer.Option("--index", help="flat (exact FAISS), torch, ivf, or a FAISS factory string."),
+    ] = "flat",
+    nprobe: Annotated[int, typer.Option("--nprobe", help="IVF lists visited per query.")] = 16,
+    memory_budget: Annotated[
+        str | None,
+        typer.Option("--memory-budget", help="Search working memory, e.g. 512MB (streams blocks)."),
+    ] = None,
+    work_dir: Annotated[
+        str | None, typer.Option("--work-dir", help="Keep the .npy embeddings here.")
+    ] = None,
+    scores: Annotated[bool, typer.Option("--scores", help="Add score columns.")] = False,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: Annotated[str | None, typer.Option("--device", help="Encoder/torch device.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Mine hard negatives for (query, positive) pairs from a corpus and write triplets."""
+    from contrastkit import mining
+
+    try:
+        table = mining.read_table(pairs)
+        names = list(table)
+        qcol = query_column or (names[0] if names else "query")
+        pcol = positive_column or (names[1] if len(names) > 1 else "positive")
+        anchors = mining.io.text_column(table, qcol, pairs)
+        positives = mining.io.text_column(table, pcol, pairs)
+        extra = None
+        if corpus is not None:
+            ctable = mining.read_table(corpus)
+            extra = mining.io.text_column(ctable, corpus_column, corpus)
+        mining.io.table_format(out)
+        enc = mining.get_encoder(encoder, dim=dim, device=device)
+        cols, mined = mining.mine_triplets(
+            anchors,
+            positives,
+            enc,
+            extra,
+            batch_size=batch_size,
+            work_dir=work_dir,
+            output_scores=scores,
+            anchor_column=qcol,
+            positive_column=pcol,
+            progress=progress,
+            num_negatives=num_negatives,
+            range_min=range_min,
+            range_max=range_max,
+            max_score=max_score,
+            min_score=min_score,
+            absolute_margin=absolute_margin,
+            relative_margin=relative_margin,
+            sampling_strategy=sampling,
+            index=index,
+            nprobe=nprobe,
+            memory_budget=memory_budget,
+            seed=seed,
+            device=device,
         )
+        mining.write_table(out, cols)
+    except (ValueError, ImportError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(mining.summary(mined), err=True)
+    typer.echo(f"wrote {len(cols['negative'])} triplets to {out}")
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ def info_nce(
     temperature=None,
     scale=None,
     symmetric: bool = False,
+    in_batch_negatives: bool = True,
     reduction: str = "mean",
     normalize: bool = True,
     chunk_size: Optional[int] = None,
@@ -37,7 +38,8 @@ def info_nce(
     """InfoNCE of ``query`` (N, d) against ``key`` (M >= N, d); see :class:`InfoNCE`.
 
     ``temperature`` (default 0.07) or ``scale`` = 1 / temperature; a tensor temperature may be
-    0-dim (learnable) or ``(N,)`` (one per query).
+    0-dim (learnable) or ``(N,)`` (one per query). ``in_batch_negatives=False`` keeps only each
+    query's own key and ``negatives`` in its softmax (MoCo v1/v2's ``[l_pos, l_neg]`` logits).
     """
     if temperature is None and scale is None:
         temperature = 0.07
@@ -64,8 +66,15 @@ def info_nce(
             raise ValueError(
                 f"per-anchor negatives must have shape (N={N}, h, d), got {tuple(negatives.shape)}"
             )
+    if not in_batch_negatives:
+        if negatives is None:
+            raise ValueError("in_batch_negatives=False needs negatives (e.g. a queue's keys)")
+        if symmetric:
+            raise ValueError("in_batch_negatives=False is one-directional: set symmetric=False")
     k = kappa(query, temperature, scale, n_rows=N)
     q, key_n = prepare(query, normalize), prepare(key, normalize)
+    if not in_batch_negatives:
+        return _own_key_only(q, key_n[:N], prepare(negatives, normalize), k, reduction, eng)
     cands = key_n
     if negatives is not None:
         neg = prepare(negatives, normalize)
@@ -97,6 +106,23 @@ def info_nce(
     return run(q, cands, spec, k, reduction, eng)
 
 
+def _own_key_only(q, pos_key, neg, k, reduction, eng) -> Tensor:
+    """``log(exp(u_pos) + sum_j exp(u_ij)) - u_pos`` over the negatives only (MoCo)."""
+    N = q.shape[0]
+    pos = (q * pos_key).sum(-1) * k
+    w = row_weight(reduction, N)
+    if neg.dim() == 3:
+        kr = k if k.dim() == 0 else k[:, None]
+        rows = torch.logaddexp(torch.logsumexp(torch.einsum("nd,nhd->nh", q, neg) * kr, 1), pos)
+        rows = rows - pos
+        return rows if reduction == "none" else (rows * w).sum()
+    spec = RowSpec(
+        row_fn=lambda st, sd: w * (torch.logaddexp(st["lse"][0], sd["pos"]) - sd["pos"]),
+        row_side={"pos": pos},
+    )
+    return run(q, neg, spec, k, reduction, eng)
+
+
 class InfoNCE(FunctionalLoss):
     """InfoNCE loss module. ``forward(query, key, negatives=None)``.
 
@@ -104,6 +130,8 @@ class InfoNCE(FunctionalLoss):
         temperature: tau (logits ``s / tau``); 0.07 as MoCo v1 (0.2 for MoCo v2). A 0-dim tensor
             (learnable) or one value per query ``(N,)`` is accepted as well.
         symmetric: also the key-to-query direction, averaged with the query-to-key one.
+        in_batch_negatives: ``False`` leaves the other queries' keys out of each softmax, so
+            only ``negatives`` compete with the positive (MoCo v1/v2 with its queue).
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         normalize: L2-normalise every input (default, as every modern use does).
         chunk_size, backend: engine tile and path (``"auto"``, ``"dense"``, ``"tiled"``).
@@ -113,6 +141,7 @@ class InfoNCE(FunctionalLoss):
         self,
         temperature: float = 0.07,
         symmetric: bool = False,
+        in_batch_negatives: bool = True,
         reduction: str = "mean",
         normalize: bool = True,
         chunk_size: Optional[int] = None,
@@ -122,6 +151,7 @@ class InfoNCE(FunctionalLoss):
             info_nce,
             temperature=temperature,
             symmetric=symmetric,
+            in_batch_negatives=in_batch_negatives,
             reduction=reduction,
             normalize=normalize,
             chunk_size=chunk_size,

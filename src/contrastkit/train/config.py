@@ -23,6 +23,7 @@ class TrainConfig:
     recipe: str = "simclr-digits"
     name: Optional[str] = None  # run directory runs/<name>; default: the recipe name
     out_dir: str = "runs"
+    method: str = "two-view"  # two-view | moco | clip | simcse (see contrastkit.train.methods)
     loss: str = "NTXent"
     loss_params: dict = field(default_factory=lambda: {"temperature": 0.2})
     labels: bool = False  # pass class labels to the loss (SupCon)
@@ -33,18 +34,46 @@ class TrainConfig:
     hidden_dim: int = 256
     embed_dim: int = 64
     proj_dim: int = 32
+    momentum: float = 0.99  # moco: key encoder EMA
+    queue_size: int = 1024  # moco: negatives kept (below the 1,347 training digits)
+    dropout: float = 0.1  # simcse: MiniLM hidden and attention dropout (the augmentation)
+    max_length: int = 32  # simcse: tokens per sentence
     seed: int = 0
     threads: Optional[int] = None
     checkpoint_every: int = 20  # optimiser steps between checkpoints
+    snapshot_every: int = 10  # steps between similarity / alignment-uniformity snapshots
     max_steps: Optional[int] = None  # stop early (tests, smoke runs)
     progress: bool = True
+    tensorboard: bool = True
+    report: bool = True  # write report.md with plots at the end
 
 
 #: recipe name -> field overrides on top of the defaults
 RECIPES: dict[str, dict[str, Any]] = {
     "simclr-digits": {},
     "supcon-digits": {"loss": "SupCon", "loss_params": {"temperature": 0.1}, "labels": True},
+    "moco-digits": {
+        "method": "moco",
+        "loss": "InfoNCE",
+        "loss_params": {"temperature": 0.2, "in_batch_negatives": False},
+        "momentum": 0.99,
+        "queue_size": 1024,
+    },
+    "clip-pairs": {"method": "clip", "loss": "CLIPLoss", "loss_params": {}},
+    "simcse-text": {
+        "method": "simcse",
+        "loss": "InfoNCE",
+        "loss_params": {"temperature": 0.05},
+        "epochs": 1,
+        "batch_size": 64,
+        "lr": 3e-5,
+        "weight_decay": 0.0,
+        "checkpoint_every": 8,
+        "snapshot_every": 4,
+    },
 }
+
+METHOD_NAMES = ("two-view", "moco", "clip", "simcse")
 
 
 def _check_types(cfg: TrainConfig) -> None:
@@ -75,7 +104,32 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"unknown recipe {cfg.recipe!r}; choose one of {sorted(RECIPES)}")
     if not isinstance(getattr(losses, cfg.loss, None), type):
         raise ValueError(f"config field 'loss': unknown loss {cfg.loss!r} in contrastkit.losses")
-    for name in ("epochs", "batch_size", "hidden_dim", "embed_dim", "proj_dim", "checkpoint_every"):
+    if cfg.method not in METHOD_NAMES:
+        raise ValueError(f"config field 'method' must be one of {METHOD_NAMES}, got {cfg.method!r}")
+    if cfg.method == "moco" and cfg.loss not in ("InfoNCE", "MultipleNegativesRanking"):
+        raise ValueError(
+            f"config field 'loss': method 'moco' needs a loss taking (query, key, negatives) "
+            f"(InfoNCE or MultipleNegativesRanking), got {cfg.loss!r}"
+        )
+    if cfg.labels and cfg.method != "two-view":
+        raise ValueError(
+            f"config field 'labels' is only used by method 'two-view', not {cfg.method!r}"
+        )
+    if not 0.0 <= cfg.momentum < 1.0:
+        raise ValueError(f"config field 'momentum' must be in [0, 1), got {cfg.momentum}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"config field 'dropout' must be in [0, 1), got {cfg.dropout}")
+    for name in (
+        "epochs",
+        "batch_size",
+        "hidden_dim",
+        "embed_dim",
+        "proj_dim",
+        "checkpoint_every",
+        "snapshot_every",
+        "queue_size",
+        "max_length",
+    ):
         if getattr(cfg, name) < 1:
             raise ValueError(f"config field {name!r} must be >= 1, got {getattr(cfg, name)}")
     if cfg.batch_size < 2:
@@ -138,3 +192,12 @@ def load_config(
     if unknown:
         raise ValueError(f"unknown config field(s) {unknown}; known: {sorted(known)}")
     return validate(TrainConfig(**merged))
+
+
+def load_config_dict(values: dict) -> TrainConfig:
+    """A saved run's ``config.json`` back into a validated :class:`TrainConfig`."""
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown config field(s) {unknown}; known: {sorted(known)}")
+    return validate(TrainConfig(**values))

@@ -1,9 +1,14 @@
-"""Data that ships with the dependencies: scikit-learn's 8x8 digits, and views of them.
+"""Data that ships with the dependencies: scikit-learn's 8x8 digits, views and a second form.
 
 Augmentations for 8x8 digits (SimCLR-style, scaled down): a random affine map (rotation up to
 15 degrees, scale 0.9-1.1, shift up to 1 pixel) sampled bilinearly, a random 2x2 erasure with
 probability 0.5, random intensity scaling in [0.7, 1.3] and Gaussian noise (sigma 0.05). All
 randomness comes from the given ``torch.Generator``, so a resumed run sees the same views.
+
+:func:`projections` gives the same digit in another form for the two-modality recipe: its
+parallel-beam projections (line sums) at 0, 45, 90 and 135 degrees, i.e. a 4-angle Radon
+sinogram of the image (8 + 15 + 8 + 15 = 46 values). It is computed from the image itself, so
+pairs are honest: an image and its own sinogram.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+PROFILE_DIM = 46
 
 
 @dataclass
@@ -69,3 +76,16 @@ def augment(x: Tensor, gen: torch.Generator) -> Tensor:
     out = out.masked_fill(mask, 0.0)
     out = out * u(0.7, 1.3, n, 1, 1, 1) + 0.05 * torch.randn(out.shape, generator=gen)
     return out.reshape(n, 64)
+
+
+def projections(x: Tensor) -> Tensor:
+    """Line sums of flattened 8x8 images ``(n, 64)`` at 0, 45, 90 and 135 degrees -> ``(n, 46)``,
+    divided by 8 (the longest line) so values stay in about [0, 1]."""
+    if x.dim() != 2 or x.shape[1] != 64:
+        raise ValueError(f"x must be (n, 64) flattened 8x8 images, got {tuple(x.shape)}")
+    img = x.view(-1, 8, 8)
+    rows, cols = img.sum(2), img.sum(1)
+    diag = torch.stack([torch.diagonal(img, off, 1, 2).sum(-1) for off in range(-7, 8)], 1)
+    flipped = img.flip(2)
+    anti = torch.stack([torch.diagonal(flipped, off, 1, 2).sum(-1) for off in range(-7, 8)], 1)
+    return torch.cat([rows, diag, cols, anti], 1) / 8.0

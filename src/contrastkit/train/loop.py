@@ -1,13 +1,15 @@
-"""The training loop: deterministic data order and views, CSV log, atomic checkpoints, resume.
+"""The training loop: deterministic data order and views, CSV and TensorBoard logs, similarity
+snapshots, atomic checkpoints, resume, and the end-of-run evaluation and report.
 
 The data position is derived from the global step (epoch permutation seeded by ``seed`` and the
-epoch), and the augmentation generator's state is checkpointed, so a run resumed from any
-checkpoint produces the same weights as an uninterrupted run with the same seed.
+epoch); the augmentation generator, the global torch RNG (dropout), optimiser, scheduler and
+every stateful module (momentum encoder, queue) are checkpointed, so a run resumed from any
+checkpoint produces the same weights as an uninterrupted run with the same seed. Logs written
+after the last checkpoint by a killed run are dropped on resume (TensorBoard: ``purge_step``).
 """
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import math
@@ -18,12 +20,10 @@ from pathlib import Path
 
 import torch
 
-from .. import losses
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, validate
-from .data import augment, load_digits_split
 from .evaluate import evaluate
-from .model import MLPEncoder, ProjectionHead
+from .methods import Method, build_method, similarity_snapshot
 
 LOG_FIELDS = ["step", "epoch", "loss", "lr", "samples_per_s"]
 
@@ -44,10 +44,59 @@ def _truncate_log(path: Path, step: int) -> None:
         writer.writerows(rows)
 
 
+def _truncate_snapshots(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def run_dir_of(cfg: TrainConfig) -> Path:
+    return Path(cfg.out_dir) / (cfg.name or cfg.recipe)
+
+
+class _Board:
+    """TensorBoard scalars and histograms (``runs/<name>/tensorboard``); a no-op when off."""
+
+    def __init__(self, run_dir: Path, enabled: bool, start: int):
+        self.writer = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(
+                str(run_dir / "tensorboard"), purge_step=start if start > 0 else None
+            )
+
+    def scalars(self, step: int, **values) -> None:
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(k, v, step)
+
+    def snapshot(self, step: int, snap: dict, pos: torch.Tensor, neg: torch.Tensor) -> None:
+        if self.writer is not None:
+            self.scalars(step, **{f"probe/{k}": snap[k] for k in ("alignment", "uniformity")})
+            self.writer.add_histogram("probe/positive_cosine", pos, step)
+            self.writer.add_histogram("probe/negative_cosine", neg, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _snapshot(method: Method, step: int, path: Path, board: _Board) -> None:
+    a, b = method.probe_pairs()
+    snap = {"step": step, **similarity_snapshot(a, b)}
+    with open(path, "a") as fh:
+        fh.write(json.dumps(snap) + "\n")
+    sims = a[:512] @ b[:512].T
+    off = ~torch.eye(sims.shape[0], dtype=torch.bool)
+    board.snapshot(step, snap, sims.diagonal(), sims[off])
+
+
 def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> dict:
     """Run (or resume) a training job; returns a summary and writes ``runs/<name>/``."""
     validate(cfg)
-    run_dir = Path(cfg.out_dir) / (cfg.name or cfg.recipe)
+    run_dir = run_dir_of(cfg)
     ckpt = latest_checkpoint(run_dir)
     if run_dir.exists() and not resume:
         if not overwrite:
@@ -57,24 +106,18 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> di
             )
         shutil.rmtree(run_dir)
         ckpt = None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 
     torch.manual_seed(cfg.seed)
-    data = load_digits_split(seed=cfg.seed)
-    encoder = MLPEncoder(64, cfg.hidden_dim, cfg.embed_dim)
-    random_init = copy.deepcopy(encoder)  # baseline: the same encoder before training
-    head = ProjectionHead(cfg.embed_dim, cfg.hidden_dim, cfg.proj_dim)
-    model = torch.nn.ModuleDict({"encoder": encoder, "head": head})
-    loss_fn = getattr(losses, cfg.loss)(**cfg.loss_params)
-    params = list(model.parameters()) + list(loss_fn.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n = data.x_train.shape[0]
+    method = build_method(cfg)
+    n = method.n_train
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"config field 'batch_size' ({cfg.batch_size}) exceeds the {n} samples")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    opt = torch.optim.AdamW(method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
@@ -84,24 +127,24 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> di
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
     start = 0
     log_path = run_dir / "train_log.csv"
+    snap_path = run_dir / "snapshots.jsonl"
     if ckpt is not None:
         weights, state = load_checkpoint(ckpt)
-        model.load_state_dict({k: v for k, v in weights.items() if not k.startswith("loss.")})
-        loss_fn.load_state_dict({k[5:]: v for k, v in weights.items() if k.startswith("loss.")})
+        method.load_state_dict(weights)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         aug_gen.set_state(state["aug_rng"])
         torch.set_rng_state(state["torch_rng"])
         start = state["step"]
         _truncate_log(log_path, start)
+        _truncate_snapshots(snap_path, start)
     if not log_path.exists():
         with open(log_path, "w", newline="") as fh:
             csv.DictWriter(fh, fieldnames=LOG_FIELDS).writeheader()
-
-    def weights_now() -> dict:
-        out = dict(model.state_dict())
-        out.update({f"loss.{k}": v for k, v in loss_fn.state_dict().items()})
-        return out
+    board = _Board(run_dir, cfg.tensorboard, start)
+    if start == 0:
+        snap_path.unlink(missing_ok=True)
+        _snapshot(method, 0, snap_path, board)
 
     bar = None
     if cfg.progress:
@@ -109,36 +152,43 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> di
 
         bar = tqdm(total=total, initial=start, desc=cfg.name or cfg.recipe, unit="step")
     last_loss = float("nan")
+    t_train = time.perf_counter()
     with open(log_path, "a", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
         for step in range(start, total):
             t0 = time.perf_counter()
             epoch, k = divmod(step, steps_per_epoch)
             idx = _epoch_order(n, cfg.seed, epoch)[k * cfg.batch_size : (k + 1) * cfg.batch_size]
-            x = data.x_train[idx]
-            v1, v2 = augment(x, aug_gen), augment(x, aug_gen)
-            z1, z2 = head(encoder(v1)), head(encoder(v2))
-            if cfg.labels:
-                loss = loss_fn(torch.stack([z1, z2], 1), data.y_train[idx])
-            else:
-                loss = loss_fn(z1, z2)
+            loss = method.batch_loss(idx, aug_gen)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss is {float(loss)} at step {step}; lower 'lr' or raise the temperature"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            method.after_step(step)
             last_loss = float(loss.detach())
-            rate = x.shape[0] / (time.perf_counter() - t0)
-            row = {
-                "step": step,
-                "epoch": epoch,
-                "loss": f"{last_loss:.6f}",
-                "lr": f"{sched.get_last_lr()[0]:.6g}",
-                "samples_per_s": f"{rate:.1f}",
-            }
-            writer.writerow(row)
+            rate = idx.shape[0] / (time.perf_counter() - t0)
+            lr = sched.get_last_lr()[0]
+            writer.writerow(
+                {
+                    "step": step,
+                    "epoch": epoch,
+                    "loss": f"{last_loss:.6f}",
+                    "lr": f"{lr:.6g}",
+                    "samples_per_s": f"{rate:.1f}",
+                }
+            )
+            board.scalars(
+                step, **{"train/loss": last_loss, "train/lr": lr, "train/samples_per_s": rate}
+            )
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{last_loss:.4f}", samples_s=f"{rate:.0f}")
+            if (step + 1) % cfg.snapshot_every == 0 or step + 1 == total:
+                _snapshot(method, step + 1, snap_path, board)
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total:
                 fh.flush()
                 state = {
@@ -148,14 +198,55 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> di
                     "aug_rng": aug_gen.get_state(),
                     "torch_rng": torch.get_rng_state(),
                 }
-                save_checkpoint(run_dir, step + 1, weights_now(), state)
+                save_checkpoint(run_dir, step + 1, method.state_dict(), state)
+    train_seconds = time.perf_counter() - t_train
     if bar is not None:
         bar.close()
-    summary = {
-        "run_dir": str(run_dir),
-        "steps": total,
-        "final_loss": last_loss,
-        "eval": evaluate({"trained": encoder, "random_init": random_init}, data),
-    }
+    board.close()
+    return finish(
+        method,
+        run_dir,
+        {
+            "steps": total,
+            "final_loss": last_loss,
+            "train_seconds": train_seconds,
+            "samples_per_s": (total - start) * cfg.batch_size / max(train_seconds, 1e-9),
+        },
+    )
+
+
+def finish(method: Method, run_dir: Path, info: dict) -> dict:
+    """Evaluate, write ``metrics.json`` and (if configured) the report; returns the summary."""
+    summary = {"run_dir": str(run_dir), "recipe": method.cfg.recipe, **info}
+    t0 = time.perf_counter()
+    summary["eval"] = evaluate(method)
+    summary["eval_seconds"] = time.perf_counter() - t0
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    if method.cfg.report:
+        from .report import write_report
+
+        summary["report"] = str(write_report(method, run_dir, summary))
     return summary
+
+
+def load_run(run: str | Path) -> tuple[Method, Path, dict]:
+    """Rebuild a saved run's method from ``config.json`` and its newest checkpoint (or the
+    checkpoint directory given)."""
+    from .config import load_config_dict
+
+    path = Path(run)
+    if (path / "model.safetensors").is_file():
+        ckpt, run_dir = path, path.parent.parent
+    else:
+        run_dir, ckpt = path, latest_checkpoint(path)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise ValueError(f"checkpoint {str(run)!r}: no run directory with config.json found")
+    if ckpt is None:
+        raise ValueError(f"checkpoint {str(run)!r}: the run has no complete checkpoint")
+    cfg = load_config_dict(json.loads(cfg_path.read_text()))
+    torch.manual_seed(cfg.seed)
+    method = build_method(cfg)
+    weights, state = load_checkpoint(ckpt)
+    method.load_state_dict(weights)
+    return method, run_dir, state

