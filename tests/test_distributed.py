@@ -260,6 +260,15 @@ def _misc(rank, world):
             ck.cwcl(_rand(g, N, D), _rand(g, N, D))
     except ValueError as e:
         res["cwcl"] = str(e)
+    # an objective of a registered module whose rows need no other rank (global_total)
+    from contrastkit.losses._common import global_total, row_weight
+
+    ckd.register_exact(__name__)
+    v = torch.full((3,), float(rank + 1), requires_grad=True)
+    with ckd.group("world", gradients="ddp"):
+        total = global_total((v * row_weight("mean", 3)).sum())
+    total.backward()
+    res["global_total"] = (total.detach(), v.grad)
     # the module wrapper == the context manager
     x, y = _rand(g, N, D), _rand(g, N, D)
     with ckd.group("world"):
@@ -435,6 +444,9 @@ def test_mismatched_ranks_fail_everywhere_and_collectives(two):
         assert "same shape" in res["labels_dim"] and "class sums" in res["labels_dim"]
         assert "not supported under a torch.distributed" in res["cwcl"], res["cwcl"]
         assert "local()" in res["cwcl"]
+        total, vgrad = res["global_total"]  # mean over 3 W rows of (rank + 1), ddp scaling
+        torch.testing.assert_close(total, torch.tensor(sum(range(1, world + 1)) / world))
+        torch.testing.assert_close(vgrad, torch.full((3,), world / (3.0 * world)))
         plain, wrapped, local = res["wrapper"]
         torch.testing.assert_close(wrapped, plain)
         assert not torch.allclose(local, plain)  # the per-rank loss differs from the global one

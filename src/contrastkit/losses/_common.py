@@ -147,6 +147,18 @@ def sum_across_ranks(x: Tensor, name: str = "x") -> Tensor:
     return sum_across(ctx, x)
 
 
+def global_total(x: Tensor) -> Tensor:
+    """For an objective whose rows need no other rank's data (computed without ``run``): under
+    a process group the scalar loss becomes the sum over ranks (the global loss on every rank)
+    and per-row outputs get the group's gradient convention; identity locally."""
+    ctx = _group(2)
+    if ctx is None:
+        return x
+    from ..distributed._ops import global_loss, scale_grad
+
+    return global_loss(ctx, x) if x.dim() == 0 else scale_grad(x, ctx.scale)
+
+
 def engine_args(chunk_size, backend) -> dict:
     from .._validation import optional_int
     from ..engine import BACKENDS
