@@ -148,6 +148,25 @@ def test_cached_wrapper_equals_plain_wrapper(minilm):
         torch.testing.assert_close(a, b, **TOL)
 
 
+def test_cached_wrapper_equals_cached_mnrl(minilm):
+    """Our GradCache wrapper around InfoNCE == sentence-transformers'
+    CachedMultipleNegativesRankingLoss (its own GradCache), value and gradients."""
+    st = peers.require("st_cached_mnrl")
+    cols = (ANCHORS, POSITIVES[1:] + POSITIVES[:1], NEGATIVES)
+    out = []
+    for make in (
+        lambda: ContrastkitLoss(minilm, InfoNCE(temperature=0.05), mini_batch_size=4),
+        lambda: st.CachedMultipleNegativesRankingLoss(minilm, scale=20.0, mini_batch_size=4),
+    ):
+        minilm.zero_grad(set_to_none=True)
+        value = make()(features(minilm, *cols), None)
+        value.backward()
+        out.append((value.detach(), trainable_grads(minilm)))
+    torch.testing.assert_close(out[0][0], out[1][0], **TOL)
+    for a, b in zip(out[0][1], out[1][1]):
+        torch.testing.assert_close(a, b, **TOL)
+
+
 def test_sentence_transformer_trainer_run_decreases_loss():
     """A few SentenceTransformerTrainer steps with a cached CLIP loss: the training loss falls
     and the loss's own parameter (the logit scale) is optimised by the trainer."""

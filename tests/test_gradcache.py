@@ -16,6 +16,15 @@ F64 = torch.float64
 TOL = dict(rtol=1e-10, atol=1e-12)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny problems: one thread is faster and does not spin-wait on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def mlp(seed: int, p_drop: float = 0.0, d_in: int = 12, d_out: int = 8) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(
