@@ -226,6 +226,8 @@ class TinySentenceModel(nn.Module):
         self.emb = nn.Embedding(30, 8, dtype=torch.float64)
 
     def forward(self, features):
+        if "prompt_length" in features:  # per-batch metadata, as sentence-transformers passes it
+            assert features["prompt_length"].shape == (1,) and features["modality"] == "text"
         mask = features["attention_mask"].to(torch.float64)[..., None]
         pooled = (self.emb(features["input_ids"]) * mask).sum(1) / mask.sum(1)
         return {**features, "sentence_embedding": pooled}
@@ -254,6 +256,19 @@ def test_labels_reach_the_objective(mini_batch_size):
     want.backward()
     torch.testing.assert_close(got, want, **TOL)
     torch.testing.assert_close(g, model.emb.weight.grad, **TOL)
+
+
+def test_cached_wrapper_passes_batch_metadata_to_every_mini_batch():
+    model, ref = TinySentenceModel(), TinySentenceModel()
+    feats = [tiny_features(7, 1), tiny_features(7, 2)]
+    for f in feats:
+        f.update(prompt_length=torch.tensor([2]), modality="text")
+    got = ContrastkitLoss(model, InfoNCE(), mini_batch_size=3)(feats, None)
+    got.backward()
+    want = InfoNCE()(*[ref(f)["sentence_embedding"] for f in feats])
+    want.backward()
+    torch.testing.assert_close(got, want, **TOL)
+    torch.testing.assert_close(model.emb.weight.grad, ref.emb.weight.grad, **TOL)
 
 
 def test_config_and_bad_input():

@@ -101,11 +101,8 @@ def split_batch(batch: Batch, chunk_size: int, name: str = "batch") -> list:
 def _tensors(obj) -> list[Tensor]:
     if isinstance(obj, Tensor):
         return [obj]
-    if isinstance(obj, Mapping):
-        obj = obj.values()
-    if isinstance(obj, (tuple, list)) or hasattr(obj, "__iter__") and not isinstance(obj, str):
-        return [v for v in obj if isinstance(v, Tensor)]
-    return []
+    values = obj.values() if isinstance(obj, Mapping) else obj
+    return [v for v in values if isinstance(v, Tensor)]
 
 
 def _call(encoder: Callable, chunk):
@@ -179,8 +176,12 @@ class _Cache:
         self.states: list[Optional[_RngState]] = []
         self.shapes: list[torch.Size] = []
         self.autocast = _autocast_state()
-        params = list(encoder.parameters()) if isinstance(encoder, nn.Module) else []
-        self.param_tensors = params[:1]  # one parameter per device suffices to find the devices
+        # one parameter per device: the RNG states to save are those of these devices
+        per_device = {}
+        if isinstance(encoder, nn.Module):
+            for p in encoder.parameters():
+                per_device.setdefault(p.device, p)
+        self.param_tensors = list(per_device.values())
 
     def first_pass(self) -> Tensor:
         outs = []

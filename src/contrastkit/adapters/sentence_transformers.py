@@ -70,8 +70,24 @@ class ContrastkitLoss(nn.Module):
         self.use_labels = use_labels
         self.save_rng = save_rng
 
-    def _encode(self, **features: Tensor) -> Tensor:
-        return self.model(features)["sentence_embedding"]
+    def _cached(self, features: dict[str, Any], name: str) -> Tensor:
+        # rows: those of the token tensors; other tensors (a prompt_length of shape (1,), 0-dim
+        # counts) are per-batch metadata that every mini-batch gets unchanged
+        rows = next(
+            (v.shape[0] for v in features.values() if isinstance(v, Tensor) and v.dim() >= 2),
+            None,
+        )
+        per_row, meta = {}, {}
+        for key, value in features.items():
+            is_row = isinstance(value, Tensor) and value.dim() >= 1 and value.shape[0] == rows
+            (per_row if is_row else meta)[key] = value
+
+        def encode(**chunk: Tensor) -> Tensor:
+            return self.model({**chunk, **meta})["sentence_embedding"]
+
+        return cached_embed(
+            encode, per_row, self.mini_batch_size, save_rng=self.save_rng, name=name
+        )
 
     def embed(self, sentence_features: Iterable[dict[str, Any]]) -> list[Tensor]:
         """One embedding tensor per input column (cached when ``mini_batch_size`` is set)."""
@@ -80,16 +96,7 @@ class ContrastkitLoss(nn.Module):
             raise ValueError("sentence_features is empty: the dataset needs at least one column")
         if self.mini_batch_size is None:
             return [self.model(f)["sentence_embedding"] for f in columns]
-        return [
-            cached_embed(
-                self._encode,
-                dict(f),
-                self.mini_batch_size,
-                save_rng=self.save_rng,
-                name=f"sentence_features[{i}]",
-            )
-            for i, f in enumerate(columns)
-        ]
+        return [self._cached(dict(f), f"sentence_features[{i}]") for i, f in enumerate(columns)]
 
     def forward(self, sentence_features: Iterable[dict[str, Any]], labels: Optional[Tensor]):
         embeddings = self.embed(sentence_features)
