@@ -1,4 +1,5 @@
-# Two commands: `make demo` (set up and run the default job) and `make test` (set up and test).
+# Two commands: `make demo` (set up and run the default training job) and `make test` (set up
+# and test).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,7 +16,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
-	$(PIP) -r requirements-test.txt
+	$(PIP) -e '.[text]' -r requirements-test.txt
+	# LibAUC (SogCLR/iSogCLR parity): only its loss file is used; its metadata pulls in
+	# torchvision, torch_geometric, opencv and more, so install it without dependencies
+	$(PIP) --no-deps libauc==2.0.1
 	touch $@
 
 install: $(VENV)/.installed
@@ -23,7 +27,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: install
-	$(BIN)/contrastkit bench --quick
+	$(BIN)/contrastkit train --overwrite
 
 test: install-test
 	$(BIN)/python -m pytest -q

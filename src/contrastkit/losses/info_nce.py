@@ -16,7 +16,15 @@ from torch import Tensor
 
 from .._validation import check_compatible, check_embeddings
 from ..engine import RowSpec
-from ._common import FunctionalLoss, engine_args, kappa, prepare, row_weight, run
+from ._common import (
+    FunctionalLoss,
+    engine_args,
+    global_total,
+    kappa,
+    prepare,
+    row_weight,
+    run,
+)
 
 __all__ = ["info_nce", "InfoNCE", "multiple_negatives_ranking", "MultipleNegativesRanking"]
 
@@ -115,7 +123,7 @@ def _own_key_only(q, pos_key, neg, k, reduction, eng) -> Tensor:
         kr = k if k.dim() == 0 else k[:, None]
         rows = torch.logaddexp(torch.logsumexp(torch.einsum("nd,nhd->nh", q, neg) * kr, 1), pos)
         rows = rows - pos
-        return rows if reduction == "none" else (rows * w).sum()
+        return global_total(rows if reduction == "none" else (rows * w).sum())
     spec = RowSpec(
         row_fn=lambda st, sd: w * (torch.logaddexp(st["lse"][0], sd["pos"]) - sd["pos"]),
         row_side={"pos": pos},
