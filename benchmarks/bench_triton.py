@@ -38,12 +38,12 @@ METHODS = ("ck-infonce", "ck-clip", "infcl-infonce", "infcl-clip", "dense-infonc
 #: candidate tile configurations for --sweep (fwd rows x cols x k, bwd rows x cols x k, d slice,
 #: warps fwd/bwd, pipeline stages)
 SWEEP = (
-    "fwd=128x64x64,bwd=64x64x64,ds=512,fw=8,bw=8,st=2",
-    "fwd=128x128x64,bwd=64x64x64,ds=512,fw=8,bw=8,st=3",
-    "fwd=128x128x64,bwd=64x64x64,ds=256,fw=8,bw=8,st=3",
-    "fwd=128x128x64,bwd=128x64x64,ds=256,fw=8,bw=8,st=2",
-    "fwd=256x64x64,bwd=64x128x64,ds=256,fw=8,bw=8,st=2",
-    "fwd=128x128x32,bwd=64x64x32,ds=512,fw=4,bw=8,st=4",
+    "fwd=128x64x64,bwd=64x64x64,ds=256,fw=8,bw=8,st=3",  # the default (no spills on sm_90)
+    "fwd=128x64x64,bwd=64x64x64,ds=512,fw=8,bw=8,st=3",  # 10 N M d, spills
+    "fwd=128x64x64,bwd=64x64x64,ds=512,fw=8,bw=16,st=2",
+    "fwd=128x128x32,bwd=64x32x64,ds=512,fw=8,bw=8,st=2",
+    "fwd=128x128x64,bwd=64x64x64,ds=256,fw=16,bw=8,st=2",
+    "fwd=128x64x64,bwd=64x64x64,ds=256,fw=8,bw=8,st=4",
 )
 
 
@@ -78,7 +78,7 @@ def parse_config(text: str | None):
         ds=int(kv["ds"]) if "ds" in kv else None,
         fwd_warps=int(kv.get("fw", 8)),
         bwd_warps=int(kv.get("bw", 8)),
-        stages=int(kv.get("st", 2)),
+        stages=int(kv.get("st", 3)),
     )
 
 

@@ -542,3 +542,61 @@ def test_bench_losses_agree(kind):
 def test_bench_without_gpu_exits_with_message(capsys):
     assert _bench().main(["--n", "1024"]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+# ---- the kernels compile for an H100 (sm_90) with Triton's own ptxas, no GPU needed -----------
+
+_COMPILE = r"""
+import os, sys
+os.environ.pop("TRITON_INTERPRET", None)
+import torch, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from contrastkit.engine.gpu import kernels as K
+from contrastkit.engine.gpu.backend import DEFAULT_DS, default_config
+
+INTS = ("N", "M", "D", "sa", "sb", "sda", "sdb", "idx_stride", "self_off", "diag_off", "n_sel")
+for dt, tdt in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+    cfg = default_config(512, False, tdt)
+    masks = dict(HAS_SELF=True, P=2, LABELS=2, PREC="ieee", UPCAST=False)
+    fwd = dict(BM=cfg.fwd[0], BN=cfg.fwd[1], BK=cfg.fwd[2])
+    bwd = dict(BM=cfg.bwd[0], BN=cfg.bwd[1], BK=cfg.bwd[2], BDS=DEFAULT_DS, COLUMNS=True, DIAG=True)
+    jobs = [
+        (K._fwd_kernel, dict(masks, COLUMNS=True, DIAG=True, **fwd), cfg.fwd_warps),
+        (K._col_kernel, dict(masks, **fwd), cfg.fwd_warps),
+        (K._bwd_a_kernel, dict(masks, KGRAD=True, **bwd), cfg.bwd_warps),
+        (K._bwd_b_kernel, dict(masks, **bwd), cfg.bwd_warps),
+    ]
+    for fn, consts, warps in jobs:
+        sig = {}
+        for a in fn.arg_names:
+            if a in consts:
+                sig[a] = "constexpr"
+            elif a in INTS:
+                sig[a] = "i32"
+            elif a in ("IDX", "RL", "CL", "COLS"):
+                sig[a] = "*i64"
+            else:
+                sig[a] = "*" + dt if a in ("A", "B", "DA", "DB") else "*fp32"
+        opts = {"num_warps": warps, "num_stages": cfg.stages}
+        src = ASTSource(fn, sig, consts)
+        out = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
+        assert out.asm["cubin"], fn.__name__
+        print("compiled", fn.__name__, dt, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_sm90():
+    """The interpreter does not run Triton's compiler (it missed a non-constexpr global once):
+    build every kernel to an sm_90 cubin in a clean process."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    proc = subprocess.run(
+        [sys.executable, "-c", _COMPILE], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("compiled") == 8

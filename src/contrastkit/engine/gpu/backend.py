@@ -38,19 +38,31 @@ CHUNK = 1 << 15
 @dataclass(frozen=True)
 class Config:
     """Tile sizes. ``fwd`` / ``bwd``: (rows, columns, d-slice of the logit GEMM); ``ds``: width
-    of the ``d`` slice a backward program accumulates (``None``: all of ``d`` up to 512)."""
+    of the ``d`` slice a backward program accumulates (``None``: all of ``d`` up to 256; each
+    further slice recomputes the logits once more).
+
+    The defaults compile for sm_90 without register spills (checked with ptxas; forward
+    128 x 64 tiles, backward 64 x 64 tiles with 256-wide gradient slices); which configuration
+    is fastest on an H100 is for ``benchmarks/bench_triton.py --sweep`` to measure."""
 
     fwd: tuple = (128, 64, 64)
     bwd: tuple = (64, 64, 64)
     ds: Optional[int] = None
     fwd_warps: int = 8
     bwd_warps: int = 8
-    stages: int = 2
+    stages: int = 3
 
 
-def default_config(d: int, interpret: bool) -> Config:
+#: widest gradient slice by default (wider accumulators spill registers on sm_90)
+DEFAULT_DS = 256
+
+
+def default_config(d: int, interpret: bool, dtype: torch.dtype = torch.bfloat16) -> Config:
+    """Tiles per input dtype (fp32 tiles are twice the bytes: smaller tiles, no spills)."""
     if interpret:  # small tiles: several tiles per problem, fast numpy emulation
-        return Config(fwd=(32, 32, 32), bwd=(32, 32, 32), ds=None, stages=1)
+        return Config(fwd=(32, 32, 32), bwd=(32, 32, 32), ds=64, stages=1)
+    if dtype == torch.float32:
+        return Config(fwd=(64, 64, 32), bwd=(64, 32, 32))
     return Config()
 
 
@@ -226,7 +238,7 @@ class TritonStats(torch.autograd.Function):
         need_a, need_b, need_k = ctx.needs_input_grad[:3]
         bm, bn, bk = cfg.bwd
         full = max(16, triton.next_power_of_2(D))
-        ds = min(cfg.ds or full, full)
+        ds = min(cfg.ds or DEFAULT_DS, full)
         n_ds = triton.cdiv(D, ds)
         dA = dB = dkappa = None
         common = dict(
@@ -307,7 +319,7 @@ def contrast_triton(
         raise ValueError(f"the Triton kernels do not cover this problem: {why}")
     if precision not in (None, "ieee", "tf32"):
         raise ValueError(f"precision must be None, 'ieee' or 'tf32', got {precision!r}")
-    cfg = config or default_config(anchors.shape[1], _interpret())
+    cfg = config or default_config(anchors.shape[1], _interpret(), anchors.dtype)
     kap = kappa.float() if kappa.dtype in (torch.float16, torch.bfloat16) else kappa
     if diagonal is not None and not isinstance(diagonal, int):
         raise ValueError(f"diagonal must be an int column offset or None, got {diagonal!r}")
