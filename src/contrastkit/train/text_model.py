@@ -20,6 +20,9 @@ def minilm_path():
 
 def load_minilm(dropout: float = 0.1) -> tuple[nn.Module, object]:
     """``(model, tokenizer)``; ``dropout`` sets the hidden and attention dropout (SimCSE: 0.1)."""
+    from .._compat import ensure_torchvision_importable
+
+    ensure_torchvision_importable()  # transformers imports it; see contrastkit._compat
     try:
         from transformers import AutoModel, AutoTokenizer
     except ImportError:  # pragma: no cover
