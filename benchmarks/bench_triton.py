@@ -143,9 +143,9 @@ def worker(method: str, n: int, d: int, dtype_name: str, repeat: int, config_tex
     config = parse_config(config_text)
     q, k = _embeddings(n, d, dtype, 0), _embeddings(n, d, dtype, 1)
     t = torch.tensor(math.log(1 / 0.07), device="cuda", requires_grad=True)
-    fn = _loss_fn(method, q, k, t, config)
     out = {"method": method, "n": n, "d": d, "dtype": dtype_name, "config": config_text}
     try:
+        fn = _loss_fn(method, q, k, t, config)  # ImportError when inf-cl is not installed
         loss = fn()  # warm-up: compiles the kernels
         loss.backward()
         torch.cuda.synchronize()
@@ -196,17 +196,18 @@ def run_one(args, method: str, n: int, config_text: str | None) -> dict:
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| method | N | time fwd+bwd (s) | peak (GiB) | peak / floor | status |",
-        "|---|---:|---:|---:|---:|---|",
+        "| method | N | time fwd+bwd (s) | peak (GiB) | peak / floor | loss | status |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         if r.get("status") == "ok":
             lines.append(
                 f"| {r['method']} | {r['n']:,} | {r['seconds']:.3f} | {r['peak_gib']:.2f} | "
-                f"{r['peak_over_floor']:.2f} | ok |"
+                f"{r['peak_over_floor']:.2f} | {r['loss']:.5f} | ok |"
             )
         else:
-            lines.append(f"| {r['method']} | {r['n']:,} | - | - | - | {r.get('status')} |")
+            status = f"{r.get('status')}: {r.get('error', '')}"[:120].replace("|", "/")
+            lines.append(f"| {r['method']} | {r['n']:,} | - | - | - | - | {status} |")
     return "\n".join(lines) + "\n"
 
 
