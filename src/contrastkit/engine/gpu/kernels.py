@@ -63,6 +63,12 @@ def _logits(
 
 
 @triton.jit
+def _crosses(r0, c0, BM: tl.constexpr, BN: tl.constexpr, off):
+    """Does the tile ``[r0, r0 + BM) x [c0, c0 + BN)`` hold a pair ``(i, i + off)``?"""
+    return (r0 + off < c0 + BN) & (c0 < r0 + BM + off)
+
+
+@triton.jit
 def _kept(
     rows,
     cols,
@@ -73,14 +79,17 @@ def _kept(
     RL,
     CL,
     self_off,
+    near_self,
     HAS_SELF: tl.constexpr,
     P: tl.constexpr,
     LABELS: tl.constexpr,
 ):
-    """Bool tile: pair in range and not excluded. LABELS: 0 none, 1 drop equal, 2 keep equal."""
+    """Bool tile: pair in range and not excluded. LABELS: 0 none, 1 drop equal, 2 keep equal.
+    ``near_self``: the tile may hold a self pair (the comparison is skipped otherwise)."""
     keep = rmask[:, None] & cmask[None, :]
     if HAS_SELF:
-        keep = keep & (cols[None, :] != rows[:, None] + self_off)
+        if near_self:
+            keep = keep & (cols[None, :] != rows[:, None] + self_off)
     for p in tl.static_range(P):
         ix = tl.load(IDX + rows * idx_stride + p, mask=rmask, other=-1).to(tl.int64)
         keep = keep & (cols[None, :] != ix[:, None])
@@ -137,9 +146,11 @@ def _fwd_kernel(
         cols = c0 + tl.arange(0, BN).to(tl.int64)
         cmask = cols < M
         s = _logits(A, B, rows, cols, rmask, cmask, D, sa, sb, BM, BN, BK, PREC, UPCAST)
+        near_self = _crosses(pid * BM, c0, BM, BN, self_off)
         keep = _kept(
-            rows, cols, rmask, cmask, IDX, idx_stride, RL, CL, self_off, HAS_SELF, P, LABELS
-        )
+            rows, cols, rmask, cmask, IDX, idx_stride, RL, CL, self_off, near_self, HAS_SELF, P,
+            LABELS,
+        )  # fmt: skip
         u = tl.where(keep, s * k2[:, None], float("-inf"))
         m_new = tl.maximum(m, tl.max(u, axis=1))
         shift = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -150,8 +161,9 @@ def _fwd_kernel(
             e = tl.exp2(u - c[None, :])
             tl.atomic_add(CSUM + cols, tl.sum(e, axis=0), mask=cmask, sem="relaxed")
         if DIAG:
-            on = (cols[None, :] == rows[:, None] + diag_off) & rmask[:, None] & cmask[None, :]
-            sd += tl.sum(tl.where(on, s, 0.0), axis=1)
+            if _crosses(pid * BM, c0, BM, BN, diag_off):
+                on = (cols[None, :] == rows[:, None] + diag_off) & rmask[:, None] & cmask[None, :]
+                sd += tl.sum(tl.where(on, s, 0.0), axis=1)
     lse2 = tl.where(
         m == float("-inf"), float("-inf"), m + tl.log2(tl.where(m == float("-inf"), 1.0, acc))
     )
@@ -197,9 +209,11 @@ def _col_kernel(
         rmask = rows < N
         k2 = tl.load(K2 + rows, mask=rmask, other=0.0)
         s = _logits(A, B, rows, cols, rmask, cmask, D, sa, sb, BM, BN, BK, PREC, UPCAST)
+        near_self = True  # gathered columns: compare everywhere
         keep = _kept(
-            rows, cols, rmask, cmask, IDX, idx_stride, RL, CL, self_off, HAS_SELF, P, LABELS
-        )
+            rows, cols, rmask, cmask, IDX, idx_stride, RL, CL, self_off, near_self, HAS_SELF, P,
+            LABELS,
+        )  # fmt: skip
         u = tl.where(keep, s * k2[:, None], float("-inf"))
         m_new = tl.maximum(m, tl.max(u, axis=0))
         shift = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -213,7 +227,7 @@ def _col_kernel(
 
 @triton.jit
 def _grad_tile(
-    s, k2, lse2, g, CLSE2, H, rows, cols, rmask, cmask, keep, gd, diag_off,
+    s, k2, lse2, g, CLSE2, H, rows, cols, rmask, cmask, keep, gd, diag_off, near_diag,
     COLUMNS: tl.constexpr, DIAG: tl.constexpr,
 ):  # fmt: skip
     """``du`` on a tile: row softmax times ``g`` (+ column softmax times ``h``), 0 off the kept
@@ -227,8 +241,9 @@ def _grad_tile(
         p += tl.exp2(u - cl[None, :]) * h[None, :]
     du = tl.where(keep, p, 0.0)
     if DIAG:
-        on = (cols[None, :] == rows[:, None] + diag_off) & rmask[:, None] & cmask[None, :]
-        du += tl.where(on, gd[:, None], 0.0)
+        if near_diag:
+            on = (cols[None, :] == rows[:, None] + diag_off) & rmask[:, None] & cmask[None, :]
+            du += tl.where(on, gd[:, None], 0.0)
     return du
 
 
@@ -287,12 +302,16 @@ def _bwd_a_kernel(
         cols = c0 + tl.arange(0, BN).to(tl.int64)
         cmask = cols < M
         s = _logits(A, B, rows, cols, rmask, cmask, D, sa, sb, BM, BN, BK, PREC, UPCAST)
+        near_self = _crosses(pid * BM, c0, BM, BN, self_off)
         keep = _kept(
-            rows, cols, rmask, cmask, IDX, idx_stride, RL, CL, self_off, HAS_SELF, P, LABELS
-        )
+            rows, cols, rmask, cmask, IDX, idx_stride, RL, CL, self_off, near_self, HAS_SELF, P,
+            LABELS,
+        )  # fmt: skip
+        near_diag = _crosses(pid * BM, c0, BM, BN, diag_off)
         du = _grad_tile(
-            s, k2, lse2, g, CLSE2, H, rows, cols, rmask, cmask, keep, gd, diag_off, COLUMNS, DIAG
-        )
+            s, k2, lse2, g, CLSE2, H, rows, cols, rmask, cmask, keep, gd, diag_off, near_diag,
+            COLUMNS, DIAG,
+        )  # fmt: skip
         if KGRAD:
             dk += tl.sum(du * s, axis=1)
         b = tl.load(
@@ -361,12 +380,16 @@ def _bwd_b_kernel(
         if DIAG:
             gd = tl.load(GD + rows, mask=rmask, other=0.0)
         s = _logits(A, B, rows, cols, rmask, cmask, D, sa, sb, BM, BN, BK, PREC, UPCAST)
+        near_self = _crosses(r0, pid * BN, BM, BN, self_off)
         keep = _kept(
-            rows, cols, rmask, cmask, IDX, idx_stride, RL, CL, self_off, HAS_SELF, P, LABELS
-        )
+            rows, cols, rmask, cmask, IDX, idx_stride, RL, CL, self_off, near_self, HAS_SELF, P,
+            LABELS,
+        )  # fmt: skip
+        near_diag = _crosses(r0, pid * BN, BM, BN, diag_off)
         du = _grad_tile(
-            s, k2, lse2, g, CLSE2, H, rows, cols, rmask, cmask, keep, gd, diag_off, COLUMNS, DIAG
-        )
+            s, k2, lse2, g, CLSE2, H, rows, cols, rmask, cmask, keep, gd, diag_off, near_diag,
+            COLUMNS, DIAG,
+        )  # fmt: skip
         du = du * (k2 * LN2)[:, None]  # kappa_i folded into the weights
         a = tl.load(
             A + rows[:, None] * sa + ds[None, :], mask=rmask[:, None] & dmask[None, :], other=0.0
