@@ -116,12 +116,17 @@ def _column_shift(A: Tensor, B: Tensor, k2: Tensor, mk: dict) -> Tensor:
     logit of pair ``(j mod N, j)`` when that pair is kept (the positive of paired losses), so that
     the sum does not underflow."""
     N, M = A.shape[0], B.shape[0]
-    an = torch.linalg.vector_norm(A, dim=1, dtype=torch.float32) * k2
-    bound = an.max() * torch.linalg.vector_norm(B, dim=1, dtype=torch.float32)
+
+    def norms(X, r0):  # fp32 row norms of a chunk: O(chunk d) temporaries, not O(N d)
+        return X[r0 : r0 + CHUNK].float().norm(dim=1)
+
+    a_max = max(float((norms(A, r0) * k2[r0 : r0 + CHUNK]).max()) for r0 in range(0, N, CHUNK))
+    bound = torch.empty(M, dtype=torch.float32, device=A.device)
     known = torch.empty(M, dtype=torch.float32, device=A.device)
-    for c0 in range(0, M, CHUNK):  # O(chunk d) temporaries, not O(M d)
+    for c0 in range(0, M, CHUNK):
         cols = torch.arange(c0, min(c0 + CHUNK, M), device=A.device)
         rows = cols % N
+        bound[c0 : c0 + cols.shape[0]] = norms(B, c0) * a_max
         kc = (A[rows].float() * B[cols].float()).sum(dim=1) * k2[rows]
         known[c0 : c0 + cols.shape[0]] = kc.masked_fill(
             _excluded_pairs(mk, rows, cols), float("-inf")
