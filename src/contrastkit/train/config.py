@@ -25,9 +25,9 @@ class TrainConfig:
     out_dir: str = "runs"
     method: str = "two-view"  # two-view | moco | clip | simcse (see contrastkit.train.methods)
     loss: str = "NTXent"
-    loss_params: dict = field(default_factory=lambda: {"temperature": 0.2})
+    loss_params: dict = field(default_factory=lambda: {"temperature": 0.1})
     labels: bool = False  # pass class labels to the loss (SupCon)
-    epochs: int = 20
+    epochs: int = 200  # digits: 5 steps of 256 per epoch, 1,000 steps (about a minute)
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 1e-4
