@@ -39,7 +39,7 @@ class LogitScale(nn.Module):
 
     @property
     def temperature(self) -> float:
-        return float(torch.exp(-self.logit_scale))
+        return float(torch.exp(-self.logit_scale.detach()))
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature:.4g}, max_logit_scale={self.max_logit_scale}"
