@@ -73,7 +73,7 @@ def supcon(
     k = kappa(Zc, temperature)
     if k.dim() != 0:
         raise ValueError("temperature must be a scalar for SupCon")
-    tau = 1.0 / float(k)
+    tau = 1.0 / float(k.detach())
     ratio = 1.0 if base_temperature is None else tau / base_temperature
     n_classes = int(inverse.max()) + 1
     class_sum = torch.zeros(n_classes, Zc.shape[1], dtype=Zc.dtype, device=Zc.device)
