@@ -207,3 +207,28 @@ def test_simcse_text_recipe_runs_offline(tmp_path):
     # the pre-trained MiniLM already orders these judgements well; TF-IDF less so
     assert ev["sts_spearman"]["random_init"] > 50.0
     assert 0.0 < ev["isotropy"]["trained"] < 1.0
+
+
+def test_deterministic_flag_is_scoped_to_the_run(tmp_path):
+    assert not torch.are_deterministic_algorithms_enabled()
+    seen = []
+    import contrastkit.train.loop as L
+
+    real = L._train
+
+    def spy(*args):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return real(*args)
+
+    L._train = spy
+    try:
+        train(load_config(overrides=SMALL + ["max_steps=1", f"out_dir='{tmp_path}'"]))
+        cfg = load_config(overrides=SMALL + ["max_steps=1", "deterministic=false", "name='b'"])
+        cfg.out_dir = str(tmp_path)
+        train(cfg)
+    finally:
+        L._train = real
+    assert seen == [True, False]
+    assert not torch.are_deterministic_algorithms_enabled()
+    with pytest.raises(ValueError, match="'deterministic' must be bool"):
+        load_config(overrides=["deterministic=3"])

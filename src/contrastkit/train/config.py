@@ -39,6 +39,7 @@ class TrainConfig:
     dropout: float = 0.1  # simcse: MiniLM hidden and attention dropout (the augmentation)
     max_length: int = 32  # simcse: tokens per sentence
     seed: int = 0
+    deterministic: bool = True  # torch.use_deterministic_algorithms during the run
     threads: Optional[int] = None
     checkpoint_every: int = 20  # optimiser steps between checkpoints
     snapshot_every: int = 10  # steps between similarity / alignment-uniformity snapshots

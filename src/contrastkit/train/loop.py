@@ -94,8 +94,28 @@ def _snapshot(method: Method, step: int, path: Path, board: _Board) -> None:
 
 
 def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> dict:
-    """Run (or resume) a training job; returns a summary and writes ``runs/<name>/``."""
+    """Run (or resume) a training job; returns a summary and writes ``runs/<name>/``.
+
+    With ``deterministic`` (default) the run uses ``torch.use_deterministic_algorithms`` (and,
+    on CUDA, ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` and deterministic cuDNN); the previous global
+    setting is restored afterwards.
+    """
     validate(cfg)
+    previous = torch.are_deterministic_algorithms_enabled()
+    if cfg.deterministic:
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True)
+    try:
+        return _train(cfg, resume, overwrite)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _train(cfg: TrainConfig, resume: bool, overwrite: bool) -> dict:
     run_dir = run_dir_of(cfg)
     ckpt = latest_checkpoint(run_dir)
     if run_dir.exists() and not resume:
