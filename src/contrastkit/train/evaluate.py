@@ -74,20 +74,14 @@ def evaluate(method) -> dict:
         d = method.data
         for name in names:
             if name == "tfidf":
-                from sklearn.feature_extraction.text import TfidfVectorizer
-
-                vec = TfidfVectorizer().fit(d.train)
+                vec = method.tfidf()
                 e1 = torch.tensor(vec.transform(d.pair_a).toarray())
                 e2 = torch.tensor(vec.transform(d.pair_b).toarray())
             else:
-                enc = method.modules["encoder"] if name == "trained" else method.random_init
-                e1, e2 = _text_pairs(method, enc, d.pair_a, d.pair_b)
+                e1, e2 = _text_pairs(method, method.encoder(name), d.pair_a, d.pair_b)
             out["sts_spearman"][name] = M.sts_spearman(e1, e2, d.pair_score)
         out["isotropy"] = {
-            name: _isotropy(
-                method, method.modules["encoder"] if name == "trained" else method.random_init
-            )
-            for name in ("trained", "random_init")
+            name: _isotropy(method, method.encoder(name)) for name in ("trained", "random_init")
         }
     return out
 

@@ -23,7 +23,7 @@ import torch
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, validate
 from .evaluate import evaluate
-from .methods import Method, build_method, similarity_snapshot
+from .methods import Method, build_method, pair_similarities, similarity_snapshot
 
 LOG_FIELDS = ["step", "epoch", "loss", "lr", "samples_per_s"]
 
@@ -85,12 +85,11 @@ class _Board:
 
 def _snapshot(method: Method, step: int, path: Path, board: _Board) -> None:
     a, b = method.probe_pairs()
-    snap = {"step": step, **similarity_snapshot(a, b)}
+    pos, neg = pair_similarities(a, b)
+    snap = {"step": step, **similarity_snapshot(a, b, pairs=(pos, neg))}
     with open(path, "a") as fh:
         fh.write(json.dumps(snap) + "\n")
-    sims = a[:512] @ b[:512].T
-    off = ~torch.eye(sims.shape[0], dtype=torch.bool)
-    board.snapshot(step, snap, sims.diagonal(), sims[off])
+    board.snapshot(step, snap, pos, neg)
 
 
 def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> dict:

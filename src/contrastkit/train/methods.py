@@ -83,6 +83,10 @@ class Method:
         )
 
     # -- probes -----------------------------------------------------------------------------
+    def encoder(self, which: str = "trained") -> nn.Module:
+        """The encoder under evaluation: ``"trained"`` or its initial copy ``"random_init"``."""
+        return self.modules["encoder"] if which == "trained" else self.random_init
+
     def probe_pairs(self) -> tuple[Tensor, Tensor]:
         """Fixed positive pairs (a_i, b_i) embedded in the loss space (L2-normalised)."""
         raise NotImplementedError
@@ -103,13 +107,10 @@ class _DigitsMethod(Method):
         gen = torch.Generator().manual_seed(cfg.seed + 12_345)  # fixed probe views
         self._probe_views = (augment(self.data.x_test, gen), augment(self.data.x_test, gen))
 
-    def _encoder(self, which: str) -> nn.Module:
-        return self.modules["encoder"] if which == "trained" else self.random_init
-
     def features(self, which: str = "trained") -> dict:
         if which == "pixels":
             return {"train": self.data.x_train, "test": self.data.x_test}
-        enc = self._encoder(which)
+        enc = self.encoder(which)
         return {
             "train": _eval_mode(lambda: enc(self.data.x_train), enc),
             "test": _eval_mode(lambda: enc(self.data.x_test), enc),
@@ -274,17 +275,23 @@ class SimCSE(Method):
         out = _eval_mode(lambda: (self.encode(a), self.encode(b)), enc)
         return F.normalize(out[0], dim=-1), F.normalize(out[1], dim=-1)
 
-    def features(self, which: str = "trained") -> dict:
-        if which == "tfidf":
+    def tfidf(self):
+        """The raw-input baseline: TF-IDF fitted on the training sentences (fitted once)."""
+        if getattr(self, "_tfidf", None) is None:
             from sklearn.feature_extraction.text import TfidfVectorizer
 
-            vec = TfidfVectorizer().fit(self.data.train)
+            self._tfidf = TfidfVectorizer().fit(self.data.train)
+        return self._tfidf
+
+    def features(self, which: str = "trained") -> dict:
+        if which == "tfidf":
+            vec = self.tfidf()
 
             def dense(texts):
                 return torch.tensor(vec.transform(texts).toarray(), dtype=torch.float32)
 
             return {"train": dense(self.data.train), "test": dense(self.data.test)}
-        enc = self.modules["encoder"] if which == "trained" else self.random_init
+        enc = self.encoder(which)
         return {
             "train": _eval_mode(lambda: self.encode(self.data.train, enc), enc),
             "test": _eval_mode(lambda: self.encode(self.data.test, enc), enc),
@@ -299,15 +306,21 @@ def build_method(cfg: TrainConfig) -> Method:
 
 
 @torch.no_grad()
-def similarity_snapshot(a: Tensor, b: Tensor, max_neg: int = 512) -> dict:
+def pair_similarities(a: Tensor, b: Tensor, max_neg: int = 512) -> tuple[Tensor, Tensor]:
+    """Cosines of the first ``max_neg`` probe pairs: positives ``(a_i, b_i)`` and negatives
+    ``(a_i, b_j), i != j`` (float64)."""
+    sims = a[:max_neg].double() @ b[:max_neg].double().T
+    return sims.diagonal(), sims[~torch.eye(sims.shape[0], dtype=torch.bool)]
+
+
+@torch.no_grad()
+def similarity_snapshot(a: Tensor, b: Tensor, max_neg: int = 512, pairs=None) -> dict:
     """Positive / negative cosine histograms and alignment / uniformity (Wang & Isola, alpha =
-    t = 2) of L2-normalised probe pairs ``(a_i, b_i)``; negatives are ``(a_i, b_j), i != j``."""
+    t = 2) of L2-normalised probe pairs; ``pairs`` reuses :func:`pair_similarities`."""
     from ..metrics import alignment, uniformity
 
+    pos, neg = pairs if pairs is not None else pair_similarities(a, b, max_neg)
     a, b = a[:max_neg].double(), b[:max_neg].double()
-    sims = a @ b.T
-    pos = sims.diagonal()
-    neg = sims[~torch.eye(sims.shape[0], dtype=torch.bool)]
     edges = torch.linspace(-1, 1, HIST_BINS + 1, dtype=torch.float64)
     return {
         "pos_mean": float(pos.mean()),
