@@ -169,6 +169,16 @@ def engine_args(chunk_size, backend) -> dict:
     return {"chunk_size": chunk_size, "backend": backend}
 
 
+def local_contrast(*args, **kwargs):
+    """``engine.contrast`` for objectives that reduce the engine's rows themselves (not through
+    :func:`run`): they are per-rank only, so under a process group this raises (as ``run`` does
+    for unregistered objectives) instead of silently computing a per-rank loss."""
+    from ..engine import contrast
+
+    _group(2, strict=True)
+    return contrast(*args, **kwargs)
+
+
 def run(anchors: Tensor, candidates: Tensor, spec, k: Tensor, reduction: str, engine_kw: dict):
     """Hand a spec to the engine; for ``reduction="none"`` add each row's and column's terms
     (the objective's row and column functions already carry their weights, e.g. 1/2 each)."""

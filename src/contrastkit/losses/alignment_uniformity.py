@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 
 from .._validation import check_compatible, check_embeddings, check_positive, check_reduction
-from ..engine import LSETerm, PairMask, RowSpec, contrast
-from ._common import engine_args, prepare
+from ..engine import LSETerm, PairMask, RowSpec
+from ._common import engine_args, local_contrast, prepare
 from .clip import clip_loss
 from .logit_scale import ScaledLoss
 
@@ -102,7 +102,7 @@ def _log_mean_pairs(x: Tensor, y: Tensor, t: float, eng: dict) -> Tensor:
         row_fn=lambda st, sd: st["lse"][0],
     )
     k = torch.ones((), dtype=a.dtype, device=a.device)
-    rows, _ = contrast(a, b, spec, k, reduce=False, **eng)
+    rows, _ = local_contrast(a, b, spec, k, reduce=False, **eng)
     n = x.shape[0]
     return torch.logsumexp(rows, dim=0) - math.log(n * (n - 1))
 

@@ -31,8 +31,8 @@ import torch
 from torch import Tensor
 
 from .._validation import check_compatible, check_embeddings, check_reduction
-from ..engine import LSETerm, PairMask, RowSpec, contrast
-from ._common import FunctionalLoss, engine_args, kappa, prepare
+from ..engine import LSETerm, PairMask, RowSpec
+from ._common import FunctionalLoss, engine_args, kappa, local_contrast, prepare
 
 __all__ = ["mv_info_nce", "mv_dhel", "MVInfoNCE", "MVDHEL", "stack_views"]
 
@@ -143,7 +143,7 @@ def mv_info_nce(
         terms=(LSETerm(exclude=PairMask(self_offset=0)),),
         row_fn=lambda st, sd: st["lse"][0],
     )
-    rows, _ = contrast(flat, flat, spec, k, reduce=False, **eng)
+    rows, _ = local_contrast(flat, flat, spec, k, reduce=False, **eng)
     log_den = torch.logsumexp(rows.reshape(V, N), dim=0)
     return _reduce(log_den - positive_lse(Z, k, ordered=True), reduction)
 
@@ -172,7 +172,7 @@ def mv_dhel(
     )
     neg = 0.0
     for a in range(V):
-        out = contrast(Z[a], Z[a], spec, k, reduce=reduce, **eng)
+        out = local_contrast(Z[a], Z[a], spec, k, reduce=reduce, **eng)
         neg = neg + (out if reduce else out[0])
     pos = positive_lse(Z, k, ordered=False)
     if not reduce:

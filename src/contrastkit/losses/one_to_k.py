@@ -25,8 +25,8 @@ import torch
 from torch import Tensor
 
 from .._validation import check_compatible, check_embeddings, check_reduction
-from ..engine import RowSpec, contrast
-from ._common import engine_args, kappa, prepare
+from ..engine import RowSpec
+from ._common import engine_args, kappa, local_contrast, prepare
 
 __all__ = ["one_to_k_contrastive", "OneToKContrastive"]
 
@@ -77,7 +77,7 @@ def one_to_k_contrastive(
         col_fn=lambda st, sd: wc * (st["col_lse"] - sd["pos"]),
         col_side={"pos": pos_cols},
     )
-    out = contrast(v, t, spec, k, reduce=reduction != "none", **eng)
+    out = local_contrast(v, t, spec, k, reduce=reduction != "none", **eng)
     if reduction != "none":
         return out
     rows, cols = out
