@@ -2,14 +2,54 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
 from typing import Annotated
 
+import click
 import typer
 
 import contrastkit
 from contrastkit import bench as B
 
-app = typer.Typer(help="Exact, tiled contrastive objectives for PyTorch.", no_args_is_help=True)
+app = typer.Typer(
+    help="Exact, tiled contrastive objectives for PyTorch.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+#: show tracebacks instead of one ``error:`` line (``--debug`` or CONTRASTKIT_DEBUG=1)
+_DEBUG = {"on": False}
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _guarded(fn):
+    """Every failure of a command ends in one ``error:`` line and exit code 2 (a traceback only
+    with ``--debug``); Ctrl-C ends with exit code 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Exit):
+            raise
+        except KeyboardInterrupt:
+            typer.echo("error: interrupted", err=True)
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if _DEBUG["on"] or os.environ.get("CONTRASTKIT_DEBUG") == "1":
+                raise
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            if not isinstance(exc, ValueError):
+                text = f"{type(exc).__name__}: {text}"
+            _fail(text)
+
+    return wrapper
 
 
 def _version(value: bool) -> None:
@@ -24,8 +64,12 @@ def _root(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks instead of one error line.")
+    ] = False,
 ) -> None:
     """Exact, tiled contrastive objectives for PyTorch."""
+    _DEBUG["on"] = debug
 
 
 def _split(values) -> list:
@@ -33,6 +77,7 @@ def _split(values) -> list:
 
 
 @app.command()
+@_guarded
 def bench(
     quick: Annotated[
         bool, typer.Option("--quick", help="N in {1024, 4096}, core methods (< 1 min).")
@@ -69,25 +114,23 @@ def bench(
     try:
         ns = [int(v) for v in _split(n)] or (list(B.QUICK_NS) if quick else [])
     except ValueError as exc:
-        raise typer.BadParameter(f"N must be integers: {exc}", param_hint="--n") from None
+        _fail(f"--n: batch sizes must be integers ({exc})")
     if not ns:
-        raise typer.BadParameter("give --n or --quick", param_hint="--n")
+        _fail("--n: give batch sizes with --n, or --quick")
     chosen = _split([methods]) if methods else list(B.QUICK_METHODS if quick else B.METHODS)
-    try:
-        report = B.run(
-            ns,
-            d=d,
-            methods=chosen,
-            threads=threads,
-            repeat=repeat,
-            progress=lambda r: typer.echo(f"  done {r['method']} N={r['n']}", err=True),
-        )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--methods") from None
+    report = B.run(
+        ns,
+        d=d,
+        methods=chosen,
+        threads=threads,
+        repeat=repeat,
+        progress=lambda r: typer.echo(f"  done {r['method']} N={r['n']}", err=True),
+    )
     typer.echo(B.write(report, out, json_path), nl=False)
 
 
 @app.command()
+@_guarded
 def train(
     recipe: Annotated[
         str | None, typer.Option("--recipe", help="Recipe name (default: simclr-digits).")
@@ -107,21 +150,35 @@ def train(
         bool, typer.Option("--overwrite", help="Delete an existing run of that name first.")
     ] = False,
 ) -> None:
-    """Train an encoder with a contrastive recipe (default: SimCLR on scikit-learn's digits)."""
+    """Train an encoder with a contrastive recipe (default: SimCLR on scikit-learn's digits).
+
+    --resume continues runs/<name> with the run's own config.json; only epochs, max_steps,
+    threads, progress, tensorboard, report, checkpoint_every and snapshot_every may be changed
+    with --set.
+    """
     from contrastkit.train import load_config
     from contrastkit.train import train as run_training
+    from contrastkit.train.config import load_resume_config
 
     overrides = list(set_ or [])
     if name is not None:
-        overrides.append(f"name={name}")
-    try:
+        overrides.append(f"name={_toml_string(name)}")
+    if resume and overwrite:
+        _fail("--resume and --overwrite exclude each other")
+    if resume:
+        cfg = load_resume_config(recipe, config, overrides)
+    else:
         cfg = load_config(recipe, config, overrides)
-        summary = run_training(cfg, resume=resume, overwrite=overwrite)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    summary = run_training(cfg, resume=resume, overwrite=overwrite)
     typer.echo(f"run written to {summary['run_dir']} (final loss {summary['final_loss']:.4f})")
     _print_eval(summary)
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string holding ``text`` exactly (so --name is never parsed as a value)."""
+    import json
+
+    return json.dumps(text)
 
 
 def _print_eval(summary: dict) -> None:
@@ -134,6 +191,7 @@ def _print_eval(summary: dict) -> None:
 
 
 @app.command("eval")
+@_guarded
 def eval_(
     checkpoint: Annotated[
         str,
@@ -150,11 +208,7 @@ def eval_(
 
     from contrastkit.train.loop import finish, load_run
 
-    try:
-        method, run_dir, state = load_run(checkpoint)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    method, run_dir, state = load_run(checkpoint)
     method.cfg.report = report
     previous = {}
     if (run_dir / "metrics.json").is_file():
@@ -168,6 +222,7 @@ def eval_(
 
 
 @app.command()
+@_guarded
 def mine(
     pairs: Annotated[
         str, typer.Argument(help="(query, positive) pairs: .jsonl, .csv, .tsv, .parquet")

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -38,7 +40,8 @@ class TrainConfig:
     queue_size: int = 1024  # moco: negatives kept (below the 1,347 training digits)
     dropout: float = 0.1  # simcse: MiniLM hidden and attention dropout (the augmentation)
     max_length: int = 32  # simcse: tokens per sentence
-    seed: int = 0
+    seed: int = 0  # initialisation, augmentation and data order
+    split_seed: int = 0  # train/test split and probe views: fixed, so seeds compare on one split
     deterministic: bool = True  # torch.use_deterministic_algorithms during the run
     threads: Optional[int] = None
     checkpoint_every: int = 20  # optimiser steps between checkpoints
@@ -97,6 +100,73 @@ def _check_types(cfg: TrainConfig) -> None:
             )
 
 
+def _check_ranges(cfg: TrainConfig) -> None:
+    import math
+
+    from .rundir import check_run_name
+
+    if cfg.name is not None:
+        check_run_name(cfg.name)
+    if not cfg.out_dir:
+        raise ValueError("config field 'out_dir' must not be empty")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise ValueError(f"config field 'lr' must be positive and finite, got {cfg.lr}")
+    if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
+        raise ValueError(
+            f"config field 'weight_decay' must be finite and >= 0, got {cfg.weight_decay}"
+        )
+    for name in ("threads", "max_steps"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise ValueError(f"config field {name!r} must be >= 1 when given, got {value}")
+    for name in ("seed", "split_seed"):
+        value = getattr(cfg, name)
+        if not 0 <= value <= 2**63 - 1:
+            raise ValueError(f"config field {name!r} must be in 0 .. 2**63 - 1, got {value}")
+
+
+def _loss_parameters(cls) -> Optional[set]:
+    """Keyword parameters of a loss class's constructor (None if it takes ``**kwargs``)."""
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.name != "self" and p.kind is not p.VAR_POSITIONAL}
+
+
+def _check_loss(cfg: TrainConfig) -> None:
+    """The loss exists, takes the given parameters, and accepts the method's inputs."""
+    from .. import losses
+    from .methods import loss_inputs
+
+    cls = getattr(losses, cfg.loss)
+    known = _loss_parameters(cls)
+    if known is not None:
+        extra = sorted(set(cfg.loss_params) - known)
+        if extra:
+            raise ValueError(
+                f"config field 'loss_params': {cfg.loss} does not take {extra}; "
+                f"its parameters are {sorted(known)}"
+            )
+    try:
+        loss_fn = cls(**cfg.loss_params)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"config field 'loss_params' for {cfg.loss}: {exc}") from None
+    inputs = loss_inputs(cfg)
+    try:
+        value = loss_fn(*inputs)
+        if not (isinstance(value, torch.Tensor) and value.dim() == 0):
+            raise TypeError("it does not return a scalar loss")
+    except (TypeError, ValueError, RuntimeError, IndexError) as exc:
+        shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
+        labels = " with labels" if cfg.labels else ""
+        raise ValueError(
+            f"config field 'loss': {cfg.loss} does not accept the inputs of method "
+            f"{cfg.method!r}{labels} (tensors of shape {shapes}): {exc}"
+        ) from None
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check every field; names the field in the error."""
     from .. import losses
@@ -136,13 +206,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ValueError(f"config field {name!r} must be >= 1, got {getattr(cfg, name)}")
     if cfg.batch_size < 2:
         raise ValueError(f"config field 'batch_size' must be >= 2, got {cfg.batch_size}")
-    for name in ("lr", "weight_decay"):
-        if getattr(cfg, name) < 0 or (name == "lr" and cfg.lr == 0):
-            raise ValueError(f"config field {name!r} must be positive, got {getattr(cfg, name)}")
-    try:
-        getattr(losses, cfg.loss)(**cfg.loss_params)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"config field 'loss_params' for {cfg.loss}: {exc}") from None
+    _check_ranges(cfg)
+    _check_loss(cfg)
     return cfg
 
 
@@ -150,17 +215,23 @@ def _read_file(path: str) -> dict:
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"config file {path!r} does not exist")
-    text = p.read_text()
-    if p.suffix == ".toml":
-        return tomllib.loads(text)
-    if p.suffix in (".yaml", ".yml"):
-        import yaml
+    if p.suffix not in (".toml", ".yaml", ".yml"):
+        raise ValueError(f"config file {path!r}: use .toml, .yaml or .yml")
+    try:
+        text = p.read_text(encoding="utf-8")
+        if p.suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            import yaml
 
-        data = yaml.safe_load(text) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"config file {path!r} must hold a mapping")
-        return data
-    raise ValueError(f"config file {path!r}: use .toml, .yaml or .yml")
+            data = yaml.safe_load(text) or {}
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"config file {path!r} is not UTF-8 text ({exc.reason})") from None
+    except Exception as exc:  # TOMLDecodeError, yaml.YAMLError: report, never a traceback
+        raise ValueError(f"config file {path!r}: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ValueError(f"config file {path!r} must hold a mapping of field names")
+    return data
 
 
 def _parse_value(text: str) -> Any:
@@ -171,35 +242,153 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def load_config(
-    recipe: Optional[str] = None,
-    config_file: Optional[str] = None,
-    overrides: Optional[list[str]] = None,
-) -> TrainConfig:
-    """Defaults <- recipe <- config file <- ``key=value`` overrides; then :func:`validate`."""
+def parse_overrides(overrides: Optional[list[str]]) -> dict[str, Any]:
+    """``field=value`` items (TOML values; ``table.key=value`` sets one key of a table) into
+    one nested mapping, later items winning."""
     values: dict[str, Any] = {}
-    if config_file:
-        values.update(_read_file(config_file))
     for item in overrides or []:
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like field=value")
         key, text = item.split("=", 1)
-        values[key.strip()] = _parse_value(text.strip())
-    name = recipe or values.get("recipe", "simclr-digits")
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
-    merged = {**RECIPES[name], **values, "recipe": name}
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(merged) - known)
-    if unknown:
-        raise ValueError(f"unknown config field(s) {unknown}; known: {sorted(known)}")
-    return validate(TrainConfig(**merged))
+        parts = [k.strip() for k in key.split(".")]
+        if not all(parts):
+            raise ValueError(f"override {item!r}: empty field name")
+        layer = {parts[-1]: _parse_value(text.strip())}
+        for part in reversed(parts[:-1]):
+            layer = {part: layer}
+        values = merge(values, layer)
+    return values
 
 
-def load_config_dict(values: dict) -> TrainConfig:
-    """A saved run's ``config.json`` back into a validated :class:`TrainConfig`."""
+def merge(base: dict, layer: dict) -> dict:
+    """``layer`` over ``base``: tables merge key by key. Setting ``loss`` to another loss
+    without giving ``loss_params`` in the same layer drops the old loss's parameters, so each
+    loss starts from its own defaults."""
+    out = dict(base)
+    if "loss" in layer and layer["loss"] != base.get("loss"):
+        out["loss_params"] = {}
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value) if key != "loss_params" else {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def _build(values: dict) -> TrainConfig:
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown config field(s) {unknown}; known: {sorted(known)}")
     return validate(TrainConfig(**values))
+
+
+def _layers(recipe, config_file, overrides) -> tuple[str, list[dict]]:
+    layers = []
+    if config_file:
+        layers.append(_read_file(config_file))
+    layers.append(parse_overrides(overrides))
+    name = recipe
+    for layer in layers:
+        name = name if recipe else layer.get("recipe", name)
+    return name or "simclr-digits", layers
+
+
+def load_config(
+    recipe: Optional[str] = None,
+    config_file: Optional[str] = None,
+    overrides: Optional[list[str]] = None,
+) -> TrainConfig:
+    """Defaults <- recipe <- config file <- ``key=value`` overrides; then :func:`validate`.
+
+    Tables merge (``--set loss_params.temperature=0.2`` or ``--set
+    loss_params='{temperature=0.2}'`` keeps the recipe's other loss parameters); choosing
+    another ``loss`` starts its parameters from that loss's defaults.
+    """
+    name, layers = _layers(recipe, config_file, overrides)
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
+    values = merge(asdict_defaults(), RECIPES[name])
+    for layer in layers:
+        values = merge(values, layer)
+    values["recipe"] = name
+    return _build(values)
+
+
+def asdict_defaults() -> dict:
+    return dataclasses.asdict(TrainConfig())
+
+
+#: fields ``--resume`` may change (they do not alter what was trained so far)
+RESUME_SAFE = frozenset(
+    {"epochs", "max_steps", "threads", "progress", "tensorboard", "report", "checkpoint_every",
+     "snapshot_every"}
+)
+
+
+def resume_changes(saved: TrainConfig, cfg: TrainConfig) -> dict:
+    """The fields in which ``cfg`` differs from a run's ``saved`` configuration; raises
+    ``ValueError`` naming them if any is outside :data:`RESUME_SAFE`."""
+    old, new = dataclasses.asdict(saved), dataclasses.asdict(cfg)
+    # name and out_dir only locate the run (it may have been moved or renamed)
+    changed = {k: new[k] for k in new if new[k] != old[k] and k not in ("name", "out_dir")}
+    unsafe = sorted(set(changed) - RESUME_SAFE)
+    if unsafe:
+        detail = ", ".join(f"{k}: run has {old[k]!r}, given {new[k]!r}" for k in unsafe)
+        raise ValueError(
+            f"--resume keeps the run's own configuration; cannot change {unsafe} ({detail}). "
+            f"Fields that may change on resume: {sorted(RESUME_SAFE)}"
+        )
+    return changed
+
+
+def read_run_config(run_dir: Path) -> TrainConfig:
+    """A run's ``config.json`` as a validated :class:`TrainConfig` (errors name the file)."""
+    import json
+
+    path = Path(run_dir) / "config.json"
+    if not path.is_file() or path.is_symlink():
+        raise ValueError(f"run {str(run_dir)!r} has no config.json")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(values, dict):
+            raise ValueError("not a mapping")
+        return load_config_dict(values)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def load_resume_config(
+    recipe: Optional[str] = None,
+    config_file: Optional[str] = None,
+    overrides: Optional[list[str]] = None,
+) -> TrainConfig:
+    """The configuration to resume a run with: the run's own ``config.json`` (the run is
+    ``<out_dir>/<name>``, ``name`` defaulting to the recipe), with ``--set`` / config-file
+    values applied only where :data:`RESUME_SAFE` allows (or where they equal the saved ones).
+    """
+    from .rundir import is_run, run_path
+
+    name, layers = _layers(recipe, config_file, overrides)
+    given: dict = {}
+    for layer in layers:
+        given = merge(given, layer)
+    run_name = given.get("name") or name
+    run_dir = run_path(given.get("out_dir", "runs"), run_name)
+    if not is_run(run_dir):
+        raise ValueError(
+            f"--resume: no run {str(run_dir)!r} to resume (start it without --resume)"
+        )
+    saved = read_run_config(run_dir)
+    values = merge(dataclasses.asdict(saved), given)
+    values["name"], values["out_dir"] = run_name, given.get("out_dir", "runs")
+    if recipe is not None:
+        values["recipe"] = recipe
+    cfg = _build(values)
+    resume_changes(saved, cfg)
+    return cfg
+
+
+def load_config_dict(values: dict) -> TrainConfig:
+    """A saved run's ``config.json`` back into a validated :class:`TrainConfig`."""
+    return _build(values)

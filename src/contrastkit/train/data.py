@@ -40,7 +40,7 @@ def load_digits_split(test_fraction: float = 0.25, seed: int = 0) -> Split:
     x = torch.tensor(data.data, dtype=torch.float32) / 16.0
     y = torch.tensor(data.target, dtype=torch.long)
     idx_train, idx_test = train_test_split(
-        torch.arange(len(y)).numpy(), test_size=test_fraction, random_state=seed, stratify=y
+        torch.arange(len(y)).numpy(), test_size=test_fraction, random_state=seed % 2**32, stratify=y
     )
     return Split(x[idx_train], y[idx_train], x[idx_test], y[idx_test])
 

@@ -11,48 +11,95 @@ after the last checkpoint by a killed run are dropped on resume (TensorBoard: ``
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
-import shutil
+import os
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import TrainConfig, validate
+from .checkpoint import (
+    CheckpointError,
+    checkpoint_dirs,
+    load_checkpoint,
+    resume_checkpoint,
+    save_checkpoint,
+)
+from .config import TrainConfig, read_run_config, resume_changes, validate
 from .evaluate import evaluate
 from .methods import Method, build_method, pair_similarities, similarity_snapshot
+from .rundir import RunLock, is_run, remove_run, run_path, write_marker
 
 LOG_FIELDS = ["step", "epoch", "loss", "lr", "samples_per_s"]
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return torch.randperm(n, generator=torch.Generator().manual_seed((seed * 100_003 + epoch) % 2**64))
+
+
+def _read_lines(path: Path) -> list[str]:
+    """Lines of a log; a last line without its newline (torn by a kill) is dropped."""
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    return lines[:-1]  # "" after the last newline, or the torn tail
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop rows a killed run logged after its last checkpoint."""
+    """Keep the header and the rows a run logged before ``step`` (its resume point): drops
+    rows a killed run wrote after its last checkpoint, and a torn last line."""
     if not path.exists():
         return
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if int(r["step"]) < step]
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    lines = _read_lines(path)
+    rows = []
+    for lineno, row in enumerate(csv.DictReader(lines), start=2):
+        try:
+            s = int(row["step"])
+            if None in row.values() or None in row:
+                raise ValueError
+        except (TypeError, ValueError, KeyError):
+            raise ValueError(f"{path}: line {lineno} is not a log row: {lines[lineno - 1]!r}")
+        if s < step:
+            rows.append(row)
+    _atomic_write(path, lambda fh: _write_rows(fh, rows))
+
+
+def _write_rows(fh, rows) -> None:
+    writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
 
 
 def _truncate_snapshots(path: Path, step: int) -> None:
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))
+    keep = []
+    for lineno, line in enumerate(_read_lines(path), start=1):
+        try:
+            snap_step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"{path}: line {lineno} is not a snapshot: {line[:80]!r}") from None
+        if snap_step <= step:
+            keep.append(line)
+    _atomic_write(path, lambda fh: fh.write("".join(line + "\n" for line in keep)))
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", newline="") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def run_dir_of(cfg: TrainConfig) -> Path:
-    return Path(cfg.out_dir) / (cfg.name or cfg.recipe)
+    return run_path(cfg.out_dir, cfg.name or cfg.recipe)
 
 
 class _Board:
@@ -92,50 +139,99 @@ def _snapshot(method: Method, step: int, path: Path, board: _Board) -> None:
     board.snapshot(step, snap, pos, neg)
 
 
-def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> dict:
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class RunError(ValueError):
+    """A run that cannot go on (full disk, unreadable files); names the run directory."""
+
+
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    warn: Optional[Callable[[str], None]] = None,
+) -> dict:
     """Run (or resume) a training job; returns a summary and writes ``runs/<name>/``.
+
+    * A new run refuses an existing directory unless ``overwrite`` (which deletes only a
+      contrastkit run inside ``out_dir``: see :mod:`contrastkit.train.rundir`).
+    * ``resume`` needs an existing run; ``cfg`` must equal the run's ``config.json`` except in
+      :data:`~contrastkit.train.config.RESUME_SAFE` fields. It continues from the newest
+      checkpoint that verifies against its manifest (damaged ones are skipped with a line
+      through ``warn``, default stderr); a run killed before its first checkpoint restarts
+      from step 0, saying so.
+    * One training per run at a time (a lock next to the run directory).
 
     With ``deterministic`` (default) the run uses ``torch.use_deterministic_algorithms`` (and,
     on CUDA, ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` and deterministic cuDNN); the previous global
     setting is restored afterwards.
     """
     validate(cfg)
+    warn = warn or _stderr
+    run_dir = run_dir_of(cfg)
     previous = torch.are_deterministic_algorithms_enabled()
-    if cfg.deterministic:
-        import os
-
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True)
     try:
-        return _train(cfg, resume, overwrite)
+        with RunLock(cfg.out_dir, cfg.name or cfg.recipe):
+            if cfg.deterministic:
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+                torch.backends.cudnn.deterministic = True
+                torch.backends.cudnn.benchmark = False
+                torch.use_deterministic_algorithms(True)
+            return _train(cfg, run_dir, resume, overwrite, warn)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise RunError(
+                f"no space left on the device while writing run {str(run_dir)!r} "
+                f"({exc.filename or 'a file'}); free space and --resume"
+            ) from None
+        raise RunError(f"run {str(run_dir)!r}: {exc}") from None
     finally:
         torch.use_deterministic_algorithms(previous)
 
 
-def _train(cfg: TrainConfig, resume: bool, overwrite: bool) -> dict:
-    run_dir = run_dir_of(cfg)
-    ckpt = latest_checkpoint(run_dir)
-    if run_dir.exists() and not resume:
+def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warn):
+    """Create, replace or reopen the run directory; returns the checkpoint to resume from."""
+    if resume:
+        if overwrite:
+            raise ValueError("--resume and --overwrite exclude each other")
+        if not is_run(run_dir):
+            raise ValueError(
+                f"--resume: no run {str(run_dir)!r} to resume (start it without --resume)"
+            )
+        resume_changes(read_run_config(run_dir), cfg)
+        ckpt = resume_checkpoint(run_dir, warn)
+        if ckpt is None:
+            warn(f"note: run {str(run_dir)!r} has no checkpoint yet; starting from step 0")
+        return ckpt
+    if run_dir.exists() or run_dir.is_symlink():
         if not overwrite:
             raise ValueError(
                 f"run directory {str(run_dir)!r} exists: pass --resume to continue it, "
                 "--overwrite to start again, or --name for a new run"
             )
-        shutil.rmtree(run_dir)
-        ckpt = None
+        remove_run(run_dir, cfg.out_dir)
+    run_dir.mkdir(parents=True)
+    write_marker(run_dir)
+    return None
+
+
+def _write_config(run_dir: Path, cfg: TrainConfig) -> None:
+    _atomic_write(run_dir / "config.json", lambda fh: fh.write(json.dumps(asdict(cfg), indent=2)))
+
+
+def _train(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warn) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-
     torch.manual_seed(cfg.seed)
     method = build_method(cfg)
     n = method.n_train
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"config field 'batch_size' ({cfg.batch_size}) exceeds the {n} samples")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    ckpt = _prepare_run_dir(cfg, run_dir, resume, overwrite, warn)
+    _write_config(run_dir, cfg)  # a resume changes only RESUME_SAFE fields
     opt = torch.optim.AdamW(method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
@@ -149,15 +245,21 @@ def _train(cfg: TrainConfig, resume: bool, overwrite: bool) -> dict:
     snap_path = run_dir / "snapshots.jsonl"
     if ckpt is not None:
         weights, state = load_checkpoint(ckpt)
-        method.load_state_dict(weights)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        aug_gen.set_state(state["aug_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        try:
+            method.load_state_dict(weights)
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            aug_gen.set_state(state["aug_rng"])
+            torch.set_rng_state(state["torch_rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{ckpt}: does not match this run's model ({exc})") from None
         start = state["step"]
-        _truncate_log(log_path, start)
-        _truncate_snapshots(snap_path, start)
-    if not log_path.exists():
+        if start != int(ckpt.name.split("-")[1]):
+            raise CheckpointError(f"{ckpt}: holds step {start}, not the step its name says")
+    # drop what a killed run logged after its resume point (all of it before a first checkpoint)
+    _truncate_log(log_path, start)
+    _truncate_snapshots(snap_path, start)
+    if not log_path.exists() or start == 0:
         with open(log_path, "w", newline="") as fh:
             csv.DictWriter(fh, fieldnames=LOG_FIELDS).writeheader()
     board = _Board(run_dir, cfg.tensorboard, start)
@@ -248,24 +350,37 @@ def finish(method: Method, run_dir: Path, info: dict) -> dict:
     return summary
 
 
-def load_run(run: str | Path) -> tuple[Method, Path, dict]:
-    """Rebuild a saved run's method from ``config.json`` and its newest checkpoint (or the
-    checkpoint directory given)."""
-    from .config import load_config_dict
+def load_run(
+    run: str | Path, warn: Optional[Callable[[str], None]] = None
+) -> tuple[Method, Path, dict]:
+    """Rebuild a saved run's method from ``config.json`` and a checkpoint: the one given
+    (``runs/<name>/checkpoints/step-XXXXXXXX``), or for a run directory the newest that
+    verifies against its manifest. Nothing outside the run directory is followed and nothing
+    is unpickled; errors name the file."""
+    from .checkpoint import STEP_DIR, verify_checkpoint
 
     path = Path(run)
-    if (path / "model.safetensors").is_file():
-        ckpt, run_dir = path, path.parent.parent
+    if not path.is_dir():
+        raise ValueError(f"checkpoint {str(run)!r}: no such run or checkpoint directory")
+    if STEP_DIR.fullmatch(path.name) and path.parent.name == "checkpoints":
+        run_dir = path.parent.parent
+        if path.is_symlink() or path.resolve() not in [p.resolve() for p in checkpoint_dirs(run_dir)]:
+            raise ValueError(f"checkpoint {str(run)!r} is not a checkpoint inside its run")
+        verify_checkpoint(path)
+        ckpt = path
     else:
-        run_dir, ckpt = path, latest_checkpoint(path)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        raise ValueError(f"checkpoint {str(run)!r}: no run directory with config.json found")
-    if ckpt is None:
-        raise ValueError(f"checkpoint {str(run)!r}: the run has no complete checkpoint")
-    cfg = load_config_dict(json.loads(cfg_path.read_text()))
+        run_dir = path
+        if not (run_dir / "config.json").is_file():
+            raise ValueError(f"checkpoint {str(run)!r}: no run directory with config.json found")
+        ckpt = resume_checkpoint(run_dir, warn or _stderr)
+        if ckpt is None:
+            raise ValueError(f"checkpoint {str(run)!r}: the run has no checkpoint")
+    cfg = read_run_config(run_dir)
     torch.manual_seed(cfg.seed)
     method = build_method(cfg)
     weights, state = load_checkpoint(ckpt)
-    method.load_state_dict(weights)
+    try:
+        method.load_state_dict(weights)
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{ckpt}: does not match the run's model ({exc})") from None
     return method, run_dir, state

@@ -101,10 +101,11 @@ class Method:
 class _DigitsMethod(Method):
     def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
-        self.data = load_digits_split(seed=cfg.seed)
+        self.data = load_digits_split(seed=cfg.split_seed)
         self.n_train = self.data.x_train.shape[0]
         self.y_train, self.y_test = self.data.y_train, self.data.y_test
-        gen = torch.Generator().manual_seed(cfg.seed + 12_345)  # fixed probe views
+        # fixed probe views: part of the evaluation data, so they follow the split, not `seed`
+        gen = torch.Generator().manual_seed(cfg.split_seed + 12_345)
         self._probe_views = (augment(self.data.x_test, gen), augment(self.data.x_test, gen))
 
     def features(self, which: str = "trained") -> dict:
@@ -234,7 +235,7 @@ class SimCSE(Method):
         from .text_data import load_text_split
         from .text_model import load_minilm
 
-        self.data = load_text_split(seed=cfg.seed)
+        self.data = load_text_split(seed=cfg.split_seed)
         self.n_train = len(self.data.train)
         self.y_train, self.y_test = self.data.y_train, self.data.y_test
         encoder, self.tokenizer = load_minilm(dropout=cfg.dropout)
@@ -303,6 +304,21 @@ METHODS: dict[str, type[Method]] = {m.kind: m for m in (TwoView, MoCo, DualEncod
 
 def build_method(cfg: TrainConfig) -> Method:
     return METHODS[cfg.method](cfg)
+
+
+def loss_inputs(cfg: TrainConfig, n: int = 4, d: int = 8) -> tuple:
+    """Small random inputs shaped like those ``cfg.method`` hands its loss in a step: used to
+    check that the configured loss accepts them before a run directory is created."""
+    gen = torch.Generator().manual_seed(0)
+
+    def unit(*shape):
+        return F.normalize(torch.randn(*shape, generator=gen), dim=-1)
+
+    if cfg.method == "moco":
+        return unit(n, d), unit(n, d), unit(2 * n, d)
+    if cfg.method == "two-view" and cfg.labels:
+        return unit(n, 2, d), torch.tensor([0, 1] * (n // 2))
+    return unit(n, d), unit(n, d)
 
 
 @torch.no_grad()
