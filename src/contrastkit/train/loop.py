@@ -88,6 +88,14 @@ def _truncate_snapshots(path: Path, step: int) -> None:
     _atomic_write(path, lambda fh: fh.write("".join(line + "\n" for line in keep)))
 
 
+def _last_logged_loss(path: Path) -> float:
+    lines = _read_lines(path) if path.exists() else []
+    try:
+        return float(lines[-1].split(",")[2]) if len(lines) > 1 else float("nan")
+    except (IndexError, ValueError):
+        return float("nan")
+
+
 def _atomic_write(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -272,7 +280,9 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warn)
         from tqdm import tqdm
 
         bar = tqdm(total=total, initial=start, desc=cfg.name or cfg.recipe, unit="step")
-    last_loss = float("nan")
+    last_loss = _last_logged_loss(log_path)  # a resumed, already complete run trains no step
+    if start >= total:
+        warn(f"note: run {str(run_dir)!r} is complete at step {start} of {total}; evaluating it")
     t_train = time.perf_counter()
     with open(log_path, "a", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
