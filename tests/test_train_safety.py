@@ -428,3 +428,16 @@ def test_resume_config_keeps_recipe_fields(tmp_path):
     train(_cfg(tmp_path, "max_steps=1", "name='r'", recipe="supcon-digits"))
     cfg = load_resume_config(None, None, [f"out_dir='{tmp_path}'", "name='r'", "epochs=9"])
     assert (cfg.recipe, cfg.loss, cfg.labels, cfg.epochs) == ("supcon-digits", "SupCon", True, 9)
+
+
+def test_links_inside_a_run_are_refused_not_written_through(tmp_path):
+    train(_cfg(tmp_path, "max_steps=2", "name='r'"))
+    target = tmp_path / "outside.txt"
+    target.write_text("keep")
+    (tmp_path / "r" / "metrics.json").unlink()
+    (tmp_path / "r" / "metrics.json").symlink_to(target)
+    code, out = _cli("eval", "--checkpoint", str(tmp_path / "r"), "--no-report")
+    assert code == 2 and "symbolic link" in _one_error_line(out)
+    with pytest.raises(ValueError, match="symbolic link"):
+        train(_cfg(tmp_path, "max_steps=3", "name='r'"), resume=True)
+    assert target.read_text() == "keep"

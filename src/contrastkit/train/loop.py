@@ -33,7 +33,7 @@ from .checkpoint import (
 from .config import TrainConfig, read_run_config, resume_changes, validate
 from .evaluate import evaluate
 from .methods import Method, build_method, pair_similarities, similarity_snapshot
-from .rundir import RunLock, is_run, remove_run, run_path, write_marker
+from .rundir import RunLock, check_no_links, is_run, remove_run, run_path, write_marker
 
 LOG_FIELDS = ["step", "epoch", "loss", "lr", "samples_per_s"]
 
@@ -208,6 +208,7 @@ def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: b
             raise ValueError(
                 f"--resume: no run {str(run_dir)!r} to resume (start it without --resume)"
             )
+        check_no_links(run_dir)
         resume_changes(read_run_config(run_dir), cfg)
         ckpt = resume_checkpoint(run_dir, warn)
         if ckpt is None:
@@ -385,6 +386,7 @@ def load_run(
         ckpt = resume_checkpoint(run_dir, warn or _stderr)
         if ckpt is None:
             raise ValueError(f"checkpoint {str(run)!r}: the run has no checkpoint")
+    check_no_links(run_dir)
     cfg = read_run_config(run_dir)
     torch.manual_seed(cfg.seed)
     method = build_method(cfg)

@@ -111,3 +111,16 @@ class RunLock:
         if self.fd is not None:
             os.close(self.fd)  # closing releases the flock
             self.fd = None
+
+
+def check_no_links(run_dir: Path) -> None:
+    """Refuse a run directory that holds a symbolic link anywhere inside it: writing its logs,
+    metrics or report through a link could reach outside the run."""
+    for root, dirs, files in os.walk(run_dir, followlinks=False):
+        for entry in dirs + files:
+            path = Path(root) / entry
+            if path.is_symlink():
+                raise ValueError(
+                    f"run {str(run_dir)!r} holds a symbolic link ({str(path)!r}); contrastkit "
+                    "does not write through links: remove it"
+                )
