@@ -20,6 +20,7 @@ from contrastkit.mining import (
     BlockPlan,
     HashingEncoder,
     embed_to_memmap,
+    get_encoder,
     merge_topk,
     mine_hard_negatives,
     mine_triplets,
@@ -305,8 +306,6 @@ def test_bad_input_raises_clear_value_errors():
         search_topk(queries, corpus, 51)
     with pytest.raises(ValueError, match="larger than the corpus \\(50 rows\\)"):
         mine_hard_negatives(queries, corpus, positives, num_negatives=48, range_min=3)
-    with pytest.raises(ValueError, match="range_max=60 is larger than the corpus"):
-        mine_hard_negatives(queries, corpus, positives, range_max=60)
     with pytest.raises(ValueError, match="positives\\[0\\] has ids \\[50\\] outside"):
         mine_hard_negatives(queries, corpus, [[50]] + [[0]] * 9)
     with pytest.raises(ValueError, match="one entry per query"):
@@ -330,6 +329,141 @@ def test_bad_input_raises_clear_value_errors():
         mine_triplets(["a"], ["b"], HashingEncoder(16), corpus=[])
     with pytest.raises(ValueError, match="no \\(anchor, positive\\) pairs"):
         mine_triplets([], [], HashingEncoder(16))
+
+
+# --------------------------------------------------------------------------------------------
+# hardening (issue 11): each check in the mining functions, and through `contrastkit mine`
+# --------------------------------------------------------------------------------------------
+def _mine_cli(tmp_path, *extra, pairs=None, corpus=None):
+    if pairs is None:
+        pairs = tmp_path / "pairs.jsonl"
+        pairs.write_text("".join(json.dumps({"anchor": a, "positive": p}) + "\n" for a, p in PAIRS))
+    args = ["mine", str(pairs), "-o", str(tmp_path / "out.jsonl"), "--no-progress"]
+    if corpus is not None:
+        args += ["--corpus", str(corpus)]
+    return CliRunner().invoke(app, args + ["--encoder", "hashing", "--dim", "64", *extra])
+
+
+def test_range_max_larger_than_the_corpus_is_capped(tmp_path):
+    queries, corpus, positives = _data(n_queries=10, n_corpus=50)
+    got = mine_hard_negatives(queries, corpus, positives, num_negatives=4, range_max=60)
+    want = mine_hard_negatives(queries, corpus, positives, num_negatives=4, range_max=50)
+    assert got.range_max == 50
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_array_equal(got.scores, want.scores)
+    result = _mine_cli(tmp_path, "-k", "2", "--range-max", "1000")
+    assert result.exit_code == 0, result.output
+    _check_triplets(read_table(tmp_path / "out.jsonl"), 2)
+
+
+@pytest.mark.parametrize("index", ["flat", "torch", "ivf"])
+@pytest.mark.parametrize("which", ["corpus", "queries"])
+def test_nan_rows_are_errors_naming_the_row(tmp_path, index, which):
+    queries, corpus, positives = _data(n_queries=10, n_corpus=50)
+    bad = {"corpus": corpus, "queries": queries}[which]
+    bad[7, 3] = np.nan
+    with pytest.raises(ValueError, match=f"{which} row 7 holds NaN or Inf"):
+        mine_hard_negatives(queries, corpus, positives, index=index, nlist=4)
+    # the same check while the corpus streams from disk in blocks
+    path = tmp_path / f"{which}.npy"
+    np.save(path, bad)
+    mm = np.load(path, mmap_mode="r")
+    args = (queries, mm) if which == "corpus" else (mm, corpus)
+    with pytest.raises(ValueError, match=f"{which} row 7 holds NaN or Inf"):
+        search_topk(*args, 3, index=index, nlist=4, memory_budget="2KB")
+
+
+def test_cli_nan_embeddings_are_an_error(tmp_path, monkeypatch):
+    import contrastkit.mining as mining
+
+    class NaNEncoder(HashingEncoder):
+        def encode(self, texts):
+            out = super().encode(texts)
+            out[[i for i, t in enumerate(texts) if "paris" in t]] = np.nan
+            return out
+
+    monkeypatch.setattr(mining, "get_encoder", lambda *a, **k: NaNEncoder(64))
+    result = _mine_cli(tmp_path)
+    assert result.exit_code == 2
+    assert "error:" in result.output and "NaN" in result.output
+
+
+def test_negative_positive_ids_are_errors():
+    queries, corpus, positives = _data(n_queries=10, n_corpus=50)
+    positives = positives[:, 0]  # (Q,): one id per query, no padding
+    with pytest.raises(ValueError, match="positives\\[2\\] has negative id -1"):
+        mine_hard_negatives(queries, corpus, np.where(np.arange(10) == 2, -1, positives))
+    two_d = np.stack([positives, np.full(10, -1)], 1)  # -1 pads a 2-D array
+    np.testing.assert_array_equal(
+        mine_hard_negatives(queries, corpus, two_d).indices,
+        mine_hard_negatives(queries, corpus, positives).indices,
+    )
+    two_d[4, 1] = -5
+    with pytest.raises(ValueError, match="positives\\[4\\] has negative id -5"):
+        mine_hard_negatives(queries, corpus, two_d)
+    with pytest.raises(ValueError, match="positives\\[4\\] has negative id -5"):
+        mine_hard_negatives(queries, corpus, torch.from_numpy(two_d))
+    with pytest.raises(ValueError, match="exclude\\[0\\] has negative id -2"):
+        mine_hard_negatives(queries, corpus, positives, exclude=np.full(10, -2))
+    with pytest.raises(ValueError, match="positives\\[0\\] has ids \\[-3\\] outside"):
+        mine_hard_negatives(queries, corpus, [[-3]] + [[0]] * 9)
+    # `contrastkit mine` builds the ids from the texts, so they cannot be negative there
+
+
+@pytest.mark.parametrize("nprobe", [0, -1])
+def test_nprobe_below_one_is_rejected(tmp_path, nprobe):
+    queries, corpus, positives = _data(n_queries=10, n_corpus=50)
+    for index in ("ivf", "flat"):
+        with pytest.raises(ValueError, match=f"nprobe must be an integer >= 1.*got {nprobe}"):
+            search_topk(queries, corpus, 3, index=index, nprobe=nprobe)
+        with pytest.raises(ValueError, match=f"nprobe must be an integer >= 1.*got {nprobe}"):
+            mine_hard_negatives(queries, corpus, positives, index=index, nprobe=nprobe)
+    with pytest.raises(ValueError, match="nlist must be an integer >= 1"):
+        search_topk(queries, corpus, 3, index="ivf", nlist=0)
+    result = _mine_cli(tmp_path, "--index", "ivf", "--nprobe", str(nprobe))
+    assert result.exit_code == 2
+    assert f"error: nprobe must be an integer >= 1, got {nprobe}" in result.output
+
+
+@pytest.mark.parametrize("encoder", ["hashing", "minilm"])
+def test_dim_below_one_is_rejected(tmp_path, monkeypatch, encoder):
+    import contrastkit.mining.encoders as encoders
+
+    def no_model(*a, **k):
+        raise AssertionError("the model must not be loaded for a bad dim")
+
+    monkeypatch.setattr(encoders, "MiniLMEncoder", no_model)
+    with pytest.raises(ValueError, match="dim must be an integer >= 1, got 0"):
+        get_encoder(encoder, dim=0)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"anchor": a, "positive": p}) + "\n" for a, p in PAIRS))
+    args = ["mine", str(pairs), "-o", str(tmp_path / "o.jsonl"), "--encoder", encoder]
+    result = CliRunner().invoke(app, args + ["--dim", "0"])
+    assert result.exit_code == 2
+    assert "error: dim must be an integer >= 1, got 0" in result.output
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".tsv", ".txt"])
+def test_non_utf8_input_names_the_file_and_line(tmp_path, suffix):
+    path = tmp_path / f"latin1{suffix}"
+    sep = {".csv": ",", ".tsv": "\t"}.get(suffix, "")
+    if suffix == ".jsonl":
+        lines = [json.dumps({"anchor": "a", "positive": "b"})]
+        lines.append('{"anchor": "caf\xe9", "positive": "c"}')
+    elif suffix == ".txt":
+        lines = ["first text", "second text", "caf\xe9 au lait"]
+    else:
+        lines = [f"anchor{sep}positive", f"a{sep}b", f"caf\xe9{sep}c"]
+    path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    line = len(lines)
+    with pytest.raises(ValueError, match=f"latin1\\{suffix}:{line}: not valid UTF-8 \\(byte 0xe9"):
+        read_table(path)
+    if suffix == ".txt":
+        result = _mine_cli(tmp_path, corpus=path)
+    else:
+        result = _mine_cli(tmp_path, pairs=path)
+    assert result.exit_code == 2
+    assert f"latin1{suffix}:{line}: not valid UTF-8" in result.output.replace("\n", "")
 
 
 # --------------------------------------------------------------------------------------------

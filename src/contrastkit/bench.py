@@ -5,11 +5,14 @@ reported peak resident set (``ru_maxrss``) belongs to that method alone; the bas
 importing torch and allocating the inputs) is reported next to it. Inputs are fp32 ``(N, d)``
 standard normals; M = N. Time is the best of ``repeat`` runs, after one warm-up run for
 N <= 16384 (none above, to save time).
+
+The peer methods (``st-cached-mnrl``, ``open-clip``) import sentence-transformers and open_clip
+as installed packages (:mod:`contrastkit._peers`; ``pip install 'contrastkit[bench]'``); a
+missing one gives a ``skipped`` row that names the pip command.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import platform
@@ -54,25 +57,15 @@ class _Skip(Exception):
     """A method that cannot run here (its peer library is missing)."""
 
 
-def _peers():
-    """tests/peers.py of this checkout (peer accessors), or None."""
-    path = Path(__file__).resolve().parents[2] / "tests" / "peers.py"
-    if not path.exists():
-        return None
-    spec = importlib.util.spec_from_file_location("_contrastkit_bench_peers", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def _peer(method: str, accessor: str, **kwargs):
+    """The peer of ``method`` from the installed packages (:mod:`contrastkit._peers`); a missing
+    one skips the row with the pip command that installs it."""
+    from contrastkit import _peers
 
-
-def _peer(accessor: str):
-    peers = _peers()
-    if peers is None:
-        raise _Skip("tests/peers.py not found")
-    obj = getattr(peers, accessor)()
-    if obj is None:
-        raise _Skip(peers.SKIP_REASONS.get(accessor, f"{accessor} unavailable"))
-    return obj
+    try:
+        return getattr(_peers, accessor)(**kwargs)
+    except _peers.PeerMissing as exc:
+        raise _Skip(str(exc)) from None
 
 
 def _setup(method: str, n: int, d: int, seed: int, block: int):
@@ -109,10 +102,10 @@ def _setup(method: str, n: int, d: int, seed: int, block: int):
     if method == "st-cached-mnrl":
         # the loss half of CachedMNRL: row chunks as large as the engine's blocks (its
         # mini_batch_size), backward per chunk into the embeddings, as in its training step
-        inst = _peer("st_cached_mnrl").make(scale=1.0 / TAU, mini_batch_size=block)
+        inst = _peer(method, "st_cached_mnrl", scale=1.0 / TAU, mini_batch_size=block)
         return [A, B], lambda: inst.calculate_loss([[A], [B]], None, with_backward=True)
     if method == "open-clip":
-        loss_fn = _peer("open_clip_losses").ClipLoss()
+        loss_fn = _peer(method, "open_clip_clip_loss")()
         scale = torch.tensor(1.0 / TAU)
         return [A, B], lambda: _backward(
             loss_fn(F.normalize(A, dim=-1), F.normalize(B, dim=-1), scale)
@@ -188,9 +181,11 @@ def _skip_reason(method: str, n: int, dense_budget_gib: float, max_peer_n: int |
     if method in PEER_METHODS:
         if max_peer_n is not None and n > max_peer_n:
             return f"N > max peer N ({max_peer_n})"
-        pkg = "sentence_transformers" if method == "st-cached-mnrl" else "open_clip"
-        if importlib.util.find_spec(pkg) is None:
-            return f"{pkg} is not installed"
+        from contrastkit._peers import missing_reason
+
+        missing = missing_reason(method)
+        if missing:
+            return missing
     if method in DENSE_BYTES_PER_PAIR:
         need = DENSE_BYTES_PER_PAIR[method] * n * n / 2**30
         if need >= dense_budget_gib:

@@ -100,7 +100,13 @@ class MiniLMEncoder:
 
 
 def get_encoder(name: str, *, dim: int = 256, device: Optional[str] = None) -> Encoder:
-    """An encoder by name: ``"hashing"`` (``dim`` features) or ``"minilm"``."""
+    """An encoder by name: ``"hashing"`` (``dim`` features) or ``"minilm"``.
+
+    ``dim`` must be an integer >= 1 whatever the encoder (``"minilm"`` is always 384-d and does
+    not use it), so a bad ``--dim`` is reported before any model is loaded.
+    """
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
     if name == "hashing":
         return HashingEncoder(dim=dim)
     if name == "minilm":

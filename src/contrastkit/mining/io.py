@@ -28,14 +28,40 @@ def _pyarrow():
     return pyarrow
 
 
+def _utf8_error(path: Path, exc: UnicodeDecodeError) -> str:
+    """``path:line: not valid UTF-8 ...`` for the first line of ``path`` that does not decode."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):  # a UTF-8 multi-byte sequence never holds b"\n"
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                byte = raw[bad.start : bad.start + 1].hex()
+                return (
+                    f"{path}:{lineno}: not valid UTF-8 (byte 0x{byte} at column {bad.start + 1}); "
+                    "re-encode the file as UTF-8"
+                )
+    return f"{path}: not valid UTF-8 ({exc.reason}); re-encode the file as UTF-8"
+
+
 def read_table(path) -> dict[str, list]:
-    """Columns of a JSONL (one object per line), CSV, TSV, Parquet or TXT (column ``text``) file."""
+    """Columns of a JSONL (one object per line), CSV, TSV, Parquet or TXT (column ``text``) file.
+
+    Text files must be UTF-8: a byte that does not decode is a ``ValueError`` naming the file
+    and the line.
+    """
     path = Path(path)
     fmt = table_format(path)
     if not path.exists():
         raise ValueError(f"file not found: {str(path)!r}")
     if fmt == "parquet":
         return _pyarrow().parquet.read_table(path).to_pydict()
+    try:
+        return _read_text_table(path, fmt)
+    except UnicodeDecodeError as exc:
+        raise ValueError(_utf8_error(path, exc)) from None
+
+
+def _read_text_table(path: Path, fmt: str) -> dict[str, list]:
     if fmt == "txt":
         with open(path, encoding="utf-8") as f:
             return {"text": [line.rstrip("\n") for line in f if line.strip()]}

@@ -64,11 +64,21 @@ def _padded_ids(name: str, ids, n_rows: int, n_corpus: int) -> np.ndarray:
     if isinstance(ids, np.ndarray):
         if not np.issubdtype(ids.dtype, np.integer):
             raise ValueError(f"{name} must hold integer corpus ids, got dtype {ids.dtype}")
+        if ids.ndim not in (1, 2):
+            raise ValueError(f"{name} must be 1-D or 2-D, got shape {ids.shape}")
+        ids = ids.astype(np.int64)
+        # -1 pads the rows of a 2-D array; any other negative id (or -1 in a 1-D array, one id
+        # per query) would silently drop a positive, so it is an error
+        bad = ids < (0 if ids.ndim == 1 else -1)
+        if bad.any():
+            q = int(np.argwhere(bad)[0][0])
+            pad = "" if ids.ndim == 1 else " (only -1, the padding of a 2-D array, may be negative)"
+            raise ValueError(
+                f"{name}[{q}] has negative id {int(ids[bad][0])}: corpus ids must be >= 0{pad}"
+            )
         if ids.ndim == 1:
             ids = ids[:, None]
-        if ids.ndim != 2:
-            raise ValueError(f"{name} must be 1-D or 2-D, got shape {ids.shape}")
-        rows = [r[r >= 0] for r in ids.astype(np.int64)]
+        rows = [r[r >= 0] for r in ids]
     else:
         rows = []
         for r in ids:
@@ -198,15 +208,17 @@ def mine_hard_negatives(
 
     ``queries`` ``(Q, d)`` and ``corpus`` ``(C, d)``: numpy arrays, ``numpy.memmap`` s (streamed
     block by block, see ``memory_budget``) or tensors. ``positives``: per query, the corpus ids of
-    its positives (an int array ``(Q,)``, ``(Q, P)`` padded with -1, or a list of lists);
-    ``exclude``: more ids per query that may never be negatives (e.g. the query's own row).
+    its positives (an int array ``(Q,)``, ``(Q, P)`` padded with -1, or a list of lists; any
+    other negative id is a ``ValueError``); ``exclude``: more ids per query that may never be
+    negatives (e.g. the query's own row). A NaN or infinite row of ``queries`` or ``corpus`` is a
+    ``ValueError`` naming the row (found while the rows are streamed through the search).
 
     Rules, in order (sentence-transformers' ``mine_hard_negatives``, same names and defaults):
 
     1. retrieve the top ``range_max + P_max`` candidates (``P_max``: the most positives and
        exclusions of any query); ``range_max`` defaults to ``range_min + num_negatives + P_max``,
        or ``range_min + 10 num_negatives + P_max`` when a score filter is set (capped at the corpus
-       size, and at 2048 on FAISS GPUs);
+       size, and at 2048 on FAISS GPUs); a larger ``range_max`` given is capped at the corpus size;
     2. drop the positives (unless ``include_positives``) and the ``exclude`` ids;
     3. with ``pos`` = the *smallest* positive score of the query: ``absolute_margin`` drops
        ``s + absolute_margin > pos``; ``relative_margin`` drops ``s > pos - |pos| relative_margin``
@@ -231,6 +243,7 @@ def mine_hard_negatives(
     range_min = _check_int("range_min", range_min, 0)
     if range_max is not None:
         range_max = _check_int("range_max", range_max, 1)
+    _check_int("nprobe", nprobe, 1)
     if sampling_strategy not in SAMPLING:
         raise ValueError(f"sampling_strategy must be one of {SAMPLING}, got {sampling_strategy!r}")
     if margin is not None:
@@ -264,8 +277,8 @@ def mine_hard_negatives(
         range_max = min(range_max, n_corpus)
         if use_gpu or (use_gpu is None and index != "torch" and faiss_gpus() > 0):
             range_max = min(range_max, FAISS_GPU_MAX_K - p_max)
-    elif range_max > n_corpus:
-        raise ValueError(f"range_max={range_max} is larger than the corpus ({n_corpus} rows)")
+    else:  # capped at the corpus size, as the default and sentence-transformers do
+        range_max = min(range_max, n_corpus)
     if range_min >= range_max:
         raise ValueError(f"range_min={range_min} must be smaller than range_max={range_max}")
     if num_negatives > range_max - range_min:

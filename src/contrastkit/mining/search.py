@@ -105,24 +105,37 @@ class BlockPlan:
         return BlockPlan(max(corpus_rows, 1), max(query_rows, 1))
 
 
-def _rows(array, start: int, stop: int) -> np.ndarray:
+def _rows(array, start: int, stop: int, name: Optional[str] = None) -> np.ndarray:
     """Rows ``start:stop`` as a fresh C-contiguous float32 numpy array.
 
     For a shared ``numpy.memmap`` the pages just read are then dropped from this process's page
     tables (``madvise(MADV_DONTNEED)``; the OS page cache keeps them), so streaming a file does
-    not grow the resident set by the whole file.
+    not grow the resident set by the whole file. With ``name``, a row holding NaN or Inf is a
+    ``ValueError`` naming ``name`` and the row (so the check streams with the search).
     """
     block = array[start:stop]
     if isinstance(block, torch.Tensor):
         block = block.detach().to("cpu", torch.float32).numpy()
     if not isinstance(block, np.memmap):
-        return np.array(block, dtype=np.float32, order="C", copy=True)  # never the caller's
-    out = np.empty(block.shape, np.float32)
-    step = max(1, READ_CHUNK_BYTES // max(1, block.strides[0]))
-    for r0 in range(0, block.shape[0], step):  # read and release the file a chunk at a time
-        out[r0 : r0 + step] = block[r0 : r0 + step]
-        _release(block[r0 : r0 + step])
+        out = np.array(block, dtype=np.float32, order="C", copy=True)  # never the caller's
+    else:
+        out = np.empty(block.shape, np.float32)
+        step = max(1, READ_CHUNK_BYTES // max(1, block.strides[0]))
+        for r0 in range(0, block.shape[0], step):  # read and release the file a chunk at a time
+            out[r0 : r0 + step] = block[r0 : r0 + step]
+            _release(block[r0 : r0 + step])
+    if name is not None:
+        _check_finite(name, out, start)
     return out
+
+
+def _check_finite(name: str, block: np.ndarray, offset: int = 0, rows=None) -> None:
+    """ValueError naming the first row of ``block`` (global row ``offset + i``) with NaN/Inf."""
+    finite = np.isfinite(block).all(axis=1)
+    if not finite.all():
+        i = int(np.flatnonzero(~finite)[0])
+        row = int(rows[i]) if rows is not None else offset + i
+        raise ValueError(f"{name} row {row} holds NaN or Inf: every embedding must be finite")
 
 
 def _release(view: np.memmap) -> None:
@@ -212,7 +225,7 @@ class _BlockSearcher:
         if index == "torch":
             self.kind = "torch"
             self.device = torch.device(device)
-            block = _rows(corpus, c0, c1)
+            block = _rows(corpus, c0, c1, "corpus")
             if normalize:
                 _normalise(block)
             self.block = torch.from_numpy(block).to(self.device)
@@ -220,7 +233,7 @@ class _BlockSearcher:
         faiss = _faiss()
         self.kind = "faiss"
         self.faiss = faiss
-        block = _rows(corpus, c0, c1)
+        block = _rows(corpus, c0, c1, "corpus")
         if normalize:
             _normalise(block)
         if self.gpu:  # an IndexFlatIP on the GPUs (sharded), the block copied to device memory
@@ -305,6 +318,12 @@ def search_topk(
         raise ValueError(
             f"index must be 'flat', 'torch', 'ivf' or a FAISS factory string, got {index!r}"
         )
+    if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or nprobe < 1:
+        raise ValueError(f"nprobe must be an integer >= 1 (IVF lists visited), got {nprobe!r}")
+    if nlist is not None and (
+        isinstance(nlist, bool) or not isinstance(nlist, (int, np.integer)) or nlist < 1
+    ):
+        raise ValueError(f"nlist must be an integer >= 1 or None, got {nlist!r}")
     budget = parse_memory(memory_budget)
     if use_gpu is None:
         use_gpu = index != "torch" and faiss_gpus() > 0
@@ -336,7 +355,7 @@ def search_topk(
     best_i = np.full((n_queries, k), -1, np.int64)
     single_q = None
     if n_queries <= q_rows:  # read (and normalise) the queries once
-        single_q = _rows(queries, 0, n_queries)
+        single_q = _rows(queries, 0, n_queries, "queries")
         if normalize:
             _normalise(single_q)
     for c0 in range(0, n_corpus, plan.corpus_rows):
@@ -347,7 +366,7 @@ def search_topk(
             if single_q is not None:
                 q = single_q
             else:
-                q = _rows(queries, q0, q1)
+                q = _rows(queries, q0, q1, "queries")
                 if normalize:
                     _normalise(q)
             s, i = searcher.search(q, k)
@@ -402,6 +421,7 @@ def _search_approximate(
                 dtype=np.float32,
             )
         )
+        _check_finite("corpus", train, rows=rows)
         if normalize:
             _normalise(train)
         idx.train(train)
@@ -412,7 +432,7 @@ def _search_approximate(
         idx.nprobe = int(nprobe)
     add_rows = min(plan.corpus_rows, max(1, ADD_CHUNK_BYTES // (4 * dim)))
     for c0 in range(0, n_corpus, add_rows):  # the index keeps its own copy: add in chunks
-        block = _rows(corpus, c0, min(c0 + add_rows, n_corpus))
+        block = _rows(corpus, c0, min(c0 + add_rows, n_corpus), "corpus")
         if normalize:
             _normalise(block)
         idx.add(block)
@@ -424,7 +444,7 @@ def _search_approximate(
     out_i = np.empty((n_queries, k), np.int64)
     for q0 in range(0, n_queries, q_rows):
         q1 = min(q0 + q_rows, n_queries)
-        q = _rows(queries, q0, q1)
+        q = _rows(queries, q0, q1, "queries")
         if normalize:
             _normalise(q)
         s, i = idx.search(q, k)
