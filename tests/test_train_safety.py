@@ -4,6 +4,7 @@ runs, full disks and bad configuration: each case fails safe with one clear erro
 from __future__ import annotations
 
 import errno
+import math
 import json
 import os
 import pickle
@@ -441,3 +442,56 @@ def test_links_inside_a_run_are_refused_not_written_through(tmp_path):
     with pytest.raises(ValueError, match="symbolic link"):
         train(_cfg(tmp_path, "max_steps=3", "name='r'"), resume=True)
     assert target.read_text() == "keep"
+
+
+# -- devices and precision ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("device='tpu'", "config field 'device'"),
+        ("device='banana'", "config field 'device'"),
+        ("precision='fp8'", "config field 'precision' must be one of"),
+        ("precision='fp16'", "'fp16' needs device 'cuda'"),
+    ],
+)
+def test_device_and_precision_are_checked(override, needle):
+    with pytest.raises(ValueError) as err:
+        load_config(overrides=[override])
+    assert needle in str(err.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
+def test_cuda_without_a_gpu_is_a_config_error():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        load_config(overrides=["device='cuda'"])
+    assert load_config(overrides=["device='auto'"]).device == "auto"
+
+
+def test_bf16_autocast_trains_and_resumes_exactly(tmp_path):
+    args = ["max_steps=4", "checkpoint_every=2", "precision='bf16'", "recipe='clip-pairs'"]
+    seen = []
+    real = L._precision
+
+    def spy(cfg, device):
+        autocast, scaler = real(cfg, device)
+        seen.append((autocast.fast_dtype, autocast._enabled))
+        return autocast, scaler
+
+    L._precision = spy
+    try:
+        a = train(_cfg(tmp_path, *args, "name='a'"))
+        train(_cfg(tmp_path, *args, "name='b'"))
+    finally:
+        L._precision = real
+    assert seen[0] == (torch.bfloat16, True) and math.isfinite(a["final_loss"])
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step-00000004")
+    train(_cfg(tmp_path, *args, "name='b'"), resume=True)
+    wa = load_checkpoint(latest_checkpoint(tmp_path / "a"))[0]
+    wb = load_checkpoint(latest_checkpoint(tmp_path / "b"))[0]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    fp32 = load_checkpoint(latest_checkpoint(tmp_path / "a"))[0]
+    train(_cfg(tmp_path, "max_steps=4", "checkpoint_every=2", "recipe='clip-pairs'", "name='c'"))
+    wc = load_checkpoint(latest_checkpoint(tmp_path / "c"))[0]
+    assert any(not torch.equal(fp32[k], wc[k]) for k in wc)  # autocast really changed the math

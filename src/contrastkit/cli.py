@@ -149,20 +149,28 @@ def train(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Delete an existing run of that name first.")
     ] = False,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu, cuda, cuda:N or auto (= --set device=...).")
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option("--precision", help="fp32, bf16 or fp16 autocast (= --set precision=...)."),
+    ] = None,
 ) -> None:
     """Train an encoder with a contrastive recipe (default: SimCLR on scikit-learn's digits).
 
     --resume continues runs/<name> with the run's own config.json; only epochs, max_steps,
-    threads, progress, tensorboard, report, checkpoint_every and snapshot_every may be changed
-    with --set.
+    threads, progress, tensorboard, report, checkpoint_every, snapshot_every and device may be
+    changed with --set.
     """
     from contrastkit.train import load_config
     from contrastkit.train import train as run_training
     from contrastkit.train.config import load_resume_config
 
     overrides = list(set_ or [])
-    if name is not None:
-        overrides.append(f"name={_toml_string(name)}")
+    for field, value in (("name", name), ("device", device), ("precision", precision)):
+        if value is not None:
+            overrides.append(f"{field}={_toml_string(value)}")
     if resume and overwrite:
         _fail("--resume and --overwrite exclude each other")
     if resume:

@@ -131,7 +131,7 @@ def save_checkpoint(run_dir: Path, step: int, weights: dict, state: dict) -> Pat
             shutil.rmtree(tmp)
         tmp.mkdir()
         save_file(
-            {k: v.detach().contiguous() for k, v in weights.items()},
+            {k: v.detach().cpu().contiguous() for k, v in weights.items()},
             str(tmp / "model.safetensors"),
         )
         _write_state(tmp, state)

@@ -43,6 +43,8 @@ class TrainConfig:
     seed: int = 0  # initialisation, augmentation and data order
     split_seed: int = 0  # train/test split and probe views: fixed, so seeds compare on one split
     deterministic: bool = True  # torch.use_deterministic_algorithms during the run
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto (CUDA when available)
+    precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + gradient scaling, CUDA)
     threads: Optional[int] = None
     checkpoint_every: int = 20  # optimiser steps between checkpoints
     snapshot_every: int = 10  # steps between similarity / alignment-uniformity snapshots
@@ -79,6 +81,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 METHOD_NAMES = ("two-view", "moco", "clip", "simcse")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _check_types(cfg: TrainConfig) -> None:
@@ -119,6 +122,15 @@ def _check_ranges(cfg: TrainConfig) -> None:
         value = getattr(cfg, name)
         if value is not None and value < 1:
             raise ValueError(f"config field {name!r} must be >= 1 when given, got {value}")
+    from .methods import resolve_device
+
+    device = resolve_device(cfg.device)
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(
+            f"config field 'precision' must be one of {PRECISIONS}, got {cfg.precision!r}"
+        )
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise ValueError("config field 'precision': 'fp16' needs device 'cuda'; use 'bf16'")
     for name in ("seed", "split_seed"):
         value = getattr(cfg, name)
         if not 0 <= value <= 2**63 - 1:
@@ -322,7 +334,7 @@ def asdict_defaults() -> dict:
 #: fields ``--resume`` may change (they do not alter what was trained so far)
 RESUME_SAFE = frozenset(
     {"epochs", "max_steps", "threads", "progress", "tensorboard", "report", "checkpoint_every",
-     "snapshot_every"}
+     "snapshot_every", "device"}
 )
 
 

@@ -89,7 +89,9 @@ def evaluate(method) -> dict:
 def _text_pairs(method, enc, a, b):
     from .methods import _eval_mode
 
-    return _eval_mode(lambda: (method.encode(a, enc), method.encode(b, enc)), enc)
+    from .methods import _cpu
+
+    return _eval_mode(lambda: (_cpu(method.encode(a, enc)), _cpu(method.encode(b, enc))), enc)
 
 
 def _isotropy(method, enc, n: int = 256) -> float:
@@ -103,8 +105,8 @@ def _isotropy(method, enc, n: int = 256) -> float:
         max_length=method.cfg.max_length,
         return_tensors="pt",
     )
-    states = _eval_mode(lambda: token_states(enc, tok), enc)
-    return M.isotropy(states)
+    states = _eval_mode(lambda: token_states(enc, tok.to(method.device)), enc)
+    return M.isotropy([s.to("cpu", torch.float32) for s in states])
 
 
 def summary_rows(result: dict) -> list[tuple[str, float, float]]:

@@ -226,6 +226,16 @@ def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: b
     return None
 
 
+def _precision(cfg: TrainConfig, device: torch.device):
+    """``(autocast context, gradient scaler)`` for ``cfg.precision``: bf16/fp16 run the forward
+    under ``torch.autocast`` (weights, optimiser and gradients stay fp32); fp16 scales the loss
+    (``torch.amp.GradScaler``); fp32 uses neither (the scaler is then a pass-through)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+    autocast = torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    return autocast, scaler
+
+
 def _write_config(run_dir: Path, cfg: TrainConfig) -> None:
     _atomic_write(run_dir / "config.json", lambda fh: fh.write(json.dumps(asdict(cfg), indent=2)))
 
@@ -249,6 +259,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warn)
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / max(total, 1)))
     )
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    autocast, scaler = _precision(cfg, method.device)
     start = 0
     log_path = run_dir / "train_log.csv"
     snap_path = run_dir / "snapshots.jsonl"
@@ -260,6 +271,10 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warn)
             sched.load_state_dict(state["scheduler"])
             aug_gen.set_state(state["aug_rng"])
             torch.set_rng_state(state["torch_rng"])
+            if state.get("grad_scaler"):
+                scaler.load_state_dict(state["grad_scaler"])
+            if method.device.type == "cuda" and "cuda_rng" in state:
+                torch.cuda.set_rng_state(state["cuda_rng"], method.device)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{ckpt}: does not match this run's model ({exc})") from None
         start = state["step"]
@@ -291,14 +306,16 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warn)
             t0 = time.perf_counter()
             epoch, k = divmod(step, steps_per_epoch)
             idx = _epoch_order(n, cfg.seed, epoch)[k * cfg.batch_size : (k + 1) * cfg.batch_size]
-            loss = method.batch_loss(idx, aug_gen)
+            with autocast:
+                loss = method.batch_loss(idx, aug_gen)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"loss is {float(loss)} at step {step}; lower 'lr' or raise the temperature"
                 )
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             method.after_step(step)
             last_loss = float(loss.detach())
@@ -329,7 +346,10 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warn)
                     "scheduler": sched.state_dict(),
                     "aug_rng": aug_gen.get_state(),
                     "torch_rng": torch.get_rng_state(),
+                    "grad_scaler": scaler.state_dict(),
                 }
+                if method.device.type == "cuda":
+                    state["cuda_rng"] = torch.cuda.get_rng_state(method.device)
                 save_checkpoint(run_dir, step + 1, method.state_dict(), state)
     train_seconds = time.perf_counter() - t_train
     if bar is not None:

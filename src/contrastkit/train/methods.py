@@ -56,7 +56,20 @@ class Method:
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
+        self.device = resolve_device(cfg.device)
         self.loss_fn = _build_loss(cfg)
+
+    def place(self) -> "Method":
+        """Move every module (and the loss's parameters) to ``cfg.device``."""
+        for name in ("modules", "random_init", "_random_towers", "loss_fn"):
+            module = getattr(self, name, None)
+            if module is not None:
+                module.to(self.device)
+        return self
+
+    def dev(self, x: Tensor) -> Tensor:
+        """A CPU batch (data and augmentations stay on the CPU) on the training device."""
+        return x.to(self.device)
 
     # -- training ---------------------------------------------------------------------------
     def parameters(self):
@@ -113,8 +126,8 @@ class _DigitsMethod(Method):
             return {"train": self.data.x_train, "test": self.data.x_test}
         enc = self.encoder(which)
         return {
-            "train": _eval_mode(lambda: enc(self.data.x_train), enc),
-            "test": _eval_mode(lambda: enc(self.data.x_test), enc),
+            "train": _eval_mode(lambda: _cpu(enc(self.dev(self.data.x_train))), enc),
+            "test": _eval_mode(lambda: _cpu(enc(self.dev(self.data.x_test))), enc),
         }
 
 
@@ -135,14 +148,15 @@ class TwoView(_DigitsMethod):
 
     def batch_loss(self, idx, gen):
         x = self.data.x_train[idx]
-        z1, z2 = self._project(augment(x, gen)), self._project(augment(x, gen))
+        z1 = self._project(self.dev(augment(x, gen)))
+        z2 = self._project(self.dev(augment(x, gen)))
         if self.cfg.labels:
             return self.loss_fn(torch.stack([z1, z2], 1), self.data.y_train[idx])
         return self.loss_fn(z1, z2)
 
     def probe_pairs(self):
-        a, b = self._probe_views
-        out = _eval_mode(lambda: (self._project(a), self._project(b)), self.modules)
+        a, b = (self.dev(v) for v in self._probe_views)
+        out = _eval_mode(lambda: (_cpu(self._project(a)), _cpu(self._project(b))), self.modules)
         return F.normalize(out[0], dim=-1), F.normalize(out[1], dim=-1)
 
 
@@ -175,8 +189,8 @@ class MoCo(TwoView):
 
     def batch_loss(self, idx, gen):
         x = self.data.x_train[idx]
-        q = self._project(augment(x, gen))
-        k = F.normalize(self.modules["key"](augment(x, gen)), dim=-1)
+        q = self._project(self.dev(augment(x, gen)))
+        k = F.normalize(self.modules["key"](self.dev(augment(x, gen))), dim=-1)
         self._pending = k
         return self.loss_fn(q, k, self.modules["queue"].keys)
 
@@ -214,14 +228,14 @@ class DualEncoder(_DigitsMethod):
 
     def batch_loss(self, idx, gen):
         x = self.data.x_train[idx]
-        a, b = self.embed_pair(augment(x, gen), projections(augment(x, gen)))
+        a, b = self.embed_pair(self.dev(augment(x, gen)), self.dev(projections(augment(x, gen))))
         return self.loss_fn(a, b)
 
     def probe_pairs(self, towers=None, split: str = "test"):
         x = self.data.x_test if split == "test" else self.data.x_train
         m = towers if towers is not None else self.modules
-        a, b = _eval_mode(lambda: self.embed_pair(x, projections(x), m), m)
-        return F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+        a, b = _eval_mode(lambda: self.embed_pair(self.dev(x), self.dev(projections(x)), m), m)
+        return F.normalize(_cpu(a), dim=-1), F.normalize(_cpu(b), dim=-1)
 
 
 class SimCSE(Method):
@@ -260,7 +274,7 @@ class SimCSE(Method):
                 max_length=self.cfg.max_length,
                 return_tensors="pt",
             )
-            out.append(mean_pooled(enc, tok))
+            out.append(mean_pooled(enc, tok.to(self.device)))
         return torch.cat(out)
 
     def batch_loss(self, idx, gen):
@@ -273,7 +287,7 @@ class SimCSE(Method):
     def probe_pairs(self):
         a, b = self._probe_text
         enc = self.modules["encoder"]
-        out = _eval_mode(lambda: (self.encode(a), self.encode(b)), enc)
+        out = _eval_mode(lambda: (_cpu(self.encode(a)), _cpu(self.encode(b))), enc)
         return F.normalize(out[0], dim=-1), F.normalize(out[1], dim=-1)
 
     def tfidf(self):
@@ -294,8 +308,8 @@ class SimCSE(Method):
             return {"train": dense(self.data.train), "test": dense(self.data.test)}
         enc = self.encoder(which)
         return {
-            "train": _eval_mode(lambda: self.encode(self.data.train, enc), enc),
-            "test": _eval_mode(lambda: self.encode(self.data.test, enc), enc),
+            "train": _eval_mode(lambda: _cpu(self.encode(self.data.train, enc)), enc),
+            "test": _eval_mode(lambda: _cpu(self.encode(self.data.test, enc)), enc),
         }
 
 
@@ -303,7 +317,34 @@ METHODS: dict[str, type[Method]] = {m.kind: m for m in (TwoView, MoCo, DualEncod
 
 
 def build_method(cfg: TrainConfig) -> Method:
-    return METHODS[cfg.method](cfg)
+    return METHODS[cfg.method](cfg).place()
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU; otherwise the device named (a CUDA device
+    that is not there is an error naming the field)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"config field 'device': unknown device {name!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"config field 'device' must be 'cpu', 'cuda[:N]' or 'auto', got {name!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"config field 'device' is {name!r} but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"config field 'device' is {name!r} but there are "
+                f"{torch.cuda.device_count()} CUDA devices"
+            )
+    return device
+
+
+def _cpu(x: Tensor) -> Tensor:
+    """Evaluation features on the CPU in float32 (whatever device and precision trained)."""
+    return x.detach().to("cpu", torch.float32)
 
 
 def loss_inputs(cfg: TrainConfig, n: int = 4, d: int = 8) -> tuple:
