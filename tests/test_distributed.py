@@ -462,8 +462,9 @@ def test_mismatched_ranks_fail_everywhere_and_collectives(two):
         nbytes, calls = res["bytes"]
         payload = (world - 1) * N * D * 8
         assert nbytes["reduce_scatter"] == payload and calls["reduce_scatter"] == 1
-        meta = (world - 1) * 2 * 5 * 8  # shapes of anchors and candidates, int64
-        assert nbytes["all_gather"] == payload + meta and calls["all_gather"] == 2
+        # two exchanges (the global row count, the shapes), each one fixed-size record per rank
+        meta = 2 * (world - 1) * ckd._ops._WIDTH * 8
+        assert nbytes["all_gather"] == payload + meta and calls["all_gather"] == 3
         # symmetric (CLIP): both sides gathered and scattered
         nbytes, calls = res["bytes_clip"]
         assert nbytes["reduce_scatter"] == 2 * payload
@@ -473,6 +474,86 @@ def test_mismatched_ranks_fail_everywhere_and_collectives(two):
         shard = N * D * 8
         assert nbytes["ring"] == (3 * world - 2) * shard
         assert nbytes["reduce_scatter"] == 0 and nbytes["all_gather"] == meta
+
+
+def _agreement_worker(rank, world, rdzv, out):
+    """Options that differ across ranks, and an input error on one rank only: every rank must
+    raise a ValueError together (the process group's timeout is 30 s)."""
+    dist = _init(rank, world, rdzv)
+    g = torch.Generator().manual_seed(0)
+    q, k = _rand(g, N, D), _rand(g, N, D)
+    bad = q.clone()
+    if rank == 1:
+        bad[2, 3] = float("nan")
+    labels = torch.arange(N) % 2
+    feats = _rand(g, N, 2, D)
+    calls = {
+        "temperature": lambda: ck.info_nce(q, k, temperature=0.1 if rank == 0 else 0.2),
+        "temperature_module": lambda: ck.InfoNCE(temperature=0.05 * (rank + 1))(q, k),
+        "temperature_tensor": lambda: ck.info_nce(q, k, temperature=torch.tensor(0.1 + rank)),
+        "symmetric": lambda: ck.info_nce(q, k, symmetric=rank == 1),
+        "reduction": lambda: ck.nt_xent(q, k, reduction="sum" if rank else "mean"),
+        "nan_block": lambda: _in_group(lambda: ck.info_nce(bad, k)),
+        "nan_module": lambda: ck.InfoNCE()(bad, k),
+        "nan_wrapper": lambda: ckd.DistributedLoss(ck.NTXent())(bad, k),
+        "labels": lambda: ck.SupCon()(feats, labels.float() if rank == 1 else labels),
+        "ok": lambda: ck.info_nce(q, k),  # the group still works after all of the above
+    }
+    if world == 2:
+        calls["strategy"] = lambda: _in_group(
+            lambda: ck.info_nce(q, k), strategy="ring" if rank else "gather"
+        )
+    res = {}
+    for name, fn in calls.items():
+        t0 = time.monotonic()
+        try:
+            res[name] = fn()
+        except ValueError as e:
+            res[name] = str(e)
+        res[name + "_s"] = time.monotonic() - t0
+    torch.save(res, os.path.join(out, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def _in_group(fn, **kw):
+    with ckd.group("world", **kw):
+        return fn()
+
+
+def test_option_mismatch_and_one_rank_input_error_raise_on_every_rank():
+    t0 = time.monotonic()
+    results = _spawn(_agreement_worker, 2, timeout=60.0)
+    assert time.monotonic() - t0 < 25.0  # well before the 30 s process-group timeout
+    for r, res in enumerate(results):
+        for name in [n for n in res if n.endswith("_s")]:
+            assert res[name] < 10.0, (r, name, res[name])
+        for name, option, values in [
+            ("temperature", "'temperature'", "rank 0: 0.1, rank 1: 0.2"),
+            ("temperature_module", "'temperature'", "rank 0: 0.05, rank 1: 0.1"),
+            ("temperature_tensor", "'temperature'", "rank 0: 0.1, rank 1: 1.1"),
+            ("symmetric", "'symmetric'", "rank 0: False, rank 1: True"),
+            ("reduction", "'reduction'", "rank 0: 'mean', rank 1: 'sum'"),
+            ("strategy", "'strategy'", "rank 0: 'gather', rank 1: 'ring'"),
+        ]:
+            msg = res[name]
+            assert isinstance(msg, str), (r, name, msg)
+            assert f"option {option}" in msg and "same on every rank" in msg, (r, name, msg)
+            assert values in msg, (r, name, msg)
+        for name, own in [
+            ("nan_block", "query contains 1 NaN"),
+            ("nan_module", "query contains 1 NaN"),
+            ("nan_wrapper", "z1 contains 1 NaN"),
+            ("labels", "integer class ids"),
+        ]:
+            msg = res[name]
+            assert isinstance(msg, str), (r, name, msg)
+            if r == 1:  # the rank with the bad input raises its own error
+                assert own in msg and "failed its input checks" not in msg, (r, name, msg)
+            else:  # the others name that rank and its error
+                assert "rank 1 of the process group failed its input checks" in msg, msg
+                assert own in msg, (r, name, msg)
+        assert not isinstance(res["ok"], str), res["ok"]
+    torch.testing.assert_close(results[0]["ok"], results[1]["ok"])
 
 
 def test_no_group_is_the_plain_code_path():

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 import contrastkit as ck
 from contrastkit.engine import (
@@ -210,3 +211,131 @@ def test_negative_weights_per_tile():
             torch.testing.assert_close(a, b)
     rows, _ = contrast(A, B, spec, kappa, backend="tiled", chunk_size=4, reduce=False)
     torch.testing.assert_close(rows.sum(), ref)
+
+
+def _positive_spec(kind: str, positive: Tensor) -> RowSpec:
+    row_fn = lambda st, sd: 0.7 * st["ce"] + 0.1 * st["lse"][0]  # noqa: E731 (both statistics)
+    if kind == "plain":
+        return RowSpec(
+            terms=(LSETerm(exclude=PairMask(self_offset=1)),), row_fn=row_fn, positive=positive
+        )
+    if kind == "weighted":
+        w = lambda r0, r1, c0, c1: torch.full((r1 - r0, c1 - c0), 0.5, dtype=torch.float64)  # noqa
+        return RowSpec(terms=(LSETerm(weights=w),), row_fn=row_fn, positive=positive)
+    if kind == "two_terms":
+        return RowSpec(
+            terms=(LSETerm(exclude=PairMask(self_offset=1)), LSETerm(r=0.5)),
+            row_fn=lambda st, sd: row_fn(st, sd) + 0.2 * st["lse"][1],
+            positive=positive,
+        )
+    return RowSpec(  # "columns": plain and two-sided (no shared exponential)
+        terms=(LSETerm(exclude=PairMask(self_offset=1)),),
+        row_fn=row_fn,
+        positive=positive,
+        columns=True,
+        col_fn=lambda st, sd: 0.3 * st["col_lse"],
+    )
+
+
+@pytest.mark.parametrize("kind", ["plain", "weighted", "two_terms", "columns"])
+def test_positive_statistic_every_path(kind):
+    """``"ce"`` = lse_0 - u_i,positive(i) and its gradients on every path (dense, single sweep,
+    two sweeps with full-width and with column tiles, where positives are read in a pre-pass)."""
+    g = torch.Generator().manual_seed(7)
+    A = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    B = torch.randn(9, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    kappa = (1.5 + torch.rand(7, generator=g, dtype=torch.float64)).requires_grad_()
+    positive = torch.tensor([0, 8, 5, 0, 2, 7, 1])  # never the excluded column i + 1
+    spec = _positive_spec(kind, positive)
+    u = kappa[:, None] * A @ B.T
+    self_pair = torch.arange(9)[None, :] == torch.arange(7)[:, None] + 1
+    x = u.masked_fill(self_pair, float("-inf"))
+    if kind == "weighted":
+        x = u + math.log(0.5)
+    lse = torch.logsumexp(x, dim=1)
+    rows = 0.7 * (lse - u[torch.arange(7), positive]) + 0.1 * lse
+    if kind == "two_terms":
+        rows = rows + 0.2 * torch.logsumexp(0.5 * u, dim=1)
+    ref = rows.sum() + (0.3 * torch.logsumexp(x, dim=0).sum() if kind == "columns" else 0)
+    gref = torch.autograd.grad(ref, [A, B, kappa])
+    for backend, chunk, reduce in [
+        ("dense", None, True),
+        ("tiled", None, True),
+        ("tiled", 3, True),
+        ("tiled", None, False),
+        ("tiled", 3, False),
+    ]:
+        got = contrast(A, B, spec, kappa, backend=backend, chunk_size=chunk, reduce=reduce)
+        if not reduce:
+            got = got[0].sum() + (0 if got[1] is None else got[1].sum())
+        torch.testing.assert_close(got, ref, msg=f"{backend} {chunk} {reduce}")
+        for a, b in zip(torch.autograd.grad(got, [A, B, kappa]), gref):
+            torch.testing.assert_close(a, b, msg=f"{backend} {chunk} {reduce}")
+
+
+@pytest.mark.parametrize("kind", ["plain", "weighted"])
+def test_positive_cancels_exactly(kind):
+    """A row whose only candidate is its positive has ce = 0 exactly in fp32 on every path:
+    the positive logit is the very value reduced by the LSE (a separate dot product is not)."""
+    g = torch.Generator().manual_seed(8)
+    A, B = torch.randn(2, 6, 5, generator=g)
+    positive = torch.tensor([3, 0, 5, 1, 2, 4])
+    others = torch.stack([torch.tensor([j for j in range(6) if j != p]) for p in positive])
+    w = None
+    if kind == "weighted":
+        keep = torch.zeros(6, 6)
+        keep[torch.arange(6), positive] = 1
+        w = lambda r0, r1, c0, c1: keep[r0:r1, c0:c1]  # noqa: E731
+    exclude = PairMask(index=others) if w is None else PairMask()
+    spec = RowSpec(
+        terms=(LSETerm(exclude=exclude, weights=w),),
+        row_fn=lambda st, sd: st["ce"],
+        positive=positive,
+    )
+    kappa = torch.tensor(10.0)
+    for backend, chunk, reduce in [
+        ("dense", None, False),
+        ("tiled", 4, False),
+        ("tiled", None, False),
+        ("tiled", 2, False),
+    ]:
+        rows, _ = contrast(A, B, spec, kappa, backend=backend, chunk_size=chunk, reduce=reduce)
+        assert torch.equal(rows, torch.zeros(6)), (backend, chunk, rows)
+    for chunk in (None, 4):  # single sweep
+        loss = contrast(A, B, spec, kappa, backend="tiled", chunk_size=chunk)
+        assert float(loss) == 0.0
+
+
+def test_positive_index_is_checked():
+    A = torch.randn(3, 4)
+    for bad in (torch.tensor([0, 1]), torch.tensor([0, 1, 3]), torch.tensor([0.0, 1.0, 2.0])):
+        spec = RowSpec(row_fn=lambda st, sd: st["ce"], positive=bad)
+        with pytest.raises(ValueError, match="RowSpec.positive"):
+            contrast(A, A, spec, torch.tensor(1.0))
+    spec = RowSpec(terms=(LSETerm(r=2.0),), positive=torch.arange(3))
+    with pytest.raises(ValueError, match="r = 1"):
+        contrast(A, A, spec, torch.tensor(1.0))
+
+
+def test_empty_reduction_has_zero_gradient_on_every_path():
+    """A row whose every weight is 0 has lse = -inf and contributes no gradient; the dense path's
+    autograd used to give NaN (0 * exp(-inf + inf)) for every input."""
+    g = torch.Generator().manual_seed(9)
+    A = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    B = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.ones(5, 6, dtype=torch.float64)
+    w[2] = 0  # row 2: every weight 0 (ConR's rows without positives or confused negatives)
+    spec = RowSpec(
+        terms=(LSETerm(weights=lambda r0, r1, c0, c1: w[r0:r1, c0:c1]),),
+        row_fn=lambda st, sd: torch.where(
+            torch.isfinite(st["lse"][0]), st["lse"][0], torch.zeros_like(st["lse"][0])
+        ),
+    )
+    kappa = torch.tensor(2.0, dtype=torch.float64)
+    want = torch.logsumexp(kappa * A[[0, 1, 3, 4]] @ B.T, dim=1).sum()
+    gwant = torch.autograd.grad(want, [A, B])
+    for backend, chunk in (("dense", None), ("tiled", None), ("tiled", 2)):
+        got = contrast(A, B, spec, kappa, backend=backend, chunk_size=chunk)
+        torch.testing.assert_close(got, want)
+        for a, b in zip(torch.autograd.grad(got, [A, B]), gwant):
+            torch.testing.assert_close(a, b)

@@ -28,10 +28,13 @@ def test_info_nce_closed_forms():
     e = orthonormal(5)
     want = math.log(1 + 4 * math.exp(-1 / 0.2))
     assert math.isclose(float(ck.info_nce(e, e, temperature=0.2, **ENG)), want, rel_tol=1e-12)
-    # only the positive: zero loss and zero gradient
+    # only the positive (no negative at all): an error, not a zero loss
     q = torch.randn(1, 4, dtype=torch.float64, requires_grad=True)
     k = torch.randn(1, 4, dtype=torch.float64)
-    loss = ck.info_nce(q, k, **ENG)
+    with pytest.raises(ValueError, match="no negatives"):
+        ck.info_nce(q, k, **ENG)
+    # one query whose own key competes with a queue: zero gradient when the queue is far away
+    loss = ck.info_nce(q, q.detach(), -q.detach(), temperature=0.01, **ENG)
     (g,) = torch.autograd.grad(loss, q)
     assert abs(float(loss.detach())) < 1e-12 and float(g.abs().max()) < 1e-12
 
@@ -73,8 +76,9 @@ def test_nt_xent_closed_form_and_supcon_equivalence():
         ck.supcon(torch.stack([z1, z2], 1), temperature=0.3, **ENG),
         ck.nt_xent(z1, z2, temperature=0.3, **ENG),
     )
-    # N = 1: only the positive remains
-    assert float(ck.nt_xent(z1[:1], z2[:1], **ENG)) == 0.0
+    # N = 1: only the positive remains, no negative: an error rather than a loss of 0
+    with pytest.raises(ValueError, match="no negatives"):
+        ck.nt_xent(z1[:1], z2[:1], **ENG)
 
 
 def test_clip_closed_forms_and_swap():

@@ -32,6 +32,15 @@ CASES = [
     ("labels must have shape (4,)", lambda: ck.supcon(r(4, 8), torch.arange(5))),
     ("labels must hold integer", lambda: ck.supcon(r(4, 8), torch.zeros(4))),
     ("features needs at least 2", lambda: ck.supcon(r(1, 8), torch.zeros(1, dtype=torch.long))),
+    # a batch with no negatives: an error rather than a loss of 0
+    ("query has 1 row: InfoNCE needs at least 2 rows", lambda: ck.info_nce(r(1, 8), r(1, 8))),
+    ("query has 1 row", lambda: ck.info_nce(r(1, 8), r(1, 8), symmetric=True)),
+    ("anchor has 1 row: MNRL", lambda: ck.multiple_negatives_ranking(r(1, 8), r(1, 8))),
+    ("z1 has 1 row: NT-Xent needs at least 2 rows", lambda: ck.nt_xent(r(1, 8), r(1, 8))),
+    ("image has 1 row: CLIP needs at least 2 rows", lambda: ck.clip_loss(r(1, 8), r(1, 8))),
+    ("image has 1 row", lambda: ck.CLIPLoss()(r(1, 8), r(1, 8))),
+    ("features has 1 sample: SupCon", lambda: ck.supcon(r(1, 2, 8))),
+    ("features has 1 sample", lambda: ck.supcon(r(1, 3, 8), torch.zeros(1, dtype=torch.long))),
     ("contrast_mode", lambda: ck.supcon(r(4, 8), contrast_mode="two")),
     ("text", lambda: ck.clip_loss(r(4, 8), r(5, 8))),
     (
@@ -59,6 +68,26 @@ def test_bad_input_raises_named_error(needle, call):
     with pytest.raises(ValueError) as err:
         call()
     assert needle in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: ck.info_nce(r(1, 8), r(2, 8)),  # the second key is a negative
+        lambda: ck.info_nce(r(1, 8), r(1, 8), r(3, 8)),  # a queue
+        lambda: ck.info_nce(r(1, 8), r(1, 8), r(1, 2, 8)),  # per-anchor negatives
+        lambda: ck.info_nce(r(1, 8), r(1, 8), r(3, 8), symmetric=True),
+        lambda: ck.info_nce(r(1, 8), r(1, 8), r(3, 8), in_batch_negatives=False),
+        lambda: ck.multiple_negatives_ranking(r(1, 8), r(1, 8), r(1, 8)),
+    ],
+    ids=["extra_key", "queue", "per_anchor", "symmetric_queue", "own_key", "mnrl_hard"],
+)
+def test_one_query_with_negatives_is_a_loss(call):
+    # seeded: with random inputs the one negative can trail the positive by so much that the
+    # loss rounds to 0 in fp32, as F.cross_entropy's does
+    torch.manual_seed(0)
+    loss = call()
+    assert torch.isfinite(loss) and float(loss) > 0
 
 
 def test_shapes_are_in_the_message():

@@ -1,4 +1,12 @@
-"""Input checks shared by every objective: clear ``ValueError``s that name the argument."""
+"""Input checks shared by every objective, miner and filter: clear ``ValueError``s that name the
+argument (and its shape or offending values).
+
+The one entry point for a tensor argument is :func:`check_tensor` (type, rank, dtype kind, rows,
+finiteness); :func:`check_embeddings` is its (N, d) floating special case, :func:`check_labels`
+(integer class ids) and :func:`check_index` (integer indices in ``[0, size)``) its integer ones,
+:func:`check_temperature` the check of a temperature or scale (a number, a 0-dim tensor or, where
+the objective supports it, one value per anchor).
+"""
 
 from __future__ import annotations
 
@@ -11,24 +19,139 @@ from torch import Tensor
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def check_embeddings(name: str, x, ndim: int | tuple = 2, min_rows: int = 1) -> Tensor:
-    """A floating tensor of the given rank, with at least ``min_rows`` rows, all finite."""
+KINDS = ("float", "real", "int", "bool")
+
+
+def _is_int(x: Tensor) -> bool:
+    return not (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool)
+
+
+def check_tensor(
+    name: str,
+    x,
+    *,
+    ndim: int | tuple | None = None,
+    kind: str = "float",
+    min_rows: int = 1,
+    rows: Optional[int] = None,
+    shape: Optional[tuple] = None,
+    finite: bool = True,
+    allow_nonfinite: str = "",
+    ref: Optional[Tensor] = None,
+) -> Tensor:
+    """The shared check of a tensor argument; every failure is a ``ValueError`` naming ``name``.
+
+    ``kind``: ``"float"`` (floating dtype), ``"real"`` (floating or integer, not bool/complex),
+    ``"int"`` (integer, not bool) or ``"bool"``. ``ndim``: allowed ranks; ``min_rows`` /
+    ``rows``: bounds on the first dimension; ``shape``: the exact shape; ``finite``: no NaN/Inf
+    (``allow_nonfinite="inf"`` lets +-Inf through, NaN never); ``ref``: must share its device.
+    """
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    dims = (ndim,) if isinstance(ndim, int) else ndim
-    if x.dim() not in dims:
-        want = " or ".join(str(d) for d in dims)
-        raise ValueError(f"{name} must have {want} dimensions, got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
+    if ndim is not None:
+        dims = (ndim,) if isinstance(ndim, int) else ndim
+        if x.dim() not in dims:
+            want = " or ".join(str(d) for d in dims)
+            raise ValueError(f"{name} must have {want} dimensions, got shape {tuple(x.shape)}")
+    if kind == "float" and not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if x.shape[0] < min_rows:
-        raise ValueError(f"{name} needs at least {min_rows} rows, got shape {tuple(x.shape)}")
+    if kind == "real" and not (x.is_floating_point() or _is_int(x)):
+        raise ValueError(f"{name} must hold real numbers, got dtype {x.dtype}")
+    if kind == "int" and not _is_int(x):
+        raise ValueError(f"{name} must be an integer tensor, got dtype {x.dtype}")
+    if kind == "bool" and x.dtype != torch.bool:
+        raise ValueError(f"{name} must be a bool tensor, got dtype {x.dtype}")
+    if shape is not None and tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(x.shape)}")
+    if x.dim() > 0:
+        if rows is not None and x.shape[0] != rows:
+            raise ValueError(f"{name} must have {rows} rows, got shape {tuple(x.shape)}")
+        if x.shape[0] < min_rows:
+            raise ValueError(f"{name} needs at least {min_rows} rows, got shape {tuple(x.shape)}")
+    if ref is not None and x.device != ref.device:
+        raise ValueError(f"{name} is on {x.device} but the embeddings are on {ref.device}")
+    if finite and x.is_floating_point():
+        bad = torch.isnan(x) if allow_nonfinite == "inf" else ~torch.isfinite(x)
+        if bool(bad.any()):
+            what = "NaN" if allow_nonfinite == "inf" else "NaN or Inf"
+            raise ValueError(
+                f"{name} contains {int(bad.sum())} {what} values (shape {tuple(x.shape)})"
+            )
+    return x
+
+
+def check_embeddings(name: str, x, ndim: int | tuple = 2, min_rows: int = 1) -> Tensor:
+    """A floating tensor of the given rank, with at least ``min_rows`` rows, all finite."""
+    check_tensor(name, x, ndim=ndim, kind="float", min_rows=min_rows, finite=False)
     if x.shape[-1] == 0:
         raise ValueError(f"{name} has an empty feature dimension, shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{name} contains {bad} NaN or Inf values (shape {tuple(x.shape)})")
-    return x
+    return check_tensor(name, x, finite=True)
+
+
+def check_index(
+    name: str,
+    idx,
+    size: Optional[int],
+    *,
+    ndim: int | tuple | None = None,
+    rows: Optional[int] = None,
+    shape: Optional[tuple] = None,
+    min_rows: int = 1,
+    allow: tuple = (),
+    ref: Optional[Tensor] = None,
+    what: str = "rows",
+) -> Tensor:
+    """Integer indices into ``size`` ``what``: every entry in ``[0, size)`` (``size=None``: no
+    upper bound) or one of ``allow``
+    (e.g. -1 padding, an ``ignore_index``). Out of range is a ``ValueError`` naming ``name``
+    and the range, not an ``IndexError`` from deep inside the objective."""
+    check_tensor(
+        name, idx, ndim=ndim, kind="int", rows=rows, shape=shape, min_rows=min_rows, ref=ref
+    )
+    if idx.numel():
+        ok = idx >= 0 if size is None else (idx >= 0) & (idx < size)
+        for a in allow:
+            ok |= idx == a
+        if not bool(ok.all()):
+            bad = idx[~ok]
+            extra = f" or {', '.join(str(a) for a in allow)}" if allow else ""
+            where = f">= 0{extra}" if size is None else f"[0, {size}){extra} (the {size} {what})"
+            raise ValueError(
+                f"{name} holds {bad.numel()} indices outside {where}, e.g. {bad[:4].tolist()}"
+            )
+    return idx
+
+
+def check_temperature(name: str, value, n_rows: Optional[int] = None) -> None:
+    """A temperature or scale: finite and > 0; a number, a 0-dim tensor or, when ``n_rows`` is
+    given, one value per anchor ``(n_rows,)``."""
+    if isinstance(value, Tensor):
+        per_row = n_rows is not None and value.dim() == 1 and value.shape[0] == n_rows
+        if value.dim() != 0 and not per_row:
+            want = "a scalar" if n_rows is None else f"a scalar or one value per anchor ({n_rows},)"
+            raise ValueError(f"{name} must be {want}, got shape {tuple(value.shape)}")
+        if not value.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    check_positive(name, value)
+
+
+def check_number(name: str, value, *, minimum: Optional[float] = None) -> float:
+    """A finite real number (an int, a float or a 0-dim floating tensor)."""
+    if isinstance(value, Tensor):
+        if value.dim() != 0 or not value.is_floating_point():
+            raise ValueError(
+                f"{name} must be a number or a 0-dim floating tensor, got {value.dtype} "
+                f"tensor of shape {tuple(value.shape)}"
+            )
+        v = float(value.detach())
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {type(value).__name__}")
+    else:
+        v = float(value)
+    if not math.isfinite(v) or (minimum is not None and v < minimum):
+        limit = "" if minimum is None else f" and >= {minimum}"
+        raise ValueError(f"{name} must be finite{limit}, got {value}")
+    return v
 
 
 def check_compatible(ref_name: str, ref: Tensor, name: str, x: Tensor, same_rows: bool = False):
@@ -51,6 +174,8 @@ def check_compatible(ref_name: str, ref: Tensor, name: str, x: Tensor, same_rows
 def check_positive(name: str, value) -> None:
     """A temperature or scale: a finite number > 0 (a tensor is checked element-wise)."""
     if isinstance(value, Tensor):
+        if value.numel() == 0 or value.is_complex() or value.dtype == torch.bool:
+            raise ValueError(f"{name} must be a non-empty real tensor, got {value!r:.60}")
         if not bool(torch.isfinite(value).all()) or not bool((value > 0).all()):
             raise ValueError(f"{name} must be finite and > 0, got {value.detach().flatten()[:8]}")
         return
@@ -70,7 +195,7 @@ def check_labels(name: str, labels, n: int, ref: Tensor) -> Tensor:
         raise ValueError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
     if labels.dim() != 1 or labels.shape[0] != n:
         raise ValueError(f"{name} must have shape ({n},), got {tuple(labels.shape)}")
-    if labels.is_floating_point() or labels.is_complex():
+    if not _is_int(labels):
         raise ValueError(f"{name} must hold integer class ids, got dtype {labels.dtype}")
     if labels.device != ref.device:
         raise ValueError(f"{name} is on {labels.device} but the features are on {ref.device}")

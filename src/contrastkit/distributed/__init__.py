@@ -71,7 +71,8 @@ def group(pg="world", gradients: str = "ddp", strategy: str = "gather"):
     ctx = _ops.make_context(pg, gradients, strategy)
     token = _ops._STATE.set(ctx)
     try:
-        yield ctx
+        with _ops.shared_errors(ctx):
+            yield ctx
     finally:
         _ops._STATE.reset(token)
 

@@ -7,7 +7,11 @@ single-process code path.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import hashlib
+import struct
+import sys
 from dataclasses import dataclass
 from typing import Optional
 
@@ -182,27 +186,279 @@ def _all_reduce(ctx: Context, x: Tensor, op=None) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# shape agreement: every rank learns every rank's shapes before any data moves
+# the exchange: before any data moves, every rank learns every rank's shapes, the options that
+# must match (objective, temperature, symmetric, reduction, strategy, ...) and whether its input
+# checks failed, in one fixed-size all-gather, so a mismatch or a bad input on one rank raises a
+# ValueError on every rank at once instead of a collective that hangs until the group's timeout
 
 _DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.int32]
 
+_MAGIC = 0x636B7831  # "ckx1": the layout below
+_SLOTS = 24  # options compared: (name hash, kind, value) each
+_PAYLOAD = 48  # int64 payload: 5 per tensor of a shape check, 1 for a row count
+_MSG = 256  # bytes of the objective's name (status ok) or of the error message (status error)
+_HEAD = 6  # magic, status, kind, number of options, payload length, message length
+_WIDTH = _HEAD + 3 * _SLOTS + _PAYLOAD + _MSG // 8
+KINDS = ("error", "shapes", "count", "total")
+#: arguments of an objective that need not match across ranks (engine tiling only)
+NOT_COMPARED = frozenset({"chunk_size", "backend"})
+#: modules whose frames sit between an objective and the exchange
+_PLUMBING = ("contrastkit.distributed", "contrastkit.losses._common", "contrastkit._validation")
+
+
+def _hash64(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
+
+
+def _float_bits(x: float) -> int:
+    return struct.unpack("<q", struct.pack("<d", float(x)))[0]
+
+
+def _bits_float(v: int) -> float:
+    return struct.unpack("<d", struct.pack("<q", int(v)))[0]
+
+
+# value kinds of an option slot (_OTHER: a value not compared, e.g. an input tensor)
+_NONE, _BOOL, _FLOAT, _SHORT_STR, _LONG_STR, _OTHER = 1, 2, 3, 4, 5, 6
+
+
+def _encode(name: str, value) -> tuple[int, int]:
+    """``(kind, int64)`` of an argument: its value when it must match on every rank, else only
+    whether it is ``None`` (tensors with rows, integers other than a temperature / scale, ...)."""
+    if value is None:
+        return _NONE, 0
+    if isinstance(value, bool):
+        return _BOOL, int(value)
+    if isinstance(value, float) or (isinstance(value, int) and name in ("temperature", "scale")):
+        return _FLOAT, _float_bits(value)
+    if isinstance(value, str):
+        raw = value.encode()
+        if len(raw) <= 8:
+            return _SHORT_STR, int.from_bytes(raw.ljust(8, b"\0"), "little", signed=True)
+        return _LONG_STR, _hash64(raw)
+    if isinstance(value, Tensor) and value.dim() == 0 and value.is_floating_point():
+        return _FLOAT, _float_bits(value.detach().item())
+    return _OTHER, 0
+
+
+def _decode(kind: int, value: int) -> str:
+    if kind == _NONE:
+        return "None"
+    if kind == _BOOL:
+        return str(bool(value))
+    if kind == _FLOAT:
+        return f"{_bits_float(value):g}"
+    if kind == _SHORT_STR:
+        return repr(int(value).to_bytes(8, "little", signed=True).rstrip(b"\0").decode())
+    if kind == _OTHER:
+        return "a value (not None)"
+    return "another value"
+
+
+def _objective_frame():
+    """The frame of the objective (a function of a module in :data:`EXACT_MODULES`) that called
+    into the distributed plumbing, or ``None`` (e.g. ``all_gather_with_grad`` from user code)."""
+    f = sys._getframe(2)
+    while f is not None:
+        module = f.f_globals.get("__name__", "")
+        if module in EXACT_MODULES:
+            return f
+        if not module.startswith(_PLUMBING):
+            return None
+        f = f.f_back
+    return None
+
+
+def _options(ctx: Context, frame) -> tuple[str, list]:
+    """``(objective name, sorted [(option name, kind, value)])`` of this rank's call."""
+    opts = {"strategy": _encode("strategy", ctx.strategy), "gradients": _encode("", ctx.gradients)}
+    objective = ""
+    if frame is not None:
+        code = frame.f_code
+        objective = f"{frame.f_globals.get('__name__', '?')}.{code.co_name}"
+        args = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+        local = frame.f_locals
+        for name in args:
+            if name not in NOT_COMPARED and name in local:
+                opts[name] = _encode(name, local[name])
+    items = sorted((n, *kv) for n, kv in opts.items())
+    if len(items) > _SLOTS:  # fold the rest into one slot
+        rest = repr(items[_SLOTS - 1 :]).encode()
+        items = items[: _SLOTS - 1] + [("other options", _LONG_STR, _hash64(rest))]
+    return objective, items
+
+
+def _pack_text(text: str) -> list[int]:
+    raw = text.encode("utf-8", "replace")[:_MSG].ljust(_MSG, b"\0")
+    return [int.from_bytes(raw[i : i + 8], "little", signed=True) for i in range(0, _MSG, 8)]
+
+
+def _unpack_text(words: list[int], n: int) -> str:
+    raw = b"".join(int(w).to_bytes(8, "little", signed=True) for w in words)
+    return raw[:n].decode("utf-8", "replace")
+
+
+def _exchange_device(ctx: Context):
+    try:
+        backend = str(_dist().get_backend(ctx.group)).lower()
+    except Exception:  # noqa: BLE001 - a backend that cannot say: CPU tensors
+        backend = "gloo"
+    if "nccl" in backend and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+class _Scope:
+    """One guarded call: how many exchanges it has issued so far."""
+
+    __slots__ = ("count",)
+
+    def __init__(self):
+        self.count = 0
+
+
+_SCOPE: contextvars.ContextVar = contextvars.ContextVar("contrastkit_scope", default=None)
+
+
+#: modules whose objectives always go on to an exact one (CLIP calls InfoNCE): an error raised
+#: there is shared as well, since the other ranks reach that objective's exchange
+REACH_EXACT = {"contrastkit.losses.clip"}
+
+
+def _raised_in_objective(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if module in EXACT_MODULES or module in REACH_EXACT:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+@contextlib.contextmanager
+def shared_errors(ctx: Optional[Context]):
+    """Run one objective call so that an input error found on this rank reaches every rank.
+
+    An exception raised inside an objective of :data:`EXACT_MODULES` before the call's first
+    exchange (its input checks: NaN input, bad labels, ...) is sent in an exchange of its own,
+    which the other ranks meet at their first exchange of the same call: they raise a
+    ``ValueError`` naming this rank and its error, and this rank re-raises its own. Every exact
+    objective issues an exchange before any other collective, so no rank waits for the
+    process-group timeout. Without a group this is a no-op.
+    """
+    if ctx is None:
+        yield
+        return
+    scope = _Scope()
+    token = _SCOPE.set(scope)
+    try:
+        yield
+    except Exception as exc:
+        if scope.count == 0 and _raised_in_objective(exc):
+            exchange(ctx, "error", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        _SCOPE.reset(token)
+        parent = _SCOPE.get()
+        if parent is not None:
+            parent.count += scope.count
+
+
+def exchange(
+    ctx: Context, kind: str, payload=(), error: Optional[str] = None, _frame=None
+) -> list[list[int]]:
+    """All-gather one fixed-size record per rank; returns every rank's ``payload``.
+
+    The record holds the objective's name and the options that must match (see
+    :func:`_options`), the exchange ``kind`` and, for ``kind="error"``, this rank's error. Raises
+    the same ``ValueError`` on every rank when a rank reports an error (except on that rank,
+    which re-raises its own), when ranks reach different objectives or steps, or when an option
+    differs.
+    """
+    payload = [int(v) for v in payload]
+    if len(payload) > _PAYLOAD:
+        raise ValueError(f"exchange payload of {len(payload)} values exceeds {_PAYLOAD}")
+    if kind == "error":
+        objective, items = "", []
+    else:
+        objective, items = _options(ctx, _frame if _frame is not None else _objective_frame())
+    text = error if kind == "error" else objective
+    nbytes = len(text.encode("utf-8", "replace")[:_MSG])
+    row = [_MAGIC, int(kind == "error"), KINDS.index(kind), len(items), len(payload), nbytes]
+    for name, k, v in items:
+        row += [_hash64(name.encode()), k, v]
+    row += [0] * (3 * (_SLOTS - len(items)))
+    row += payload + [0] * (_PAYLOAD - len(payload))
+    row += _pack_text(text)
+    scope = _SCOPE.get()
+    if scope is not None:  # counted first: a failing collective is not retried as an error
+        scope.count += 1
+    mine = torch.tensor(row, dtype=torch.int64, device=_exchange_device(ctx))
+    every = _all_gather(ctx, mine[None]).view(ctx.world, _WIDTH).cpu().tolist()
+    _raise_on_disagreement(ctx, every, items, objective, kind)
+    p0 = _HEAD + 3 * _SLOTS
+    return [r[p0 : p0 + r[4]] for r in every]
+
+
+def _raise_on_disagreement(ctx: Context, every: list, items: list, objective: str, kind: str):
+    msg0 = _HEAD + 3 * _SLOTS + _PAYLOAD
+    if any(r[0] != _MAGIC for r in every):
+        raise ValueError("ranks of the process group run different contrastkit versions")
+    errors = [(r, _unpack_text(row[msg0:], row[5])) for r, row in enumerate(every) if row[1]]
+    if errors:
+        if kind == "error":  # this rank re-raises its own error
+            return
+        detail = "; ".join(f"rank {r}: {m}" for r, m in errors)
+        ranks = ", ".join(str(r) for r, _ in errors)
+        raise ValueError(
+            f"rank {ranks} of the process group failed its input checks, so rank {ctx.rank} "
+            f"stops too: {detail}"
+        )
+    names = [_unpack_text(row[msg0:], row[5]) for row in every]
+    if len(set(names)) > 1:
+        detail = ", ".join(f"rank {r}: {n or '(no objective)'}" for r, n in enumerate(names))
+        raise ValueError(f"every rank must call the same objective at the same step; got {detail}")
+    slots = [row[_HEAD : _HEAD + 3 * _SLOTS] for row in every]
+    if all(sl == slots[0] and row[3] == every[0][3] for sl, row in zip(slots, every)):
+        kinds = [row[2] for row in every]
+        if len(set(kinds)) > 1:
+            detail = ", ".join(f"rank {r}: {KINDS[k]}" for r, k in enumerate(kinds))
+            raise ValueError(
+                f"the ranks reached different collectives of {objective or 'the same call'}; "
+                f"got {detail}"
+            )
+        return
+    for i, (name, _k, _v) in enumerate(items):
+        col = [tuple(sl[3 * i : 3 * i + 3]) for sl in slots]
+        if len(set(col)) > 1:
+            if len({c[0] for c in col}) > 1:
+                break  # the option names themselves differ
+            values = ", ".join(f"rank {r}: {_decode(k, v)}" for r, (_h, k, v) in enumerate(col))
+            raise ValueError(
+                f"option {name!r} of {objective or 'the collective'} must be the same on every "
+                f"rank of the process group; got {values}"
+            )
+    raise ValueError(
+        f"the options of {objective or 'the collective'} differ across the ranks of the "
+        "process group (different option names were given)"
+    )
+
 
 def check_same(ctx: Context, **tensors: Tensor) -> None:
-    """All-gather the shapes (and dtypes) of ``tensors``; raise the same ``ValueError`` on every
-    rank when any rank differs (instead of a collective that hangs or fails obscurely)."""
+    """Exchange the shapes (and dtypes) of ``tensors`` with the options of the calling objective
+    (see :func:`exchange`); raise the same ``ValueError`` on every rank when any rank differs
+    (instead of a collective that hangs or fails obscurely)."""
     meta = []
     for x in tensors.values():
         shape = list(x.shape) + [-1] * (3 - x.dim())
         code = _DTYPES.index(x.dtype) if x.dtype in _DTYPES else 99
         meta += [x.dim()] + shape[:3] + [code]
-    ref = next(iter(tensors.values()))
-    mine = torch.tensor(meta, dtype=torch.int64, device=ref.device)
-    every = _all_gather(ctx, mine[None]).view(ctx.world, -1)
-    if bool((every == every[0]).all()):
+    every = exchange(ctx, "shapes", meta, _frame=_objective_frame())
+    if all(row == every[0] for row in every):
         return
     names, lines = list(tensors), []
     for r in range(ctx.world):
-        row = every[r].tolist()
+        row = every[r]
         parts = []
         for i, name in enumerate(names):
             s = row[5 * i + 1 : 5 * i + 1 + row[5 * i]]
@@ -325,5 +581,12 @@ def scale_grad(x: Tensor, scale: float) -> Tensor:
 
 
 def global_int(ctx: Context, n: int, device=None) -> int:
-    t = torch.tensor([int(n)], dtype=torch.int64, device=device)
-    return int(_all_reduce(ctx, t)[0])
+    """The sum of ``n`` over the ranks, through the exchange (options and errors checked too)."""
+    return sum(row[0] for row in exchange(ctx, "count", [n], _frame=_objective_frame()))
+
+
+def global_loss_checked(ctx: Context, x: Tensor) -> Tensor:
+    """:func:`global_loss` (or the gradient scaling of per-row losses) after an exchange, for an
+    objective whose rows need no other rank: its first collective is an exchange as well."""
+    exchange(ctx, "total", _frame=_objective_frame())
+    return global_loss(ctx, x) if x.dim() == 0 else scale_grad(x, ctx.scale)

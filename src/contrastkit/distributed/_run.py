@@ -5,7 +5,9 @@ rank-major concatenation ``A = cat_r A_r``, ``B = cat_r B_r``. Rank ``r`` comput
 its own anchors against the gathered ``B`` (the engine tiles them; the similarity matrix is never
 formed) and, for two-sided objectives, the columns of its own candidates as rows of the
 transposed problem ``B_r`` against the gathered ``A`` (no cross-rank column statistics needed).
-Pair masks given in local columns are shifted to global ones by the rank offset.
+Pair masks (and ``RowSpec.positive``) given in local columns are shifted to global ones by the
+rank offset. The ring strategy does not read positives from the tile (its shards merge plain
+log-sum-exps): it computes them with a separate dot product (``engine.spec.without_positive``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import Tensor
 
 from ..engine import LSETerm, PairMask, RowSpec, SoftTargets, contrast
 from ..engine.recompute import output_keys
+from ..engine.spec import without_positive
 from . import _ops
 
 
@@ -55,6 +58,7 @@ def _rows_global(ctx, A, B, spec: RowSpec, k: Tensor, reduce: bool, engine_kw: d
         from ._ring import RingRowStats
 
         bias = spec.softplus_bias
+        spec = without_positive(spec, A, B, k)  # positive columns are local ones here
         tile = recompute_tile(B.shape[0], engine_kw.get("chunk_size"))
         outs = RingRowStats.apply(A, B, k, bias, ctx, spec, tile)
         stats = dict(zip(output_keys(spec), outs))
@@ -65,6 +69,8 @@ def _rows_global(ctx, A, B, spec: RowSpec, k: Tensor, reduce: bool, engine_kw: d
     spec = replace(
         spec, terms=tuple(replace(t, exclude=_shift(t.exclude, ctx, shift)) for t in spec.terms)
     )
+    if spec.positive is not None:
+        spec = replace(spec, positive=spec.positive + shift)
     return contrast(A, Bg, spec, k, reduce=reduce, **engine_kw)
 
 

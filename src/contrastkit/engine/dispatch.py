@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .fused import FusedRowLoss
 from .recompute import RowStats, output_keys
-from .spec import RowSpec
+from .spec import RowSpec, check_positive_index
 from .tiles import tile_stats
 
 BACKENDS = ("auto", "dense", "tiled")
@@ -100,6 +100,7 @@ def contrast(
     tuple ``(row values (N,), column values (M,) or None)``.
     """
     N, M = anchors.shape[0], candidates.shape[0]
+    check_positive_index(spec, N, M)
     dt = compute_dtype(anchors.dtype)
     A, B = anchors.to(dt), candidates.to(dt)
     kappa = kappa.to(dt)

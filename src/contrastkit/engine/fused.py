@@ -15,7 +15,10 @@ Memory ``O((N + M) d + b M)``.
 
 Plain specs (one LSE, O(1) exclusions per row) work in base 2 in place: the logits are scaled by
 ``log2(e)`` inside the anchor scaling (free), shifted by the exact row maximum and
-exponentiated with ``exp2``, which is about three times faster than ``exp`` on CPU.
+exponentiated with ``exp2``, which is about three times faster than ``exp`` on CPU. With
+``RowSpec.positive`` the positive's base-2 logit ``c`` is read from the same chunk and
+``ce = (log2(rowsum) + (m - c)) ln 2``: ``m - c`` is 0 when the positive is the row maximum, so
+nothing of the size of the logits is rounded (as in ``F.cross_entropy``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from torch import Tensor
 
 from .recompute import add_kappa_grad, kappa_block
 from .spec import LSETerm, PairMask, RowSpec
-from .tiles import NEG_INF, _finite_or_zero, tile_grad, tile_stats
+from .tiles import NEG_INF, _finite_or_zero, positive_entries, tile_grad, tile_stats
 
 LOG2E = 1.0 / math.log(2.0)
 LN2 = math.log(2.0)
@@ -78,16 +81,21 @@ def _plain_block(flat, flat2, a2, B, spec, r0, r1, chunks, col_shift, col_mul):
     softmax weights ``exp2(u2 - col_shift) [* col_mul]`` (kept in ``flat2``), then shifted by the
     chunk's row maximum and exponentiated in place. Chunk maxima are merged afterwards (online
     softmax), so every pass runs while its chunk is in cache. Returns ``(lse, rowsum, scale, E,
-    EC)``: natural-log row LSEs, ``sum_j exp2(u2_ij - m_i)``, per-chunk factors ``exp2(m_c -
-    m)`` (b, chunks), and the chunk views holding ``exp2(u2 - m_c)`` and the column weights.
+    EC, ce)``: natural-log row LSEs, ``sum_j exp2(u2_ij - m_i)``, per-chunk factors ``exp2(m_c -
+    m)`` (b, chunks), the chunk views holding ``exp2(u2 - m_c)`` and the column weights, and
+    ``lse - u_pos`` (``RowSpec.positive``; else None) from the chunk's own positive logits.
     """
     b = r1 - r0
     ms = torch.empty(b, len(chunks), dtype=a2.dtype, device=a2.device)
     ss = torch.empty_like(ms)
     E, EC = [], []
+    pos2 = None if spec.positive is None else torch.empty(b, dtype=a2.dtype, device=a2.device)
     for ci, (c0, c1) in enumerate(chunks):
         uc = flat[b * c0 : b * c1].view(b, c1 - c0)
         torch.mm(a2, B[c0:c1].t(), out=uc)
+        if pos2 is not None:
+            pr, pc = positive_entries(spec, r0, r1, c0, c1)
+            pos2[pr] = uc[pr, pc]
         rr, cc = spec.terms[0].exclude.sparse_entries(r0, r1, c0, c1, uc.device)
         if rr.numel():
             uc[rr, cc] = NEG_INF
@@ -105,7 +113,8 @@ def _plain_block(flat, flat2, a2, B, spec, r0, r1, chunks, col_shift, col_mul):
     scale = torch.exp2(ms - m[:, None])
     rowsum = (ss * scale).sum(dim=1)
     lse = (torch.log2(rowsum) + m) * LN2
-    return lse, rowsum, scale, E, EC
+    ce = None if pos2 is None else (torch.log2(rowsum) + (m - pos2)) * LN2
+    return lse, rowsum, scale, E, EC, ce
 
 
 #: a row whose sum of 2^(u2 - C) falls below 2^SAFE_LOG2 takes the exact two-exponential route
@@ -217,7 +226,8 @@ class FusedRowLoss(torch.autograd.Function):
         buf = torch.empty(min(block, N) * M, dtype=A.dtype, device=A.device)
         buf2 = None  # second buffer of the exact symmetric route, allocated on first use
         chunks = column_chunks(M, min(block, N))
-        shared = spec.columns and (fold or not need_grad)
+        # the shared exponential shifts rows by a global constant, not by their positive
+        shared = spec.columns and (fold or not need_grad) and spec.positive is None
         if shared:
             C = float(col_shift.max())
             v = torch.exp2(col_shift - C)
@@ -244,10 +254,12 @@ class FusedRowLoss(torch.autograd.Function):
             elif plain:
                 if spec.columns and buf2 is None:
                     buf2 = torch.empty_like(buf)
-                lse, rowsum, scale, E, EC = _plain_block(
+                lse, rowsum, scale, E, EC, ce = _plain_block(
                     buf, buf2, A[r0:r1] * (kb * LOG2E), B, spec, r0, r1, chunks, col_shift, col_mul
                 )
                 stats = {"lse": lse[None]}
+                if ce is not None:
+                    stats["ce"] = ce
             else:
                 u = buf[: (r1 - r0) * M].view(r1 - r0, M)
                 torch.mm(A[r0:r1] * kb, Bt, out=u)
@@ -272,7 +284,8 @@ class FusedRowLoss(torch.autograd.Function):
                 gA.mul_(kb)
             elif plain:
                 # softmax_row = E_c * scale_c / rowsum: fold G / rowsum * scale_c into the GEMMs
-                w = torch.where(rowsum > 0, coef["lse"][0] / rowsum, torch.zeros_like(rowsum))
+                g = coef["lse"][0] + coef["ce"] if "ce" in coef else coef["lse"][0]
+                w = torch.where(rowsum > 0, g / rowsum, torch.zeros_like(rowsum))
                 f = w[:, None] * scale
                 gA = torch.zeros_like(a)
                 for ci, (c0, c1) in enumerate(chunks):
@@ -284,6 +297,10 @@ class FusedRowLoss(torch.autograd.Function):
                         du = EC[ci].addcmul_(E[ci], fc)
                         gA.addmm_(du, B[c0:c1])
                         dB[c0:c1].addmm_(du.t(), a)
+                if "ce" in coef:  # d ce / d u_i,pos(i) has a -1 besides the softmax
+                    p, gce = spec.positive[r0:r1], coef["ce"][:, None]
+                    gA.sub_(gce * B[p])
+                    dB.index_add_(0, p, gce * a, alpha=-1)
                 gA.mul_(kb)
             else:
                 du, db = tile_grad(u, spec, r0, r1, 0, M, stats, coef)

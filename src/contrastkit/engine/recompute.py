@@ -10,6 +10,11 @@ FLOPs: ``2 N M d`` forward + ``2 N M d`` recompute + ``4 N M d`` gradients = **8
 Needed when a row's weights depend on reductions known only after the full sweep (column softmax
 of symmetric losses) or when the caller needs per-row losses (``reduction="none"``).
 Memory ``O((N + M) d + b t)``: one reusable logit tile plus the temporaries of one tile.
+
+With ``RowSpec.positive`` every tile reduces ``u_ij - c_i`` for term 0, ``c_i`` being row
+``i``'s positive logit read from the tile that holds it; when a row block spans several column
+tiles, those holding positives are computed once more first, to read ``c`` (the same GEMM on the
+same operands gives the same values).
 """
 
 from __future__ import annotations
@@ -19,14 +24,16 @@ from torch import Tensor
 
 from .candidates import LocalCandidates
 from .spec import RowSpec
-from .tiles import NEG_INF, _finite_or_zero, tile_grad, tile_stats
+from .tiles import NEG_INF, _finite_or_zero, positive_entries, tile_grad, tile_stats
 
-ROW_KEYS = ("lse", "phi", "tgt", "mass")
+ROW_KEYS = ("lse", "ce", "phi", "tgt", "mass")
 COL_KEYS = ("col_lse", "col_tgt", "col_mass")
 
 
 def output_keys(spec: RowSpec) -> list[str]:
     keys = ["lse"] if len(spec.terms) else []
+    if spec.positive is not None:
+        keys.append("ce")
     if spec.softplus_bias is not None:
         keys.append("phi")
     if spec.soft_targets is not None:
@@ -71,6 +78,8 @@ def _empty_stats(spec: RowSpec, N: int, M: int, like: Tensor) -> dict:
     out = {}
     if spec.terms:
         out["lse"] = torch.full((len(spec.terms), N), NEG_INF, dtype=like.dtype, device=like.device)
+    if spec.positive is not None:
+        out["ce"] = full(N, NEG_INF)
     if spec.softplus_bias is not None:
         out["phi"] = full(N, 0.0)
     if spec.soft_targets is not None:
@@ -89,6 +98,17 @@ def _merge_into(dst: Tensor, part: Tensor, is_lse: bool) -> None:
         dst.add_(part)
 
 
+def _positive_shift(buf: Tensor, a: Tensor, cands, spec: RowSpec, r0, r1, tt) -> Tensor:
+    """Rows ``r0:r1``'s positive logits, read from the tiles that hold them (a pre-pass for row
+    blocks that span several column tiles)."""
+    c = torch.empty(r1 - r0, dtype=a.dtype, device=a.device)
+    for c0, c1, Bt in cands.tiles(tt):
+        rows, cols = positive_entries(spec, r0, r1, c0, c1)
+        if rows.numel():
+            c[rows] = logits_tile(buf, a, Bt, spec, r0, r1, c0, c1)[rows, cols]
+    return c
+
+
 class RowStats(torch.autograd.Function):
     """Returns the statistics named by :func:`output_keys`, in that order."""
 
@@ -102,17 +122,26 @@ class RowStats(torch.autograd.Function):
         for r0 in range(0, N, bt):
             r1 = min(r0 + bt, N)
             a = A[r0:r1] * kappa_block(kappa, r0, r1)
+            shift = None  # positive logits: read from the tile when it spans every column
+            if spec.positive is not None and tt < M:
+                shift = _positive_shift(buf, a, cands, spec, r0, r1, tt)
             for c0, c1, Bt in cands.tiles(tt):
                 u = logits_tile(buf, a, Bt, spec, r0, r1, c0, c1)
-                if spec.plain:
+                if spec.plain and spec.positive is not None:
+                    c = shift if shift is not None else u[positive_entries(spec, r0, r1, c0, c1)]
+                    ce = torch.logsumexp(u - c[:, None], dim=1)
+                    part = {"lse": (ce + c)[None], "ce": ce}
+                    if spec.columns:
+                        part["col_lse"] = torch.logsumexp(u, dim=0)
+                elif spec.plain:
                     part = {"lse": torch.logsumexp(u, dim=1)[None]}
                     if spec.columns:
                         part["col_lse"] = torch.logsumexp(u, dim=0)
                 else:
-                    part = tile_stats(u, spec, r0, r1, c0, c1)
+                    part = tile_stats(u, spec, r0, r1, c0, c1, shift)
                 for k, v in part.items():
                     dst = stats[k][c0:c1] if k in COL_KEYS else stats[k][..., r0:r1]
-                    _merge_into(dst, v, k.endswith("lse"))
+                    _merge_into(dst, v, k.endswith("lse") or k == "ce")
         keys = output_keys(spec)
         outs = [stats[k] for k in keys]
         ctx.keys, ctx.spec, ctx.tile = keys, spec, tile
@@ -150,10 +179,14 @@ class RowStats(torch.autograd.Function):
                 u = logits_tile(buf, a, Bt, spec, r0, r1, c0, c1)
                 if spec.plain:
                     # du = G_i softmax_row + G_j softmax_col, built in place on the tile
-                    du = torch.sub(u, lse_r[r0:r1, None]).exp_().mul_(coef["lse"][0][:, None])
+                    g = coef["lse"][0] + coef["ce"] if "ce" in coef else coef["lse"][0]
+                    du = torch.sub(u, lse_r[r0:r1, None]).exp_().mul_(g[:, None])
                     if spec.columns:
                         u.sub_(lse_c[None, c0:c1]).exp_().mul_(coefs["col_lse"][None, c0:c1])
                         du.add_(u)
+                    if "ce" in coef:  # d ce / d u_i,pos(i) has a -1 besides the softmax
+                        rows, cols = positive_entries(spec, r0, r1, c0, c1)
+                        du[rows, cols] -= coef["ce"][rows]
                 else:
                     col = {k: stats[k][c0:c1] for k in COL_KEYS if k in stats}
                     col_coef = {k: coefs[k][c0:c1] for k in COL_KEYS if k in coefs}

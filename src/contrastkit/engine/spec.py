@@ -7,12 +7,18 @@ The unified row-wise form (methods card, section 1) for anchor ``i`` and candida
     phi_i  = sum_j softplus(u_ij + bias)          (optional elementwise term, SigLIP)
     tgt_i  = sum_j p_ij u_ij,  mass_i = sum_j p_ij (soft targets evaluated per tile, CWCL)
     col_lse_j = log sum_i w^0_ij exp(u_ij)        (optional column reduction, symmetric losses)
+    ce_i   = lse_0,i - u_i,pos(i)                 (optional: cross-entropy with one positive)
 
     loss   = sum_i g(row stats_i, side_i)  [+ sum_j g_col(col stats_j, side_j)]
 
 Linear target terms with one-hot or label targets (``u_i,pos``, ``sum_{j in P(i)} u_ij``) do not
 need the engine at all: they are ``O((N + M) d)`` algebra done with autograd by the objective and
 passed to ``g`` as *side inputs*. The engine only sweeps the reductions that need every pair.
+The one exception is the cross-entropy with a single positive: ``lse_0,i - u_i,pos(i)`` cancels
+badly when the positive dominates the row (near-identical views), so with ``RowSpec.positive``
+the engine reads ``u_i,pos(i)`` from the same logit tile as the LSE and reduces
+``u_ij - u_i,pos(i)`` directly (as ``F.cross_entropy``'s log-softmax does): the statistic
+``"ce"`` is then as exact as a plain cross-entropy, and exactly 0 when the positive is alone.
 
 Pair functions (masks and soft targets) are evaluated per tile from O(N + M) data (indices,
 labels, a second pair of embeddings); a dense ``(N, M)`` mask may be given for convenience.
@@ -20,13 +26,13 @@ labels, a second pair of embeddings); a dense ``(N, M)`` mask may be given for c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["PairMask", "LSETerm", "SoftTargets", "RowSpec"]
+__all__ = ["PairMask", "LSETerm", "SoftTargets", "RowSpec", "without_positive"]
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,13 @@ class RowSpec:
     slice of every side tensor. ``col_fn`` likewise for column statistics (``"col_lse"``,
     ``"col_tgt"``, ``"col_mass"``) and column side tensors; it makes the objective two-sided, which
     the engine computes with the recompute path.
+
+    ``positive`` (optional) is an ``(N,)`` integer tensor of global candidate columns, one per
+    row, that term 0 (``r = 1``) must not exclude; it adds the row statistic ``"ce"``
+    ``= lse_0,i - u_i,positive(i)``, with the positive logit read from the very tile values that
+    enter the log-sum-exp, so that the two cancel exactly (``lse`` is not rounded to the size of
+    the logits first). Paths that cannot read it from the tile (Triton kernels, the ring
+    strategy) use :func:`without_positive`: a separate dot product, as exact as ``lse``.
     """
 
     terms: Sequence[LSETerm] = (LSETerm(),)
@@ -158,6 +171,7 @@ class RowSpec:
     col_side: dict = field(default_factory=dict)
     softplus_bias: Optional[Tensor] = None  # enables phi_i = sum_j softplus(u_ij + bias)
     soft_targets: Optional[SoftTargets] = None
+    positive: Optional[Tensor] = None  # adds "ce" = lse_0 - u_i,positive(i), read in the tile
 
     @property
     def plain(self) -> bool:
@@ -171,3 +185,43 @@ class RowSpec:
             and self.softplus_bias is None
             and self.soft_targets is None
         )
+
+
+#: side-tensor name under which :func:`without_positive` passes the positive logits
+POSITIVE_SIDE = "_positive_logit"
+
+
+def check_positive_index(spec: RowSpec, N: int, M: int) -> None:
+    """``spec.positive``: an (N,) integer tensor of columns in [0, M); term 0 has ``r = 1``."""
+    p = spec.positive
+    if p is None:
+        return
+    if p.dim() != 1 or p.shape[0] != N or p.is_floating_point():
+        raise ValueError(
+            f"RowSpec.positive must be an ({N},) integer tensor, got {p.dtype} {tuple(p.shape)}"
+        )
+    if N and not p.is_cuda and (int(p.min()) < 0 or int(p.max()) >= M):  # no device sync
+        raise ValueError(f"RowSpec.positive must hold columns in [0, {M})")
+    if not spec.terms or spec.terms[0].r != 1.0:
+        raise ValueError("RowSpec.positive needs a first LSE term with r = 1")
+
+
+def without_positive(spec: RowSpec, A: Tensor, B: Tensor, kappa: Tensor) -> RowSpec:
+    """The same objective for paths that do not read the positive from the logit tile.
+
+    ``"ce"`` becomes ``lse_0 - kappa_i <a_i, b_positive(i)>`` with the positive logit from a
+    separate (differentiable) dot product passed as a side tensor: correct, but only as exact
+    as ``lse`` itself. ``A``/``B``: the anchors and the candidates ``positive`` indexes.
+    """
+    if spec.positive is None:
+        return spec
+    kr = kappa if kappa.dim() == 0 else kappa[:, None]
+    pos = ((A * kr) * B[spec.positive]).sum(-1)
+    row_fn = spec.row_fn
+
+    def fn(stats: dict, side: dict) -> Tensor:
+        side = dict(side)
+        stats = {**stats, "ce": stats["lse"][0] - side.pop(POSITIVE_SIDE)}
+        return row_fn(stats, side)
+
+    return replace(spec, positive=None, row_fn=fn, row_side={**spec.row_side, POSITIVE_SIDE: pos})

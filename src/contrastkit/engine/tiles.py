@@ -10,6 +10,11 @@ coefficients ``d loss / d stat`` (methods card 1.2):
           + Gphi_i sigmoid(u_ij + bias)                      (elementwise term)
           + Gtgt_i p_ij + Gcoltgt_j p_ij                     (soft targets)
           + Gcol_j w^0_ij exp(u_ij - col_lse_j)              (column softmax)
+          + Gce_i (w^0_ij exp(u_ij - lse_0,i) - [j = pos(i)])  (cross-entropy, ``positive``)
+
+With ``RowSpec.positive`` the term-0 reduction is taken of ``u_ij - c_i``, ``c_i = u_i,pos(i)``
+read from the tile (:func:`positive_logits`): its partial sums are the ``"ce"`` statistic and
+``lse_0 = ce + c`` (the shift is common to every tile of a row, so partials still merge).
 """
 
 from __future__ import annotations
@@ -41,23 +46,72 @@ def _log_weights(term, r0: int, r1: int, c0: int, c1: int, like: Tensor) -> Opti
     return torch.log(term.weights(r0, r1, c0, c1).to(like.dtype).detach())
 
 
+def _logsumexp(x: Tensor, dim: int) -> Tensor:
+    """``torch.logsumexp`` whose gradient is 0, not NaN, on an empty (all ``-inf``) reduction.
+
+    The value of an empty reduction stays ``-inf`` (objectives test for it); its backward
+    would compute ``0 * exp(-inf - (-inf))`` = NaN, so such rows are reduced from zeros instead.
+    """
+    out = torch.logsumexp(x, dim=dim)
+    empty = torch.isneginf(out)
+    if not x.requires_grad or not bool(empty.any()):
+        return out
+    keep = empty.unsqueeze(dim)
+    safe = torch.logsumexp(torch.where(keep, torch.zeros_like(x), x), dim=dim)
+    return torch.where(empty, out.detach(), safe)
+
+
 def _finite_or_zero(lse: Tensor) -> Tensor:
     """Empty reductions are -inf; use 0 as the shift so exp(-inf - 0) = 0 instead of NaN."""
     return torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
 
 
-def tile_stats(u: Tensor, spec: RowSpec, r0: int, r1: int, c0: int, c1: int) -> dict:
-    """Row (and column) statistics of one tile. Differentiable with plain autograd (dense path)."""
+def positive_entries(spec: RowSpec, r0: int, r1: int, c0: int, c1: int) -> tuple[Tensor, Tensor]:
+    """(rows, cols) inside the tile, relative to its origin, of the rows' positive columns."""
+    p = spec.positive[r0:r1]
+    rows = ((p >= c0) & (p < c1)).nonzero().flatten()
+    return rows, p[rows] - c0
+
+
+def positive_logits(u: Tensor, spec: RowSpec, r0: int, r1: int, c0: int = 0) -> Tensor:
+    """``u_i,pos(i)`` (b,) read from a tile that spans every row's positive (before masking)."""
+    rows, cols = positive_entries(spec, r0, r1, c0, c0 + u.shape[1])
+    if rows.numel() != r1 - r0:
+        raise ValueError("the tile does not hold every row's positive column")
+    return u[rows, cols]
+
+
+def tile_stats(
+    u: Tensor,
+    spec: RowSpec,
+    r0: int,
+    r1: int,
+    c0: int,
+    c1: int,
+    shift: Optional[Tensor] = None,
+) -> dict:
+    """Row (and column) statistics of one tile. Differentiable with plain autograd (dense path).
+
+    With ``spec.positive``, ``shift`` (b,) holds the rows' positive logits ``c`` (read from the
+    tile that holds them); ``None`` reads them from this tile, which must then hold them all.
+    """
     dev = u.device
     out: dict = {}
     lses = []
     col_lse = None
+    if spec.positive is not None and shift is None:
+        shift = positive_logits(u, spec, r0, r1, c0)
     for k, term in enumerate(spec.terms):
         log_w = _log_weights(term, r0, r1, c0, c1, u)
         x = _masked(u, term.r, term.exclude.tile(r0, r1, c0, c1, dev), log_w)
-        lses.append(torch.logsumexp(x, dim=1))
+        if k == 0 and spec.positive is not None:
+            ce = _logsumexp(x - shift[:, None], dim=1)
+            out["ce"] = ce
+            lses.append(ce + shift)
+        else:
+            lses.append(_logsumexp(x, dim=1))
         if k == 0 and spec.columns:
-            col_lse = torch.logsumexp(x, dim=0)
+            col_lse = _logsumexp(x, dim=0)
     if lses:
         out["lse"] = torch.stack(lses)
     if spec.columns:
@@ -98,12 +152,17 @@ def tile_grad(
         mask = term.exclude.tile(r0, r1, c0, c1, dev)
         x = _masked(u, term.r, mask, _log_weights(term, r0, r1, c0, c1, u))
         g = coef["lse"][k]
+        if k == 0 and "ce" in coef:
+            g = g + coef["ce"]
         if torch.any(g != 0):
             du += (g * term.r)[:, None] * torch.exp(x - _finite_or_zero(row["lse"][k])[:, None])
         if k == 0 and col_coef is not None and "col_lse" in col_coef:
             du += col_coef["col_lse"][None, :] * torch.exp(
                 x - _finite_or_zero(col["col_lse"])[None, :]
             )
+    if "ce" in coef:  # - Gce_i at the positive
+        rows, cols = positive_entries(spec, r0, r1, c0, c1)
+        du[rows, cols] -= coef["ce"][rows]
     dbias = None
     if spec.softplus_bias is not None:
         sig = torch.sigmoid(u + spec.softplus_bias) * coef["phi"][:, None]

@@ -154,9 +154,26 @@ def global_total(x: Tensor) -> Tensor:
     ctx = _group(2)
     if ctx is None:
         return x
-    from ..distributed._ops import global_loss, scale_grad
+    from ..distributed._ops import global_loss_checked
 
-    return global_loss(ctx, x) if x.dim() == 0 else scale_grad(x, ctx.scale)
+    return global_loss_checked(ctx, x)
+
+
+def check_has_negatives(name: str, x: Tensor, objective: str, unit: str = "row") -> None:
+    """A batch of one has no negatives: ``ValueError`` when ``x`` has a single row (sample),
+    unless other ranks of an active process group contribute candidates (no collective)."""
+    if x.shape[0] >= 2:
+        return
+    global _OPS
+    if _OPS is None:
+        from ..distributed import _ops as _OPS
+    ctx = _OPS.current()
+    if ctx is not None and ctx.world > 1:
+        return
+    raise ValueError(
+        f"{name} has {x.shape[0]} {unit}: {objective} needs at least 2 {unit}s (a batch with no "
+        f"negatives), got shape {tuple(x.shape)}"
+    )
 
 
 def engine_args(chunk_size, backend) -> dict:
@@ -243,7 +260,14 @@ class FunctionalLoss(torch.nn.Module):
     def forward(self, *inputs, **kwargs):
         opts = {name: getattr(self, name) for name in self._option_names}
         opts.update(kwargs)
-        return self._fn(*inputs, **opts)
+        global _OPS
+        if _OPS is None:
+            from ..distributed import _ops as _OPS
+        ctx = _OPS.current()
+        if ctx is None:
+            return self._fn(*inputs, **opts)
+        with _OPS.shared_errors(ctx):  # an input error on one rank raises on every rank
+            return self._fn(*inputs, **opts)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{n}={getattr(self, n)!r}" for n in self._option_names)

@@ -195,6 +195,7 @@ class AMCL(torch.nn.Module):
         return torch.sigmoid(r) * (self.tau_max - self.tau_min) + self.tau_min
 
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
+        check_embeddings("z1", z1, ndim=3)
         if z1.dim() != 3 or z1.shape[1:] != (self.num_heads, self.dim):
             raise ValueError(
                 f"z1 must have shape (N, num_heads={self.num_heads}, dim={self.dim}), "

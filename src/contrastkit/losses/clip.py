@@ -14,6 +14,7 @@ from typing import Optional
 
 from torch import Tensor
 
+from ._common import check_has_negatives
 from .info_nce import info_nce
 from .logit_scale import ScaledLoss
 
@@ -31,7 +32,8 @@ def clip_loss(
     chunk_size: Optional[int] = None,
     backend: str = "auto",
 ) -> Tensor:
-    """Symmetric CLIP loss of paired ``image`` and ``text`` embeddings (N, d)."""
+    """Symmetric CLIP loss of paired ``image`` and ``text`` embeddings (N, d), N >= 2 (one pair
+    has no negative: a ``ValueError``)."""
     if scale is None and temperature is None:
         temperature = 0.07
     from .._validation import check_compatible, check_embeddings
@@ -39,6 +41,7 @@ def clip_loss(
     check_embeddings("image", image)
     check_embeddings("text", text)
     check_compatible("image", image, "text", text, same_rows=True)
+    check_has_negatives("image", image, "CLIP")
     return info_nce(
         image,
         text,

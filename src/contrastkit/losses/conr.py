@@ -42,6 +42,8 @@ _COUNT_ROWS = 1024
 def _vector(name: str, x, n: int, ref: Tensor) -> Tensor:
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.is_complex() or x.dtype == torch.bool:
+        raise ValueError(f"{name} must hold real numbers, got dtype {x.dtype}")
     if x.dim() == 2 and x.shape[1] == 1:
         x = x[:, 0]
     if x.dim() != 1 or x.shape[0] != n:

@@ -29,7 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._validation import check_compatible, check_embeddings, check_positive, optional_int
+from .._validation import (
+    check_compatible,
+    check_embeddings,
+    check_index,
+    check_temperature,
+    check_tensor,
+    optional_int,
+)
 from ._common import EPS, kappa, prepare, row_weight
 
 __all__ = ["in_batch_hard_negatives", "partial_ranking_distillation", "PartialRankingDistillation"]
@@ -91,18 +98,9 @@ def partial_ranking_distillation(
     check_embeddings("keys", keys)
     check_compatible("query", query, "keys", keys)
     N = query.shape[0]
-    if not isinstance(negatives, Tensor) or negatives.dim() != 2 or negatives.shape[0] != N:
-        raise ValueError(f"negatives must be a ({N}, K) index tensor")
-    if negatives.is_floating_point():
-        raise ValueError(f"negatives must hold integer indices, got dtype {negatives.dtype}")
+    check_index("negatives", negatives, keys.shape[0], ndim=2, rows=N, ref=query, what="keys")
     K = negatives.shape[1]
-    if bool(((negatives < 0) | (negatives >= keys.shape[0])).any()):
-        raise ValueError(f"negatives must be in [0, {keys.shape[0]})")
-    if not isinstance(teacher_scores, Tensor) or teacher_scores.shape != (N, K):
-        raise ValueError(
-            f"teacher_scores must have shape ({N}, {K}), got "
-            f"{tuple(getattr(teacher_scores, 'shape', ()))}"
-        )
+    check_tensor("teacher_scores", teacher_scores, kind="float", shape=(N, K), finite=False)
     if not bool(torch.isfinite(teacher_scores).all()):
         raise ValueError("teacher_scores contain NaN or Inf values")
     if n_valid is None:
@@ -111,7 +109,7 @@ def partial_ranking_distillation(
         raise ValueError(f"n_valid must be an integer tensor of shape ({N},)")
     if bool(((n_valid < 0) | (n_valid > K)).any()):
         raise ValueError(f"n_valid must be in [0, {K}]")
-    check_positive("temperature", temperature)
+    check_temperature("temperature", temperature, N)
     q = prepare(query, normalize)
     c = prepare(keys, normalize)
     kap = kappa(q, temperature, n_rows=N)
@@ -140,7 +138,7 @@ class PartialRankingDistillation(torch.nn.Module):
         super().__init__()
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        check_positive("temperature", temperature)
+        check_temperature("temperature", temperature)
         row_weight(reduction, 1)
         self.k, self.temperature, self.reduction, self.normalize = (
             k,

@@ -63,19 +63,18 @@ def focal_info_nce(
     k = kappa(query, temperature, n_rows=N)
     q = prepare(query, normalize)
     cands = prepare(torch.cat([positive, *cols]) if cols else positive, normalize)
-    pos = (q * cands[:N]).sum(-1) * k
     w = row_weight(reduction, N)
     g = float(gamma)
 
     def row_fn(st, sd):
-        ce = st["lse"][0] - sd["pos"]
+        ce = st["ce"]  # read from the LSE's own logits: no cancellation as p_i -> 1
         one_minus_p = (-torch.expm1(-ce)).clamp(min=torch.finfo(ce.dtype).tiny)
         weight = one_minus_p**g
         if detach_weight:
             weight = weight.detach()
         return w * weight * ce
 
-    spec = RowSpec(row_fn=row_fn, row_side={"pos": pos})
+    spec = RowSpec(row_fn=row_fn, positive=torch.arange(N, device=q.device))
     return run(q, cands, spec, k, reduction, eng)
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .._validation import check_compatible, check_embeddings
 from ..engine import RowSpec
 from ._common import (
     FunctionalLoss,
+    check_has_negatives,
     engine_args,
     global_total,
     kappa,
@@ -48,6 +50,7 @@ def info_nce(
     ``temperature`` (default 0.07) or ``scale`` = 1 / temperature; a tensor temperature may be
     0-dim (learnable) or ``(N,)`` (one per query). ``in_batch_negatives=False`` keeps only each
     query's own key and ``negatives`` in its softmax (MoCo v1/v2's ``[l_pos, l_neg]`` logits).
+    One query with one key and no ``negatives`` has no negative at all: a ``ValueError``.
     """
     if temperature is None and scale is None:
         temperature = 0.07
@@ -74,6 +77,8 @@ def info_nce(
             raise ValueError(
                 f"per-anchor negatives must have shape (N={N}, h, d), got {tuple(negatives.shape)}"
             )
+    if negatives is None and M < 2:  # one query, one key, nothing else: the loss would be 0
+        check_has_negatives("query", query, "InfoNCE")
     if not in_batch_negatives:
         if negatives is None:
             raise ValueError("in_batch_negatives=False needs negatives (e.g. a queue's keys)")
@@ -93,17 +98,20 @@ def info_nce(
             private = torch.logsumexp(torch.einsum("nd,nhd->nh", q, neg) * kr, dim=1)
     pos = (q * key_n[:N]).sum(-1) * k
     w = row_weight(reduction, N) / (2 if symmetric else 1)
-    side = {"pos": pos}
+    # one-sided: the engine reads u_i,i from the logits of its LSE ("ce"), so the two cancel
+    # exactly; two-sided keeps the side positive (the rows' shared exponential needs no shift)
+    side = {"pos": pos} if symmetric else {}
     if private is not None:
-        side["private"] = private
+        side["private"] = private - pos  # log sum_h exp(u_ih - u_i,i)
 
     def row_fn(st, sd):
-        lse = st["lse"][0]
+        ce = st["lse"][0] - sd["pos"] if symmetric else st["ce"]
         if "private" in sd:
-            lse = torch.logaddexp(lse, sd["private"])
-        return w * (lse - sd["pos"])
+            ce = torch.logaddexp(ce, sd["private"])
+        return w * ce
 
-    spec = RowSpec(row_fn=row_fn, row_side=side)
+    positive = None if symmetric else torch.arange(N, device=q.device)
+    spec = RowSpec(row_fn=row_fn, row_side=side, positive=positive)
     if symmetric:
         # key-to-query direction: only the N keys are anchors there (queue columns get weight 0)
         extra = cands.shape[0] - N
@@ -121,11 +129,11 @@ def _own_key_only(q, pos_key, neg, k, reduction, eng) -> Tensor:
     w = row_weight(reduction, N)
     if neg.dim() == 3:
         kr = k if k.dim() == 0 else k[:, None]
-        rows = torch.logaddexp(torch.logsumexp(torch.einsum("nd,nhd->nh", q, neg) * kr, 1), pos)
-        rows = rows - pos
+        # log(exp(pos) + sum exp(neg)) - pos without cancellation when the positive dominates
+        rows = F.softplus(torch.logsumexp(torch.einsum("nd,nhd->nh", q, neg) * kr, 1) - pos)
         return global_total(rows if reduction == "none" else (rows * w).sum())
     spec = RowSpec(
-        row_fn=lambda st, sd: w * (torch.logaddexp(st["lse"][0], sd["pos"]) - sd["pos"]),
+        row_fn=lambda st, sd: w * F.softplus(st["lse"][0] - sd["pos"]),
         row_side={"pos": pos},
     )
     return run(q, neg, spec, k, reduction, eng)
@@ -191,6 +199,8 @@ def multiple_negatives_ranking(
         check_compatible("anchor", anchor, f"negatives[{i}]", n, same_rows=True)
         cols.extend([n] if n.dim() == 2 else list(n.unbind(1)))
     negs = torch.cat(cols) if cols else None
+    if negs is None:
+        check_has_negatives("anchor", anchor, "MNRL")
     return info_nce(
         anchor,
         positive,

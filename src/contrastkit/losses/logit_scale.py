@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_positive
+from .._validation import check_positive, check_temperature
 
 
 class LogitScale(nn.Module):
@@ -21,7 +21,7 @@ class LogitScale(nn.Module):
         self, init_temperature: float = 0.07, learnable: bool = True, max_logit_scale=100.0
     ):
         super().__init__()
-        check_positive("init_temperature", init_temperature)
+        check_temperature("init_temperature", init_temperature)
         check_positive("max_logit_scale", max_logit_scale)
         if max_logit_scale < 1:
             raise ValueError(f"max_logit_scale must be >= 1, got {max_logit_scale}")
@@ -76,8 +76,10 @@ class ScaledLoss(nn.Module):
 
     def options(self, ref: Tensor) -> dict:
         """Keyword arguments for the functional twin: the current scale and the options."""
+        # a non-tensor input is left to the functional, whose error names the argument
+        device = ref.device if isinstance(ref, Tensor) else None
         return {
-            "scale": self.scale().to(ref.device),
+            "scale": self.scale().to(device),
             "reduction": self.reduction,
             "normalize": self.normalize,
             "chunk_size": self.chunk_size,

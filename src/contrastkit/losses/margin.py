@@ -23,8 +23,10 @@ from torch import Tensor
 from .._validation import (
     check_compatible,
     check_embeddings,
+    check_index,
     check_labels,
     check_reduction,
+    check_tensor,
     optional_int,
 )
 from ._common import prepare
@@ -335,8 +337,15 @@ def icnn_score(
                     dcnd = (D dc)_{:k} / global max
         gamma     = mean_i sc_i / k,     score = ((sc_lambda + dc_lambda) / 2 + gamma) / 2
 
-    (means with the official ``+ 1e-7`` in the denominators).
+    (means with the official ``+ 1e-7`` in the denominators). fp16/bf16 inputs are computed in
+    fp32 (the ``1e-6`` and ``1e-7`` guards are below fp16's resolution) and the score is
+    returned in the input dtype.
     """
+    return _icnn_score(origin, labels, target, target_labels, k, ipc).to(origin.dtype)
+
+
+def _icnn_score(origin, labels, target, target_labels, k, ipc) -> Tensor:
+    """:func:`icnn_score` in the compute dtype (fp32 for fp16/bf16 inputs)."""
     eps = 1e-7
     check_embeddings("origin", origin)
     check_labels("labels", labels, origin.shape[0], origin)
@@ -358,7 +367,7 @@ def icnn_score(
     ipc = k + 1 if ipc is None else ipc
     if not isinstance(ipc, int) or isinstance(ipc, bool) or ipc < k or ipc + 1 > m:
         raise ValueError(f"ipc must be an integer in [k={k}, m-1={m - 1}], got {ipc!r}")
-    D_all = _episode_dist(origin, target)
+    D_all = _episode_dist(prepare(origin, False), prepare(target, False))  # fp32 for fp16/bf16
     dist, index = D_all.topk(ipc + 1, dim=1, largest=False)
     dist, index = dist[:, 1:], index[:, 1:]
     sc = (labels[:, None] == target_labels[index]).to(dist.dtype)
@@ -389,8 +398,12 @@ def icnn_loss(
     k: int = 4,
     ipc: Optional[int] = None,
 ) -> Tensor:
-    """ICNN loss ``-log(icnn_score(...))`` (Mendez-Ruiz et al. 2023, arXiv 2305.09062)."""
-    return -torch.log(icnn_score(origin, labels, target, target_labels, k=k, ipc=ipc))
+    """ICNN loss ``-log(icnn_score(...))`` (Mendez-Ruiz et al. 2023, arXiv 2305.09062).
+
+    The logarithm is taken in fp32 for fp16/bf16 inputs; the loss has the input dtype.
+    """
+    score = _icnn_score(origin, labels, target, target_labels, k, ipc)
+    return -torch.log(score).to(origin.dtype)
 
 
 class ICNNLoss(torch.nn.Module):
@@ -435,18 +448,26 @@ def max_margin_contrastive(
     ``ignore_index`` positions (padding) have NLL 0 and still count in the mean (official).
     """
     margin, alpha = _number("margin", margin), _number("alpha", alpha)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise ValueError(f"ignore_index must be an integer, got {ignore_index!r}")
+    # an empty batch or sequence would average over nothing (NaN): at least one row and step
     if not isinstance(logits, Tensor) or logits.dim() != 3 or not logits.is_floating_point():
         raise ValueError(
             f"logits must be a floating tensor (B, T, V), got "
             f"{tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__}"
         )
+    check_tensor("logits", logits)  # at least one row, finite
+    if logits.shape[1] == 0 or logits.shape[2] == 0:
+        raise ValueError(f"logits must have T >= 1 steps and V >= 1 classes, got {logits.shape}")
+    V = logits.shape[2]
     for name, ids in (("positive", positive), ("negative", negative)):
-        if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.is_floating_point():
-            raise ValueError(f"{name} must be an integer tensor (B, T) of token ids")
+        check_index(name, ids, V, ndim=2, allow=(ignore_index,), ref=logits, what="vocabulary ids")
         if ids.shape[0] != logits.shape[0]:
             raise ValueError(
                 f"{name} has batch size {ids.shape[0]} but logits {tuple(logits.shape)}"
             )
+        if ids.shape[1] == 0:
+            raise ValueError(f"{name} must have at least one token, got {tuple(ids.shape)}")
     if positive.shape[1] != logits.shape[1]:
         raise ValueError(
             f"logits {tuple(logits.shape)} must be the decoder outputs for positive "
@@ -503,6 +524,8 @@ def pair_margin_contrastive(
     check_compatible("x1", x1, "x2", x2, same_rows=True)
     if not isinstance(dissimilar, Tensor) or dissimilar.shape != (x1.shape[0],):
         raise ValueError(f"dissimilar must be a tensor of shape ({x1.shape[0]},)")
+    if dissimilar.is_complex():
+        raise ValueError(f"dissimilar must hold 0 or 1 values, got dtype {dissimilar.dtype}")
     y = dissimilar.to(x1.dtype)
     if not bool(((y == 0) | (y == 1)).all()):
         raise ValueError("dissimilar must hold 0 (similar) or 1 (dissimilar) values")

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._validation import check_compatible, check_embeddings, check_range
+from .._validation import check_compatible, check_embeddings, check_index, check_range
 from ..engine import LSETerm, PairMask, RowSpec
 from ._common import FunctionalLoss, engine_args, kappa, prepare, row_weight, run
 
@@ -76,16 +76,18 @@ def mlcd(
     check_embeddings("centres", centres)
     check_compatible("embeddings", embeddings, "centres", centres)
     N, k_all = embeddings.shape[0], centres.shape[0]
-    if not isinstance(positives, Tensor) or positives.dim() not in (1, 2):
-        raise ValueError("positives must be a (N,) or (N, l) long tensor of centre indices")
+    check_index(
+        "positives",
+        positives,
+        k_all,
+        ndim=(1, 2),
+        rows=N,
+        allow=(-1,),
+        ref=embeddings,
+        what="centres",
+    )
     pos = positives[:, None] if positives.dim() == 1 else positives
-    if pos.shape[0] != N or pos.is_floating_point():
-        raise ValueError(
-            f"positives must be integer indices of shape ({N}, l), got {tuple(pos.shape)}"
-        )
     pos = pos.to(device=embeddings.device, dtype=torch.long)
-    if bool(((pos < -1) | (pos >= k_all)).any()):
-        raise ValueError(f"positives must be in [0, {k_all}) (-1 = padding)")
     if negatives is None:
         n_neg = max(1, int(round(negative_ratio * k_all)))
         negatives = (
@@ -93,11 +95,8 @@ def mlcd(
             if n_neg == k_all
             else torch.randperm(k_all, generator=generator)[:n_neg].sort().values
         )
-    if not isinstance(negatives, Tensor) or negatives.dim() != 1 or negatives.is_floating_point():
-        raise ValueError("negatives must be a 1-D integer index of sampled centres")
+    check_index("negatives", negatives, k_all, ndim=1, what="centres")
     negatives = negatives.to(embeddings.device, torch.long)
-    if negatives.numel() == 0 or bool(((negatives < 0) | (negatives >= k_all)).any()):
-        raise ValueError(f"negatives must be a non-empty index into [0, {k_all})")
 
     E = prepare(embeddings, normalize)
     W = prepare(centres, normalize)

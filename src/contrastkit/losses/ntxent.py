@@ -13,7 +13,15 @@ from typing import Optional
 from torch import Tensor
 
 from ..engine import LSETerm, PairMask, RowSpec
-from ._common import FunctionalLoss, engine_args, kappa, partner_logits, row_weight, run, two_views
+from ._common import (
+    FunctionalLoss,
+    check_has_negatives,
+    engine_args,
+    kappa,
+    row_weight,
+    run,
+    two_views,
+)
 
 __all__ = ["nt_xent", "NTXent"]
 
@@ -29,16 +37,21 @@ def nt_xent(
     chunk_size: Optional[int] = None,
     backend: str = "auto",
 ) -> Tensor:
-    """NT-Xent of two views ``z1``, ``z2`` (N, d); see :class:`NTXent`."""
+    """NT-Xent of two views ``z1``, ``z2`` (N, d), N >= 2; see :class:`NTXent`.
+
+    N = 1 leaves each view only its partner, no negative: a ``ValueError``, not a loss of 0.
+    """
     eng = engine_args(chunk_size, backend)
-    Z, _ = two_views(z1, z2, normalize)
+    Z, partner = two_views(z1, z2, normalize)
+    check_has_negatives("z1", z1, "NT-Xent")
     n2 = Z.shape[0]
     k = kappa(Z, temperature)
     w = row_weight(reduction, n2) * (2.0 if sum_directions and reduction == "mean" else 1.0)
+    # the engine reads u_i,partner(i) from the logits of the LSE: the two cancel exactly
     spec = RowSpec(
         terms=(LSETerm(exclude=PairMask(self_offset=0)),),
-        row_fn=lambda st, sd: w * (st["lse"][0] - sd["pos"]),
-        row_side={"pos": partner_logits(Z, k)},
+        row_fn=lambda st, sd: w * st["ce"],
+        positive=partner,
     )
     return run(Z, Z, spec, k, reduction, eng)
 

@@ -123,6 +123,7 @@ class OneToKContrastive(torch.nn.Module):
         self.chunk_size, self.backend = chunk_size, backend
 
     def forward(self, images: Tensor, texts: Tensor) -> Tensor:
+        check_embeddings("images", images)
         with torch.no_grad():
             self.temperature.clamp_(*self.clamp)
         return one_to_k_contrastive(

@@ -27,7 +27,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from .._validation import check_embeddings, check_positive
+from .._validation import check_embeddings, check_temperature
 
 __all__ = ["adjacency_power", "pamc", "PamC"]
 
@@ -56,7 +56,7 @@ def pamc(z: Tensor, q: Tensor, adjacency: Tensor, *, tau: float = 1.0) -> Tensor
     (sparse COO or dense; its values weigh the positives)."""
     check_embeddings("z", z)
     check_embeddings("q", q)
-    check_positive("tau", tau)
+    check_temperature("tau", tau)
     n = z.shape[0]
     if q.shape[0] != n:
         raise ValueError(f"q must have a row per node ({n}), got shape {tuple(q.shape)}")
@@ -64,10 +64,21 @@ def pamc(z: Tensor, q: Tensor, adjacency: Tensor, *, tau: float = 1.0) -> Tensor
         raise ValueError(
             f"adjacency must have shape ({n}, {n}), got {tuple(getattr(adjacency, 'shape', ()))}"
         )
+    if adjacency.is_complex() or adjacency.dtype == torch.bool:
+        raise ValueError(f"adjacency must hold real weights, got dtype {adjacency.dtype}")
     A = (adjacency if adjacency.is_sparse else adjacency.to_sparse()).coalesce()
     edge, val = A.indices(), A.values().to(z.dtype)
+    if not bool(torch.isfinite(val).all()):
+        bad = int((~torch.isfinite(val)).sum())
+        raise ValueError(f"adjacency contains {bad} NaN or Inf values")
     if bool((val < 0).any()):
         raise ValueError("adjacency must have non-negative values")
+    zero = z.detach().norm(dim=-1) == 0
+    if bool(zero.any()):  # the cosine of a zero row is undefined (NaN in the official code)
+        raise ValueError(
+            f"z has {int(zero.sum())} all-zero rows (e.g. row {int(zero.nonzero()[0])}); "
+            "their cosine similarity is undefined"
+        )
     zn = z / z.norm(dim=-1, keepdim=True)
     src, dst = edge[0], edge[1]
     cos = (zn[src] * zn[dst]).sum(-1)
@@ -93,7 +104,7 @@ class PamC(torch.nn.Module):
 
     def __init__(self, tau: float = 1.0):
         super().__init__()
-        check_positive("tau", tau)
+        check_temperature("tau", tau)
         self.tau = tau
 
     def forward(self, z: Tensor, q: Tensor, adjacency: Tensor) -> Tensor:

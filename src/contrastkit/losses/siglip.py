@@ -15,7 +15,11 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_compatible, check_embeddings, check_positive
+from .._validation import (
+    check_compatible,
+    check_embeddings,
+    check_temperature,
+)
 from ..engine import RowSpec, compute_dtype
 from ._common import engine_args, kappa, prepare, replicated, row_weight, run
 from .logit_scale import ScaledLoss
@@ -79,7 +83,7 @@ class SigLIPLoss(ScaledLoss):
         chunk_size: Optional[int] = None,
         backend: str = "auto",
     ):
-        check_positive("init_scale", init_scale)
+        check_temperature("init_scale", init_scale)
         super().__init__(
             1.0 / init_scale, learnable, max_logit_scale, reduction, normalize, chunk_size, backend
         )
@@ -90,6 +94,5 @@ class SigLIPLoss(ScaledLoss):
             self.register_buffer("logit_bias", bias)
 
     def forward(self, image: Tensor, text: Tensor) -> Tensor:
-        return siglip_loss(
-            image, text, bias=self.logit_bias.to(image.device), **self.options(image)
-        )
+        bias = self.logit_bias.to(getattr(image, "device", None))
+        return siglip_loss(image, text, bias=bias, **self.options(image))

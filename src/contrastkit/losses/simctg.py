@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._validation import check_embeddings
+from .._validation import check_embeddings, check_index
 from ._common import EPS, engine_args
 
 __all__ = ["simctg_contrastive", "simctg_loss", "SimCTGLoss"]
@@ -159,15 +159,17 @@ def simctg_loss(
             f"logits {tuple(logits.shape)} and hidden_states {tuple(hidden_states.shape)} must "
             "share (B, T)"
         )
-    if (
-        not isinstance(labels, Tensor)
-        or labels.shape != logits.shape[:2]
-        or labels.is_floating_point()
-    ):
-        raise ValueError(
-            f"labels must be integer token ids of shape {tuple(logits.shape[:2])}, got "
-            f"{tuple(getattr(labels, 'shape', ()))}"
-        )
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise ValueError(f"ignore_index must be an integer, got {ignore_index!r}")
+    check_index(
+        "labels",
+        labels,
+        logits.shape[-1],
+        shape=logits.shape[:2],
+        allow=(ignore_index,),
+        ref=logits,
+        what="vocabulary ids",
+    )
     mle = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=ignore_index
     )

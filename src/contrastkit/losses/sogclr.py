@@ -15,6 +15,10 @@ candidates ``[h2; h1]``: the positive ``h2_i``, itself excluded, the other ``2B 
     state  u[index_i] <- (ubar_i^(1) + ubar_i^(2)) / 2                   (no gradient)
 
 The positive is not in the normaliser; identical embeddings on fresh state give exactly 0.
+``ubar`` and ``omega`` are computed in log space (``mean E`` is ``exp(lse - log(2B - 2))``):
+at small temperatures ``E_ij = exp(s_ij / tau)`` overflows fp32 (tau = 0.01 and a negative of
+cosine 0.9), so the state ``u`` saturates at the largest finite value of its dtype while the
+loss and its gradient stay finite.
 iSogCLR replaces ``tau`` with a per-sample temperature ``tau[index_i]`` (state, init
 ``temperature``) and after the loss takes one momentum step on it (LibAUC, no autograd)::
 
@@ -41,7 +45,13 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._validation import check_embeddings, check_positive, check_range, check_reduction
+from .._validation import (
+    check_embeddings,
+    check_positive,
+    check_range,
+    check_reduction,
+    check_temperature,
+)
 from ..engine import LSETerm, PairMask, RowSpec
 from ._common import engine_args, run, two_views
 
@@ -56,8 +66,12 @@ def _check_state(name: str, t, n: Optional[int], ref: Tensor) -> None:
         raise ValueError(f"{name} must be a 1-D floating tensor (n_samples,), got {shape}")
     if n is not None and t.shape[0] != n:
         raise ValueError(f"{name} must have shape ({n},), got {tuple(t.shape)}")
+    if t.shape[0] == 0:
+        raise ValueError(f"{name} must hold one entry per dataset sample, got shape (0,)")
     if t.device != ref.device:
         raise ValueError(f"{name} is on {t.device} but the embeddings on {ref.device}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains {int((~torch.isfinite(t)).sum())} NaN or Inf values")
 
 
 def _check_index(index, B: int, n_samples: int, ref: Tensor) -> None:
@@ -78,8 +92,8 @@ def _check_index(index, B: int, n_samples: int, ref: Tensor) -> None:
 
 def _gcl(z1, z2, index, u, tau_b, gamma, eps, reduction, eng):
     """Shared core. ``tau_b``: float, or the per-sample state (n_samples,) read at ``index``.
-    Returns (loss, ubar, cE, tau) per stacked row (2B,), detached, ``cE = (1/(2B-2)) sum omega
-    s``."""
+    Returns (loss, log ubar, cE, tau) per stacked row (2B,), detached, ``cE = (1/(2B-2)) sum
+    omega s``."""
     check_reduction(reduction)
     Z, partner = two_views(z1, z2, True, min_rows=2)
     B = z1.shape[0]
@@ -99,15 +113,17 @@ def _gcl(z1, z2, index, u, tau_b, gamma, eps, reduction, eng):
     pos = torch.cat([pos, pos])
     u_old = u.detach()[index].to(dt).repeat(2)
     w = 1.0 / B if reduction == "mean" else 1.0
-    ubar_out = torch.empty(2 * B, dtype=dt, device=Z.device)
+    log_ubar_out = torch.empty(2 * B, dtype=dt, device=Z.device)
     log_n = math.log(n_neg)
+    log_eps = math.log(eps)
 
     def row_fn(st, sd):
         lse0 = st["lse"][0]
-        mean = torch.exp(lse0.detach() - log_n)
-        ubar = (1.0 - gamma) * sd["u_old"] + gamma * mean
-        ubar_out[sd["rowid"]] = ubar.detach()
-        c = mean / ubar.clamp(min=eps)
+        # log space: mean = exp(lse0 - log n) overflows fp32 at small temperatures
+        log_mean = lse0.detach() - log_n
+        log_ubar = torch.logaddexp(sd["log_u_old"], log_mean + _log(gamma)).detach()
+        log_ubar_out[sd["rowid"]] = log_ubar
+        c = torch.exp(log_mean - log_ubar.clamp(min=log_eps))  # mean / max(ubar, eps)
         # value 0, gradient c tau d lse0 = omega / (2B - 2) on the negatives
         return w * (c * sd["tau"] * (lse0 - lse0.detach()) - sd["pos"])
 
@@ -116,7 +132,7 @@ def _gcl(z1, z2, index, u, tau_b, gamma, eps, reduction, eng):
         row_fn=row_fn,
         row_side={
             "pos": pos,
-            "u_old": u_old,
+            "log_u_old": torch.log((1.0 - gamma) * u_old),  # -inf for fresh state
             "tau": tau_rows,
             "rowid": torch.arange(2 * B, device=Z.device),
         },
@@ -135,7 +151,19 @@ def _gcl(z1, z2, index, u, tau_b, gamma, eps, reduction, eng):
         out = out[:B] + out[B:]
     if not (grad_mode and (z1.requires_grad or z2.requires_grad)):
         out = out.detach()  # the kappa leaf is ours: no graph unless the inputs have one
-    return out, ubar_out, ce, tau_rows
+    return out, log_ubar_out, ce, tau_rows
+
+
+def _log(x: float) -> float:
+    return math.log(x) if x > 0 else -math.inf
+
+
+def _state_value(log_ubar: Tensor, dtype: torch.dtype) -> Tensor:
+    """The state's new ``u``: the mean of the two views' ``ubar`` (stacked, 2B) from their logs,
+    saturating at the largest finite value of ``dtype`` instead of overflowing to Inf."""
+    B = log_ubar.shape[0] // 2
+    log_mean = torch.logaddexp(log_ubar[:B], log_ubar[B:]) - math.log(2)
+    return log_mean.exp().clamp(max=torch.finfo(dtype).max).to(dtype)
 
 
 def sogclr(
@@ -156,12 +184,12 @@ def sogclr(
     (n_samples,), which is updated in place when ``update`` (as ``F.batch_norm`` does with its
     running statistics). ``gamma`` is used as given (the module applies the schedule)."""
     eng = engine_args(chunk_size, backend)
-    check_positive("temperature", temperature)
-    loss, ubar, _, _ = _gcl(z1, z2, index, u, temperature, gamma, eps, reduction, eng)
+    check_temperature("temperature", temperature)
+    loss, log_ubar, _, _ = _gcl(z1, z2, index, u, temperature, gamma, eps, reduction, eng)
     if update:
         B = z1.shape[0]
-        with torch.no_grad():
-            u[index] = ((ubar[:B] + ubar[B:]) / 2).to(u.dtype)
+        with torch.no_grad():  # the mean of the two views' ubar, from their logs
+            u[index] = _state_value(log_ubar, u.dtype)
     return loss
 
 
@@ -195,13 +223,13 @@ def isogclr(
     _check_isog(rho, eta, beta, tau_min, tau_max)
     if not bool((tau > 0).all()):
         raise ValueError("tau (the per-sample temperatures) must be > 0")
-    loss, ubar, ce, tau_rows = _gcl(z1, z2, index, u, tau, gamma, eps, reduction, eng)
+    loss, log_ubar, ce, tau_rows = _gcl(z1, z2, index, u, tau, gamma, eps, reduction, eng)
     if update:
         B = z1.shape[0]
         with torch.no_grad():
-            g_rows = torch.log(ubar) + rho - ce / tau_rows
+            g_rows = log_ubar + rho - ce / tau_rows
             g = (g_rows[:B] + g_rows[B:]) / 2
-            u[index] = ((ubar[:B] + ubar[B:]) / 2).to(u.dtype)
+            u[index] = _state_value(log_ubar, u.dtype)
             grad_tau[index] = ((1.0 - beta) * grad_tau[index] + beta * g.to(grad_tau.dtype)).to(
                 grad_tau.dtype
             )
@@ -296,7 +324,7 @@ class SogCLR(_GammaSchedule):
         backend: str = "auto",
     ):
         super().__init__()
-        check_positive("temperature", temperature)
+        check_temperature("temperature", temperature)
         check_reduction(reduction)
         engine_args(chunk_size, backend)
         self._init_schedule(n_samples, gamma, gamma_schedule, gamma_decay_epochs, eps)
@@ -354,7 +382,7 @@ class iSogCLR(_GammaSchedule):  # noqa: N801 (the paper's name)
         backend: str = "auto",
     ):
         super().__init__()
-        check_positive("temperature", temperature)
+        check_temperature("temperature", temperature)
         _check_isog(rho, eta, beta, tau_min, tau_max)
         check_reduction(reduction)
         engine_args(chunk_size, backend)

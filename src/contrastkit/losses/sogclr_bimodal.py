@@ -41,6 +41,7 @@ from .._validation import (
     check_positive,
     check_range,
     check_reduction,
+    check_temperature,
 )
 from ..engine import LSETerm, PairMask, RowSpec
 from ._common import engine_args, prepare, run
@@ -113,6 +114,7 @@ def _bimodal(image, text, index, st, tau_img, tau_txt, gammas, eps, reduction, n
     check_embeddings("text", text, min_rows=2)
     check_compatible("image", image, "text", text, same_rows=True)
     B = image.shape[0]
+    _check_state("u_img", st["u_img"], None, image)
     for name, t in st.items():
         _check_state(name, t, st["u_img"].shape[0], image)
     _check_index(index, B, st["u_img"].shape[0], image)
@@ -180,7 +182,7 @@ def sogclr_bimodal(
     the four states (n_samples,) are updated in place when ``update``. ``gamma_txt`` defaults
     to ``gamma``. ``reduction="none"``: per-pair values (B,) whose mean is the loss."""
     eng = engine_args(chunk_size, backend)
-    check_positive("temperature", temperature)
+    check_temperature("temperature", temperature)
     st = {"u_img": u_img, "b_img": b_img, "u_txt": u_txt, "b_txt": b_txt}
     gammas = (gamma, gamma if gamma_txt is None else gamma_txt)
     loss, res = _bimodal(
@@ -270,7 +272,7 @@ class SogCLRBimodal(_GammaSchedule):
         backend: str = "auto",
     ):
         super().__init__()
-        check_positive("temperature", temperature)
+        check_temperature("temperature", temperature)
         check_reduction(reduction)
         engine_args(chunk_size, backend)
         self._init_schedule(n_samples, gamma, gamma_schedule, gamma_decay_epochs, eps, _STATES)

@@ -22,6 +22,7 @@ from .._validation import check_embeddings, check_labels
 from ..engine import LSETerm, PairMask, RowSpec
 from ._common import (
     FunctionalLoss,
+    check_has_negatives,
     engine_args,
     gather_rows,
     kappa,
@@ -48,7 +49,10 @@ def supcon(
     chunk_size: Optional[int] = None,
     backend: str = "auto",
 ) -> Tensor:
-    """SupCon of ``features`` (N, d) or (N, V, d) with ``labels`` (N,); see :class:`SupCon`."""
+    """SupCon of ``features`` (N, d) or (N, V, d) with ``labels`` (N,); see :class:`SupCon`.
+
+    One sample (N = 1) has no negatives: a ``ValueError``, not a loss of 0.
+    """
     eng = engine_args(chunk_size, backend)
     check_embeddings("features", features, ndim=(2, 3))
     if contrast_mode not in ("all", "one"):
@@ -60,6 +64,7 @@ def supcon(
             "features needs at least 2 vectors (N * V) to contrast, "
             f"got shape {tuple(features.shape)}"
         )
+    check_has_negatives("features", features, "SupCon", unit="sample")
     # under a process group: labels, class sums and counts over the global batch (rank offset)
     off = row_offset(N)
     if labels is None:

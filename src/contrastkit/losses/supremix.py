@@ -33,7 +33,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._validation import check_embeddings, check_positive
+from .._validation import check_embeddings, check_positive, check_tensor
 from ..engine import LSETerm, PairMask, RowSpec
 from ._common import FunctionalLoss, engine_args, kappa, prepare, row_weight, run
 
@@ -82,10 +82,8 @@ def supremix(
     n = Bn * V
     if n < 2:
         raise ValueError(f"features needs at least 2 vectors, got shape {tuple(features.shape)}")
-    if not isinstance(labels, Tensor) or labels.shape != (Bn,):
-        raise ValueError(
-            f"labels must have shape ({Bn},), got {tuple(getattr(labels, 'shape', ()))}"
-        )
+    # regression targets: real numbers (integers are converted), finite
+    check_tensor("labels", labels, kind="real", shape=(Bn,), ref=features)
     Z = prepare(features.transpose(0, 1).reshape(n, d), normalize)
     y = labels.detach().to(Z.device, Z.dtype).repeat(V)
     if not bool(torch.isfinite(y).all()):

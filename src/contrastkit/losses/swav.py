@@ -10,8 +10,10 @@ Embeddings of ``V`` crops are stacked crop-major ``(V B, d)``; prototype scores 
 
 Sinkhorn (facebookresearch/swav ``distributed_sinkhorn``, world size 1): ``Q = exp(out / eps)^T``
 (K x B'), ``Q /= sum Q``, then ``n_iter`` times {rows / row sums / K; columns / column sums / B'};
-``Q *= B'``, so each sample's code sums to 1 and each prototype gets mass about ``B'/K``. A global
-max shift is applied before ``exp`` (it cancels in ``Q /= sum Q``; the official code has none).
+``Q *= B'``, so each sample's code sums to 1 and each prototype gets mass about ``B'/K``. The
+normalisations run in log space (``log Q -= logsumexp``), in fp32 or wider: the official
+``exp(out / eps)`` overflows or underflows to empty rows (NaN codes) at small ``eps`` or large
+scores, while the log-space iterates are the same numbers without that failure.
 
 Engine: not used. The loss is a soft-target cross-entropy over ``K`` prototypes (``B x K``
 scores, K ~ 3000 is small and the scores are the model's output layer anyway), and the Sinkhorn
@@ -22,13 +24,14 @@ Defaults as ``main_swav.py``: tau 0.1, epsilon 0.05, 3 iterations, crops_for_ass
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._validation import check_embeddings, check_positive
+from .._validation import check_embeddings, check_positive, check_temperature
 from ._common import EPS, prepare
 
 __all__ = ["sinkhorn_knopp", "swav", "SwAV"]
@@ -43,7 +46,22 @@ def _check_iterations(n_iters) -> None:
 def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, n_iters: int = 3) -> Tensor:
     """Codes ``(B', K)`` from scores ``(B', K)``: each row sums to 1, columns about ``B'/K``.
 
-    Computed in fp32 (fp64 stays fp64), without gradient.
+    Sinkhorn-Knopp on ``Q = exp(scores / epsilon)^T`` (Cuturi 2013, arXiv 1306.0895; SwAV,
+    arXiv 2006.09882): ``Q /= sum Q``, then ``n_iters`` times rows ``/= K * row sums`` and
+    columns ``/= B' * column sums``; returns ``B' Q^T``.
+
+    Args:
+        scores: ``(B', K)`` sample-prototype scores (any float dtype).
+        epsilon: entropic regularisation (0.05 in SwAV); small values give sharp codes.
+        n_iters: normalisation rounds (3 in SwAV).
+
+    Computed in log space in fp32 (fp64 stays fp64), without gradient, so that a small
+    ``epsilon`` or large scores give sharp codes rather than NaN (``exp(scores / epsilon)``
+    leaves all-zero rows in any precision); the codes are fp32 for fp16/bf16 scores.
+
+    Example::
+
+        q = sinkhorn_knopp(z @ prototypes.T, epsilon=0.05)   # (B, K), rows sum to 1
     """
     check_embeddings("scores", scores)
     check_positive("epsilon", epsilon)
@@ -51,13 +69,14 @@ def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, n_iters: int = 3) -> T
     x = scores.detach()
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
-    Q = torch.exp((x - x.max()) / epsilon).t()  # K x B'
-    K, B = Q.shape
-    Q = Q / Q.sum()
+    logQ = (x / epsilon).t()  # K x B'
+    K, B = logQ.shape
+    logQ = logQ - torch.logsumexp(logQ.reshape(-1), dim=0)
+    log_k, log_b = math.log(K), math.log(B)
     for _ in range(n_iters):
-        Q = Q / Q.sum(dim=1, keepdim=True) / K
-        Q = Q / Q.sum(dim=0, keepdim=True) / B
-    return (Q * B).t()
+        logQ = logQ - (torch.logsumexp(logQ, dim=1, keepdim=True) + log_k)
+        logQ = logQ - (torch.logsumexp(logQ, dim=0, keepdim=True) + log_b)
+    return torch.exp(logQ + log_b).t()
 
 
 def _check_crops(n_crops, crops_for_assign) -> tuple[int, tuple[int, ...]]:
@@ -97,7 +116,7 @@ def swav(
     n_crops, cfa = _check_crops(n_crops, crops_for_assign)
     check_embeddings("embeddings", embeddings)
     check_embeddings("prototypes", prototypes)
-    check_positive("temperature", temperature)
+    check_temperature("temperature", temperature)
     check_positive("epsilon", epsilon)
     _check_iterations(sinkhorn_iterations)
     if prototypes.shape[1] != embeddings.shape[1]:
@@ -174,7 +193,7 @@ class SwAV(torch.nn.Module):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         self.n_crops, self.crops_for_assign = _check_crops(n_crops, crops_for_assign)
-        check_positive("temperature", temperature)
+        check_temperature("temperature", temperature)
         check_positive("epsilon", epsilon)
         _check_iterations(sinkhorn_iterations)
         self.temperature, self.epsilon = temperature, epsilon

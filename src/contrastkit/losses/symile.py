@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .._validation import check_compatible, check_embeddings, check_reduction
@@ -59,7 +60,7 @@ def _modalities(representations) -> list:
             f"got {type(representations).__name__}"
         )
     if len(reps) < 2:
-        raise ValueError(f"Symile needs at least 2 modalities, got {len(reps)}")
+        raise ValueError(f"representations must hold at least 2 modalities, got {len(reps)}")
     return reps
 
 
@@ -146,14 +147,16 @@ def symile(
                 cands = cands * r[p]
             spec = RowSpec(
                 terms=(LSETerm(exclude=PairMask(self_offset=0)),),
-                row_fn=lambda st, sd: w * (torch.logaddexp(st["lse"][0], sd["pos"]) - sd["pos"]),
+                # log(exp(pos) + sum exp(u)) - pos, without cancellation when pos dominates
+                row_fn=lambda st, sd: w * F.softplus(st["lse"][0] - sd["pos"]),
                 row_side={"pos": pos},
             )
         else:
             y, z = others
             cands = torch.cat([y * torch.roll(z, s, dims=0) for s in range(N)])
+            # column i (shift 0) is row i's positive: the engine reads it from the LSE's logits
             spec = RowSpec(
-                row_fn=lambda st, sd: w * (st["lse"][0] - sd["pos"]), row_side={"pos": pos}
+                row_fn=lambda st, sd: w * st["ce"], positive=torch.arange(N, device=pos.device)
             )
         rows.append(run(R[m], cands, spec, t, reduction, eng))
     if reduction == "none":
@@ -194,9 +197,14 @@ class Symile(ScaledLoss):
 
     def forward(self, *representations, permutations=None, generator=None) -> Tensor:
         reps = representations[0] if len(representations) == 1 else list(representations)
-        ref = reps[0] if not isinstance(reps, Tensor) else reps
-        if isinstance(ref, (list, tuple)) or not isinstance(ref, Tensor):
-            raise ValueError("Symile.forward takes M tensors (N, d) or one sequence of them")
+        if isinstance(reps, (list, tuple)) and len(reps) < 2:
+            raise ValueError(f"representations must hold at least 2 modalities, got {len(reps)}")
+        ref = reps[0] if isinstance(reps, (list, tuple)) else reps
+        if not isinstance(ref, Tensor):
+            raise ValueError(
+                "representations: Symile.forward takes M tensors (N, d) or one sequence of "
+                f"them, got {type(ref).__name__}"
+            )
         return symile(
             reps,
             negative_sampling=self.negative_sampling,

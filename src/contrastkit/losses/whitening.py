@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._validation import check_embeddings
+from .._validation import check_embeddings, check_index
 from ..engine import compute_dtype
 from ._common import FunctionalLoss
 from .info_nce import info_nce
@@ -44,9 +44,26 @@ def group_whiten(
     detach_whitening: bool = True,
 ) -> Tensor:
     """ZCA-whiten ``x (B, D)`` in ``num_groups`` channel groups (after the channel permutation
-    ``perm``, undone on output): every group of the result has identity covariance."""
+    ``perm``, undone on output): every group of the result has identity covariance.
+
+    A group needs more than ``D / num_groups`` rows, else its covariance is singular and the
+    whitening NaN: that raises unless ``eps > 0`` (as :class:`ShuffledGroupWhitening`)."""
+    check_embeddings("x", x)
     B, D = x.shape
     G = num_groups
+    if isinstance(G, bool) or not isinstance(G, int) or G < 1 or D % G:
+        raise ValueError(f"num_groups must be a positive integer dividing D={D}, got {G!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+        raise ValueError(f"eps must be a number >= 0, got {eps!r}")
+    if eps == 0 and B <= D // G:
+        raise ValueError(
+            f"x needs more than D/num_groups = {D // G} rows per group, got shape {tuple(x.shape)}"
+            " (singular covariance); use a larger batch, more groups, or eps > 0"
+        )
+    if perm is not None:
+        check_index("perm", perm, D, shape=(D,), ref=x, what="channels")
+        if not bool((torch.bincount(perm, minlength=D) == 1).all()):
+            raise ValueError(f"perm must be a permutation of the {D} channels")
     x = x.to(compute_dtype(x.dtype))  # eigh needs fp32/fp64
     if perm is not None:
         x = x[:, perm]
@@ -162,13 +179,13 @@ def whitened_cse(
 ) -> Tensor:
     """WhitenedCSE objective ``sum_v CE(cos(z1, z_v) / tau, diag)`` over positive views
     ``z2, *positives`` (each ``(B, d)``; WhitenedCSE uses z2 and z3), each a row mean."""
-    if not positives and not isinstance(z2, Tensor):
-        raise ValueError(f"z2 must be a torch.Tensor, got {type(z2).__name__}")
+    check_embeddings("z1", z1)
     total = None
     for name, zv in zip(
         ["z2"] + [f"positives[{i}]" for i in range(len(positives))], (z2, *positives)
     ):
-        if not isinstance(zv, Tensor) or zv.shape != z1.shape:
+        check_embeddings(name, zv)
+        if zv.shape != z1.shape:
             raise ValueError(
                 f"{name} must have the shape of z1 {tuple(z1.shape)}, got "
                 f"{tuple(getattr(zv, 'shape', ()))}"

@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._validation import check_compatible, check_embeddings
+from .._validation import check_compatible, check_embeddings, check_tensor
 from ..engine import LSETerm, RowSpec
 from ..losses._common import engine_args, kappa, prepare, row_weight, run
 
@@ -35,6 +35,7 @@ def weight_function(weights, n_rows: int, n_cols: int):
     if weights is None:
         return None
     if isinstance(weights, Tensor):
+        check_tensor("weights", weights, kind="real", finite=False)
         if weights.shape != (n_rows, n_cols):
             raise ValueError(
                 f"weights must have shape (N={n_rows}, M={n_cols}) (one per query and key "

@@ -22,6 +22,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .._validation import check_index, check_tensor
+
 __all__ = [
     "threshold_filter",
     "margin_filter",
@@ -32,21 +34,22 @@ __all__ = [
 
 
 def _check_scores(scores) -> Tensor:
-    if not isinstance(scores, Tensor) or not scores.is_floating_point() or scores.dim() != 2:
-        shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
-        raise ValueError(f"scores must be a 2-D floating tensor (N, M), got {shape}")
-    return scores
+    # NaN compares False with every bound, so a NaN candidate would never be dropped (kept as a
+    # negative): rejected. +-Inf is a well-defined score (e.g. a masked -inf slot) and kept.
+    return check_tensor("scores", scores, ndim=2, kind="float", allow_nonfinite="inf")
 
 
 def _check_positive(scores: Tensor, positive_scores) -> Tensor:
     if positive_scores is None:
         raise ValueError("positive_scores (N,) is required by a margin filter, got None")
-    if not isinstance(positive_scores, Tensor) or positive_scores.shape != scores.shape[:1]:
-        shape = tuple(positive_scores.shape) if isinstance(positive_scores, Tensor) else None
-        raise ValueError(
-            f"positive_scores must have shape ({scores.shape[0]},) to match scores "
-            f"{tuple(scores.shape)}, got {shape}"
-        )
+    check_tensor(
+        "positive_scores",
+        positive_scores,
+        kind="real",
+        shape=scores.shape[:1],
+        ref=scores,
+        allow_nonfinite="inf",
+    )
     return positive_scores.to(scores.dtype)
 
 
@@ -145,9 +148,9 @@ class FalseNegativeFilter:
 
 def apply_filter(indices: Tensor, drop: Tensor) -> Tensor:
     """Filtered indices: ``indices`` (N, k) with the dropped entries replaced by ``-1``."""
-    if not isinstance(indices, Tensor) or not isinstance(drop, Tensor):
-        raise ValueError("indices and drop must be tensors")
-    if indices.shape != drop.shape or drop.dtype != torch.bool:
+    check_index("indices", indices, None, ndim=2, allow=(-1,), what="candidates")
+    check_tensor("drop", drop, kind="bool")
+    if indices.shape != drop.shape:
         raise ValueError(
             f"drop must be a bool tensor shaped like indices {tuple(indices.shape)}, "
             f"got {tuple(drop.shape)} {drop.dtype}"

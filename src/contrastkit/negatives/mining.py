@@ -21,7 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._validation import check_compatible, check_embeddings, check_labels, check_positive
+from .._validation import (
+    check_compatible,
+    check_embeddings,
+    check_index,
+    check_labels,
+    check_temperature,
+)
 from .filters import FalseNegativeFilter
 
 __all__ = ["MinedNegatives", "TopKMiner", "gather_negatives", "mined_info_nce"]
@@ -191,13 +197,10 @@ def gather_negatives(candidates: Tensor, mined) -> Tensor:
     """
     check_embeddings("candidates", candidates)
     idx = _indices(mined)
-    if not isinstance(idx, Tensor) or idx.dim() != 2 or idx.dtype != torch.long:
-        raise ValueError(f"indices must be a (N, k) long tensor, got {idx!r:.80}")
+    check_index("mined", idx, candidates.shape[0], ndim=2, allow=(-1,), ref=candidates)
     if bool((idx < 0).any()):
-        raise ValueError(f"indices hold {int((idx < 0).sum())} invalid (-1) slots; cannot gather")
-    if bool((idx >= candidates.shape[0]).any()):
         raise ValueError(
-            f"indices reach {int(idx.max())} but candidates has {candidates.shape[0]} rows"
+            f"mined indices hold {int((idx < 0).sum())} invalid (-1) slots; cannot gather"
         )
     return candidates[idx]
 
@@ -214,27 +217,29 @@ def mined_info_nce(
     """UniME's loss: ``l_i = -log softmax([s_ii, s_i,n_1, ..., s_i,n_k] / tau)_0``.
 
     Only O(N k d) work per call (k logits per row), so it needs no engine; invalid (-1) slots
-    are masked out. ``temperature`` 0.02 (UniME).
+    are masked out. ``temperature`` 0.02 (UniME): a number, a 0-dim tensor or one per query
+    ``(N,)``.
     """
     from .._validation import check_reduction
 
     check_reduction(reduction)
-    check_positive("temperature", temperature)
     check_embeddings("query", query)
     check_embeddings("key", key)
     check_compatible("query", query, "key", key)
     idx = _indices(mined)
     N = query.shape[0]
-    if not isinstance(idx, Tensor) or idx.dim() != 2 or idx.shape[0] != N:
-        raise ValueError(f"indices must have shape ({N}, k), got {getattr(idx, 'shape', None)}")
     if key.shape[0] < N:
         raise ValueError(f"key needs at least N={N} rows, got {tuple(key.shape)}")
+    check_index("mined", idx, key.shape[0], ndim=2, rows=N, allow=(-1,), ref=query, what="keys")
+    # a (N,) temperature is one per query; any other shape would broadcast over the columns
+    check_temperature("temperature", temperature, N)
     q = F.normalize(query, dim=-1) if normalize else query
     k = F.normalize(key, dim=-1) if normalize else key
     valid = idx >= 0
     neg = k[idx.clamp(min=0)]
     logits = torch.cat([(q * k[:N]).sum(-1, keepdim=True), torch.einsum("nd,nkd->nk", q, neg)], 1)
-    logits = logits / temperature
+    t = temperature
+    logits = logits / (t[:, None] if isinstance(t, Tensor) and t.dim() == 1 else t)
     logits[:, 1:] = logits[:, 1:].masked_fill(~valid, float("-inf"))
     rows = torch.logsumexp(logits, dim=1) - logits[:, 0]
     if reduction == "none":

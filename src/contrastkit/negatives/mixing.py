@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._validation import check_compatible, check_embeddings
+from .._validation import check_compatible, check_embeddings, check_index
 
 __all__ = ["HardNegativeMixing", "OnlineHardNegativeMixing", "interpolate_negatives"]
 
@@ -92,8 +92,7 @@ class HardNegativeMixing:
         if exclude is not None:
             if negatives.dim() != 2:
                 raise ValueError("exclude only applies to a shared (K, d) bank")
-            if not isinstance(exclude, Tensor) or exclude.shape != (N,):
-                raise ValueError(f"exclude must be a (N={N},) long tensor")
+            check_index("exclude", exclude, negatives.shape[0], shape=(N,), ref=query)
             avail -= 1
         if self.n_hard > avail:
             raise ValueError(
@@ -202,6 +201,6 @@ def interpolate_negatives(
     K = negatives.shape[0]
     if permutation is None:
         permutation = torch.randperm(K, generator=generator).to(negatives.device)
-    elif not isinstance(permutation, Tensor) or permutation.shape != (K,):
-        raise ValueError(f"permutation must be a ({K},) long tensor")
+    else:
+        check_index("permutation", permutation, K, shape=(K,), ref=negatives, what="negatives")
     return lam * negatives + (1 - lam) * negatives[permutation]

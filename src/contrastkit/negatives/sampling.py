@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._validation import check_embeddings, check_tensor
+
 __all__ = [
     "DebCSESampler",
     "histogram_propensity",
@@ -20,16 +22,9 @@ __all__ = [
 ]
 
 
-def _vec(name: str, x, n: Optional[int] = None) -> Tensor:
-    if not isinstance(x, Tensor):
-        x = torch.as_tensor(x)
-    if x.dim() != 1 or not (x.is_floating_point() or x.dtype in (torch.int32, torch.int64)):
-        raise ValueError(f"{name} must be a 1-D numeric tensor, got shape {tuple(x.shape)}")
-    if n is not None and x.shape[0] != n:
-        raise ValueError(f"{name} must have shape ({n},), got {tuple(x.shape)}")
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or Inf")
-    return x
+def _vec(name: str, x, n: Optional[int] = None, kind: str = "real") -> Tensor:
+    """A non-empty 1-D tensor of ``kind`` ("real", "float" or "int"), finite, ``n`` long."""
+    return check_tensor(name, x, ndim=1, kind=kind, rows=n, min_rows=1)
 
 
 def histogram_propensity(surface: Tensor, n_bins: int = 10) -> Tensor:
@@ -116,12 +111,16 @@ class DebCSESampler:
 def combine_stage_labels(stage_labels: Sequence[Tensor], n_clusters: int) -> Tensor:
     """MCL pseudo-labels: the joint cell ``sum_r c_r K^(s - r)`` of all finished stages'
     clusterings (the intended rule; the official loop uses only the latest stage)."""
+    if isinstance(stage_labels, Tensor) or not isinstance(stage_labels, (list, tuple)):
+        raise ValueError(
+            f"stage_labels must be a list of (n,) tensors, got {type(stage_labels).__name__}"
+        )
     if not stage_labels:
         raise ValueError("stage_labels must hold at least one clustering")
-    n = stage_labels[0].shape[0]
+    n = _vec("stage_labels[0]", stage_labels[0], kind="int").shape[0]
     out = torch.zeros(n, dtype=torch.long)
     for r, c in enumerate(stage_labels):
-        c = _vec(f"stage_labels[{r}]", c, n).long().cpu()
+        c = _vec(f"stage_labels[{r}]", c, n, kind="int").long().cpu()
         if int(c.min()) < 0 or int(c.max()) >= n_clusters:
             raise ValueError(f"stage_labels[{r}] must lie in [0, n_clusters={n_clusters})")
         out = out * n_clusters + c
@@ -139,6 +138,7 @@ def cluster_features(
     """MCL's per-stage clustering: MiniBatch k-means (scikit-learn) of L2-normalised features."""
     from sklearn.cluster import MiniBatchKMeans
 
+    check_embeddings("features", features)
     x = torch.nn.functional.normalize(features.detach().double(), dim=-1).cpu().numpy()
     if not 1 <= n_clusters <= x.shape[0]:
         raise ValueError(f"n_clusters must be in [1, {x.shape[0]}], got {n_clusters}")
@@ -173,7 +173,7 @@ class FeatureAwareSampler(torch.utils.data.Sampler):
         rank: int = 0,
         seed: int = 0,
     ):
-        self.labels = _vec("pseudo_labels", pseudo_labels).long().cpu()
+        self.labels = _vec("pseudo_labels", pseudo_labels, kind="int").long().cpu()
         for name, v in (("batch_size", batch_size), ("world_size", world_size)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -253,8 +253,8 @@ class BadPairMiner:
         self.faulty: frozenset = frozenset()
 
     def record(self, ids: Tensor, losses: Tensor) -> None:
-        ids = _vec("ids", ids).long().tolist()
-        vals = _vec("losses", losses, len(ids)).detach().double().tolist()
+        ids = _vec("ids", ids, kind="int").long().tolist()
+        vals = _vec("losses", losses, len(ids), kind="float").detach().double().tolist()
         for i, v in zip(ids, vals):
             self.memory.setdefault(i, []).append(v)
 
@@ -280,8 +280,8 @@ class BadPairMiner:
         self.flagged = self.noisy | self.faulty
 
     def weights(self, ids: Tensor, losses: Tensor) -> Tensor:
-        ids_l = _vec("ids", ids).long().tolist()
-        losses = _vec("losses", losses, len(ids_l))
+        ids_l = _vec("ids", ids, kind="int").long().tolist()
+        losses = _vec("losses", losses, len(ids_l), kind="float")
         w = torch.ones_like(losses)
         if not self.flagged:
             return w

@@ -27,7 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._validation import check_embeddings, check_labels, check_positive, check_reduction
+from .._validation import (
+    check_embeddings,
+    check_labels,
+    check_positive,
+    check_reduction,
+    check_temperature,
+)
 from ..engine import LSETerm, PairMask, RowSpec
 from ..losses._common import engine_args, partner_logits, row_weight, run
 from ..losses.supcon import supcon
@@ -61,7 +67,7 @@ class SubclassBalancer:
     ):
         if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1:
             raise ValueError(f"min_size must be a positive integer, got {min_size!r}")
-        check_positive("temperature", temperature)
+        check_temperature("temperature", temperature)
         self.min_size, self.temperature = min_size, float(temperature)
         self.percentiles = percentiles
         self.max_iter, self.tol, self.seed = max_iter, tol, seed
@@ -153,6 +159,8 @@ def sbcl_loss(
     ``gamma = 0`` is SupCon on sub-class labels (times ``tau / tau_base``)."""
     eng = engine_args(chunk_size, backend)
     check_reduction(reduction)
+    check_temperature("temperature", temperature)
+    check_positive("base_temperature", base_temperature)
     check_embeddings("features", features, ndim=3)
     B = features.shape[0]
     if features.shape[1] != 2:

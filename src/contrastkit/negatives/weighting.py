@@ -16,9 +16,11 @@ from torch import Tensor
 from .._validation import (
     check_compatible,
     check_embeddings,
+    check_index,
     check_labels,
-    check_positive,
     check_reduction,
+    check_temperature,
+    check_tensor,
 )
 from ..engine import LSETerm, PairMask, RowSpec
 from ..losses._common import engine_args, kappa, partner_logits, row_weight, run, two_views
@@ -39,8 +41,9 @@ __all__ = [
 
 
 def _long_labels(name: str, labels, n: Optional[int] = None) -> Tensor:
-    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.dim() not in (1, 2):
-        raise ValueError(f"{name} must be an integer tensor (G, N) or (N,), got {labels!r:.60}")
+    check_tensor(name, labels, ndim=(1, 2), kind="int")
+    if labels.shape[-1] == 0:
+        raise ValueError(f"{name} must label at least one row, got shape {tuple(labels.shape)}")
     labels = labels if labels.dim() == 2 else labels[None]
     if n is not None and labels.shape[1] != n:
         raise ValueError(f"{name} must have {n} columns, got shape {tuple(labels.shape)}")
@@ -126,6 +129,8 @@ class AdaMEOWWeights(torch.nn.Module):
         self.chunk_size = chunk_size
 
     def forward(self, a: Tensor, z: Tensor) -> Tensor:
+        check_embeddings("a", a)
+        check_embeddings("z", z)
         check_compatible("a", a, "z", z)
         rows = [
             torch.sigmoid(self.mlp(a[r0 : r0 + self.chunk_size, None] + z[None])).squeeze(-1)
@@ -151,15 +156,14 @@ def adameow_info_nce(
     against weights shrinking to 0; not in the official code).
     """
     check_reduction(reduction)
-    check_positive("temperature", temperature)
+    check_temperature("temperature", temperature)
     check_embeddings("a", a)
     check_embeddings("z", z)
     check_compatible("a", a, "z", z, same_rows=True)
     N = a.shape[0]
-    if not isinstance(weights, Tensor) or weights.shape != (N, N):
-        raise ValueError(
-            f"weights must have shape ({N}, {N}), got {getattr(weights, 'shape', None)}"
-        )
+    check_tensor("weights", weights, kind="float", shape=(N, N), ref=a)
+    if bool((weights < 0).any()):
+        raise ValueError("weights must be >= 0 (their log enters the denominator)")
     if normalize_weights:
         weights = weights / weights.mean(1, keepdim=True)
     u = F.normalize(a, dim=-1) @ F.normalize(z, dim=-1).T / temperature
@@ -198,17 +202,19 @@ class CommunityNegativeWeights:
     evaluated per tile (pass as ``weights=`` to ``info_nce_with_negatives``)."""
 
     def __init__(self, community_matrix: Tensor, row_communities: Tensor, col_communities=None):
+        check_tensor("community_matrix", community_matrix, ndim=2, kind="float")
         C = community_matrix.shape[0]
-        if community_matrix.dim() != 2 or community_matrix.shape != (C, C):
+        if community_matrix.shape != (C, C):
             raise ValueError(
                 f"community_matrix must be square (C, C), got {tuple(community_matrix.shape)}"
             )
+        if bool((community_matrix < 0).any()):
+            raise ValueError("community_matrix must hold weights >= 0")
         self.W = community_matrix.detach()
         self.rows = row_communities
         self.cols = row_communities if col_communities is None else col_communities
         for name, v in (("row_communities", self.rows), ("col_communities", self.cols)):
-            if int(v.min()) < 0 or int(v.max()) >= C:
-                raise ValueError(f"{name} must lie in [0, {C})")
+            check_index(name, v, C, ndim=1, ref=community_matrix, what="communities")
 
     @property
     def shape(self):
@@ -242,10 +248,12 @@ def community_contrast(
     """
     if mode not in ("cosine", "rbf"):
         raise ValueError(f"mode must be 'cosine' or 'rbf', got {mode!r}")
-    check_positive("temperature", temperature)
+    check_temperature("temperature", temperature)
     check_embeddings("h1", h1)
     check_embeddings("h2", h2)
     check_compatible("h1", h1, "h2", h2, same_rows=True)
+    for name, a in (("assignment1", assignment1), ("assignment2", assignment2)):
+        check_index(name, a, n_communities, shape=(h1.shape[0],), ref=h1, what="communities")
 
     def one_side(h, assign_other, C_other):
         if mode == "cosine":
@@ -280,17 +288,11 @@ def community_strength(
     edge weight, ``inc_c`` = weight inside ``c``, ``deg_c`` = total degree of ``c``'s nodes.
     Returns (C,); node strengths are ``cs[communities]``. ``cs.sum()`` is the modularity.
     """
-    if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        raise ValueError(
-            f"edge_index must have shape (2, E), got {getattr(edge_index, 'shape', None)}"
-        )
-    if not isinstance(communities, Tensor) or communities.dim() != 1:
-        raise ValueError("communities must be a (num_nodes,) integer tensor")
-    if edge_index.numel() and int(edge_index.max()) >= communities.shape[0]:
-        raise ValueError(
-            f"edge_index names node {int(edge_index.max())} but communities has "
-            f"{communities.shape[0]} nodes"
-        )
+    check_index("communities", communities, n_communities, ndim=1, what="communities")
+    check_tensor("edge_index", edge_index, ndim=2, kind="int")
+    if edge_index.shape[0] != 2:
+        raise ValueError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
+    check_index("edge_index", edge_index, communities.shape[0], what="nodes")
     C = int(communities.max()) + 1 if n_communities is None else n_communities
     E = edge_index.shape[1]
     w = torch.ones(E, dtype=torch.float64) if edge_weight is None else edge_weight.double()
@@ -329,11 +331,10 @@ def team_up_loss(
     the node strength ``cs[communities]`` (N,). ``gamma = 0`` is GRACE (= NT-Xent).
     """
     eng = engine_args(chunk_size, backend)
-    check_positive("temperature", temperature)
+    check_temperature("temperature", temperature)
     Z, partner = two_views(h1, h2, normalize=True, names=("h1", "h2"), min_rows=1)
     N = h1.shape[0]
-    if not isinstance(strength, Tensor) or strength.shape != (N,):
-        raise ValueError(f"strength must have shape ({N},), got {getattr(strength, 'shape', None)}")
+    check_tensor("strength", strength, kind="float", shape=(N,), ref=h1)
     cs = torch.cat([strength, strength]).to(Z.dtype).detach()
     k = kappa(Z, temperature)
     shift = gamma * cs / temperature

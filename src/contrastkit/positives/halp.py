@@ -22,15 +22,36 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._validation import check_compatible, check_embeddings, check_positive
+from .._validation import (
+    check_compatible,
+    check_embeddings,
+    check_positive,
+    check_temperature,
+    check_tensor,
+)
 
 __all__ = ["halp_t_max", "slerp", "spherical_kmeans", "HaLP"]
 
 EPS = 1e-8
 
 
+def _points(**named: Tensor) -> tuple:
+    """Floating, finite ``(..., d)`` tensors whose shapes broadcast (a ValueError names them)."""
+    for name, x in named.items():
+        check_tensor(name, x, kind="float", min_rows=1)
+        if x.dim() == 0 or x.shape[-1] == 0:
+            raise ValueError(f"{name} must have a non-empty last dimension, got {tuple(x.shape)}")
+    try:
+        torch.broadcast_shapes(*(x.shape for x in named.values()))
+    except RuntimeError:
+        shapes = ", ".join(f"{n} {tuple(x.shape)}" for n, x in named.items())
+        raise ValueError(f"shapes do not broadcast: {shapes}") from None
+    return tuple(named.values())
+
+
 def halp_t_max(key: Tensor, p_own: Tensor, p_target: Tensor) -> Tensor:
     """Closed-form largest geodesic fraction (broadcast over leading dimensions)."""
+    _points(key=key, p_own=p_own, p_target=p_target)
     omega = torch.acos((p_target * key).sum(-1).clamp(-1.0, 1.0))
     a = (key * (p_own - p_target)).sum(-1)
     kap = (1 - (p_target * p_own).sum(-1)) / (a + EPS)
@@ -38,7 +59,20 @@ def halp_t_max(key: Tensor, p_own: Tensor, p_target: Tensor) -> Tensor:
 
 
 def slerp(start: Tensor, end: Tensor, t: Tensor, normalize: bool = True) -> Tensor:
-    """Spherical interpolation from ``start`` (t = 0) towards ``end`` (t = 1), official epsilons."""
+    """Spherical interpolation from ``start`` (t = 0) towards ``end`` (t = 1), official epsilons.
+
+    ``start``, ``end`` (..., d); ``t`` broadcastable to their leading dimensions ``(...)``."""
+    _points(start=start, end=end)
+    if isinstance(t, (int, float)) and not isinstance(t, bool):
+        t = torch.tensor(float(t), dtype=start.dtype, device=start.device)
+    check_tensor("t", t, kind="float", min_rows=1)
+    try:
+        torch.broadcast_shapes(t.shape, start.shape[:-1], end.shape[:-1])
+    except RuntimeError:
+        raise ValueError(
+            f"t {tuple(t.shape)} must broadcast to the leading dimensions of start "
+            f"{tuple(start.shape)} and end {tuple(end.shape)}"
+        ) from None
     omega = torch.acos((start * end).sum(-1).clamp(-1.0, 1.0))
     den = torch.sin(omega) + EPS
     a = (torch.sin((1 - t) * omega) / den)[..., None]
@@ -121,13 +155,14 @@ class HaLP:
         if skip >= n_prototypes:
             raise ValueError(f"skip={skip} leaves no target among {n_prototypes} prototypes")
         check_positive("lambda_pos", lambda_pos)
-        check_positive("temperature", temperature)
+        check_temperature("temperature", temperature)
         self.n_prototypes, self.n_positives = n_prototypes, n_positives
         self.lambda_pos, self.skip, self.n_candidates = float(lambda_pos), skip, n_candidates
         self.weight, self.temperature = float(weight), float(temperature)
         self.prototypes: Optional[Tensor] = None
 
     def fit_prototypes(self, bank: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        check_embeddings("bank", bank)
         self.prototypes = spherical_kmeans(bank, self.n_prototypes, generator=generator)
         return self.prototypes
 

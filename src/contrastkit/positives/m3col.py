@@ -23,7 +23,14 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._validation import check_compatible, check_embeddings, check_positive, check_reduction
+from .._validation import (
+    check_compatible,
+    check_embeddings,
+    check_index,
+    check_reduction,
+    check_temperature,
+    check_tensor,
+)
 from ..engine import RowSpec
 from ..losses._common import engine_args, kappa, prepare, run
 from ._random import beta
@@ -47,15 +54,13 @@ def mixup_contrastive_loss(
     ``P_ii = mix_i``, ``P_i,perm(i) = 1 - mix_i`` (``mix`` (B,) = beta or 1)."""
     eng = engine_args(chunk_size, backend)
     check_reduction(reduction)
-    check_positive("temperature", temperature)
+    check_temperature("temperature", temperature)
     check_embeddings("x_mixed", x_mixed)
     check_embeddings("y", y)
     check_compatible("x_mixed", x_mixed, "y", y, same_rows=True)
     B = x_mixed.shape[0]
-    if not isinstance(perm, Tensor) or perm.shape != (B,):
-        raise ValueError(f"perm must be a ({B},) permutation, got {getattr(perm, 'shape', None)}")
-    if not isinstance(mix, Tensor) or mix.shape != (B,):
-        raise ValueError(f"mix must have shape ({B},), got {getattr(mix, 'shape', None)}")
+    check_index("perm", perm, B, shape=(B,), ref=x_mixed)
+    check_tensor("mix", mix, kind="float", shape=(B,), ref=x_mixed)
     X, Y = prepare(x_mixed, True), prepare(y, True)
     k = kappa(X, temperature)
     mix = mix.to(X.dtype).detach()
@@ -108,7 +113,7 @@ class MultimodalMixup:
             raise ValueError(f"alpha must be a number > 0, got {alpha!r}")
         if not 0.0 <= prob <= 1.0:
             raise ValueError(f"prob must be in [0, 1], got {prob}")
-        check_positive("temperature", temperature)
+        check_temperature("temperature", temperature)
         self.alpha, self.prob, self.temperature = float(alpha), float(prob), float(temperature)
         self.official_self_pair = official_self_pair
 

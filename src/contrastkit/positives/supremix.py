@@ -26,7 +26,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._validation import check_embeddings
+from .._validation import check_embeddings, check_tensor
 from ._random import beta
 
 __all__ = ["SupReMixPairs", "SupReMixBatch", "supremix_weight"]
@@ -34,6 +34,7 @@ __all__ = ["SupReMixPairs", "SupReMixBatch", "supremix_weight"]
 
 def supremix_weight(delta: Tensor, kind: str = "L1_inv") -> Tensor:
     """Distance-magnifying weight of a denominator term with label distance ``delta``."""
+    check_tensor("delta", delta, kind="real", min_rows=0)
     d = delta.abs()
     if kind == "L1_inv":
         return d + 1
@@ -108,6 +109,7 @@ class SupReMixPairs:
         self, features: Tensor, labels: Tensor, generator: Optional[torch.Generator] = None
     ) -> SupReMixBatch:
         check_embeddings("features", features, ndim=(2, 3))
+        check_tensor("labels", labels, ndim=1, kind="real", ref=features)
         if features.dim() == 3:
             V = features.shape[1]
             f = torch.cat(features.unbind(1))

@@ -19,7 +19,7 @@ import torch
 import triton
 from torch import Tensor
 
-from ..spec import RowSpec
+from ..spec import RowSpec, without_positive
 from . import kernels as K
 from .coverage import EmbeddingSoftTargets, covers
 
@@ -314,8 +314,10 @@ def contrast_triton(
     ``precision="tf32"`` is given. ``diagonal=o`` adds the statistic ``"diag"`` (N,), the logit
     ``u_i,i+o`` of each row's paired column (0 where it does not exist; exclusions do not apply),
     and for two-sided specs ``"col_diag"`` (M,): its gradient is folded into the kernels, so a
-    paired positive (InfoNCE, CLIP) costs no ``(N, d)`` temporaries. Raises ``ValueError`` for
-    a spec the kernels do not cover (:func:`covers` says why).
+    paired positive (InfoNCE, CLIP) costs no ``(N, d)`` temporaries. ``spec.positive`` is served
+    by :func:`~contrastkit.engine.spec.without_positive` (a separate dot product, so ``"ce"`` is
+    only as exact as ``lse``). Raises ``ValueError`` for a spec the kernels do not cover
+    (:func:`covers` says why).
     """
     if not isinstance(kappa, Tensor):
         kappa = torch.tensor(float(kappa), device=anchors.device)
@@ -328,6 +330,9 @@ def contrast_triton(
     kap = kappa.float() if kappa.dtype in (torch.float16, torch.bfloat16) else kappa
     if diagonal is not None and not isinstance(diagonal, int):
         raise ValueError(f"diagonal must be an int column offset or None, got {diagonal!r}")
+    if spec.positive is not None:  # the kernels do not read it from their tiles: dot product
+        dt = torch.promote_types(anchors.dtype, torch.float32)
+        spec = without_positive(spec, anchors.to(dt), candidates.to(dt), kap.to(dt))
     columns = bool(spec.columns)
     outs = TritonStats.apply(anchors, candidates, kap, spec, columns, cfg, precision, diagonal)
     stats = {"lse": outs[0][None]}
