@@ -497,6 +497,10 @@ def _agreement_worker(rank, world, rdzv, out):
         "nan_module": lambda: ck.InfoNCE()(bad, k),
         "nan_wrapper": lambda: ckd.DistributedLoss(ck.NTXent())(bad, k),
         "labels": lambda: ck.SupCon()(feats, labels.float() if rank == 1 else labels),
+        # bare functional calls under the default (world) group, no group() block
+        "nan_bare": lambda: ck.info_nce(bad, k),
+        "nan_bare_clip": lambda: ck.clip_loss(bad, k),
+        "labels_bare": lambda: ck.supcon(feats, labels.float() if rank == 1 else labels),
         "ok": lambda: ck.info_nce(q, k),  # the group still works after all of the above
     }
     if world == 2:
@@ -544,6 +548,9 @@ def test_option_mismatch_and_one_rank_input_error_raise_on_every_rank():
             ("nan_module", "query contains 1 NaN"),
             ("nan_wrapper", "z1 contains 1 NaN"),
             ("labels", "integer class ids"),
+            ("nan_bare", "query contains 1 NaN"),
+            ("nan_bare_clip", "contains 1 NaN"),
+            ("labels_bare", "integer class ids"),
         ]:
             msg = res[name]
             assert isinstance(msg, str), (r, name, msg)

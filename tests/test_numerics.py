@@ -47,8 +47,8 @@ def _relative_errors(objective: str, backend_kw: dict, seeds: int = 48, n=16, d=
         if got.dim():  # reduction="none"
             got = got.mean()
 
-        def logits(a, b):
-            return ((a * scale) @ b.T).masked_fill(self_pair, float("-inf"))
+        def logits(a, b, mask=self_pair):
+            return ((a * scale) @ b.T).masked_fill(mask, float("-inf"))
 
         want = F.cross_entropy(logits(A.double(), B.double()), target)
         ce = F.cross_entropy(logits(A, B), target)

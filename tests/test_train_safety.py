@@ -4,8 +4,8 @@ runs, full disks and bad configuration: each case fails safe with one clear erro
 from __future__ import annotations
 
 import errno
-import math
 import json
+import math
 import os
 import pickle
 import shutil
@@ -74,9 +74,7 @@ def test_pickle_payload_in_legacy_state_file_is_refused(tmp_path):
         load_checkpoint(ckpt)
     code, out = _cli("eval", "--checkpoint", str(tmp_path / "r"), "--no-report")
     assert code == 2 and "refused" in _one_error_line(out)
-    code, out = _cli(
-        "train", "--name", "r", "--resume", "--set", f"out_dir='{tmp_path}'"
-    )
+    code, out = _cli("train", "--name", "r", "--resume", "--set", f"out_dir='{tmp_path}'")
     assert code == 2 and "refused" in _one_error_line(out)
     assert not proof.exists()
 
@@ -102,8 +100,13 @@ def test_trainer_state_round_trips_exactly(tmp_path):
     opt = torch.optim.AdamW([p], lr=0.1)
     p.grad = torch.randn(3)
     opt.step()
-    state = {"step": 7, "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
-             "tuple": (1, 2.5, None), "nan": float("nan")}
+    state = {
+        "step": 7,
+        "optimizer": opt.state_dict(),
+        "rng": torch.get_rng_state(),
+        "tuple": (1, 2.5, None),
+        "nan": float("nan"),
+    }
     C._write_state(tmp_path, state)
     back = C._load_state(tmp_path)
     assert back["step"] == 7 and back["tuple"] == (1, 2.5, None) and back["nan"] != back["nan"]
@@ -229,7 +232,11 @@ def test_resume_of_a_missing_run_is_an_error(tmp_path):
 def test_resume_takes_the_runs_own_config(tmp_path):
     out = f"out_dir='{tmp_path}'"
     code, text = _cli(
-        "train", "--recipe", "moco-digits", "--name", "moco",
+        "train",
+        "--recipe",
+        "moco-digits",
+        "--name",
+        "moco",
         *sum((["--set", s] for s in FAST + ["max_steps=2", out]), []),
     )
     assert code == 0, text
@@ -243,8 +250,9 @@ def test_resume_takes_the_runs_own_config(tmp_path):
     before = (tmp_path / "moco" / "config.json").read_text()
     code, text = _cli("train", "--name", "moco", "--resume", "--set", out, "--set", "lr=0.5")
     assert code == 2 and "cannot change ['lr']" in _one_error_line(text)
-    code, text = _cli("train", "--recipe", "simclr-digits", "--name", "moco", "--resume",
-                      "--set", out)
+    code, text = _cli(
+        "train", "--recipe", "simclr-digits", "--name", "moco", "--resume", "--set", out
+    )
     assert code == 2 and "cannot change ['" in _one_error_line(text)
     assert (tmp_path / "moco" / "config.json").read_text() == before != saved
     code, text = _cli("eval", "--checkpoint", str(tmp_path / "moco"), "--no-report")
@@ -265,8 +273,11 @@ def test_kill_before_the_first_checkpoint_leaves_no_duplicate_rows(tmp_path, mon
     log = (tmp_path / "r" / "train_log.csv").read_text().splitlines()
     assert len(log) == 1 + 3  # steps 0, 1, 2 logged, no checkpoint
     said = []
-    train(_cfg(tmp_path, "max_steps=4", "checkpoint_every=3", "snapshot_every=1", "name='r'"),
-          resume=True, warn=said.append)
+    train(
+        _cfg(tmp_path, "max_steps=4", "checkpoint_every=3", "snapshot_every=1", "name='r'"),
+        resume=True,
+        warn=said.append,
+    )
     assert any("starting from step 0" in s for s in said)
     steps = [r.split(",")[0] for r in (tmp_path / "r" / "train_log.csv").read_text().splitlines()]
     assert steps[1:] == ["0", "1", "2", "3"]
@@ -298,7 +309,9 @@ def test_torn_last_log_lines_are_dropped_on_resume(tmp_path):
 def test_a_second_training_of_one_run_fails_at_once(tmp_path):
     cfg = _cfg(tmp_path, "max_steps=1", "name='r'")
     with RunLock(tmp_path, "r"):
-        with pytest.raises(ValueError, match=rf"being trained by another process \(pid {os.getpid()}"):
+        with pytest.raises(
+            ValueError, match=rf"being trained by another process \(pid {os.getpid()}"
+        ):
             train(cfg)
     assert not (tmp_path / "r").exists()
     # a lock file left by a dead process is stale: the kernel released its flock
@@ -312,8 +325,12 @@ def test_full_disk_is_one_clear_error_and_leaves_no_temporary_directory(tmp_path
 
     monkeypatch.setattr(C, "save_file", full)
     code, out = _cli(
-        "train", "--name", "r", *sum((["--set", s] for s in FAST + ["max_steps=2"]), []),
-        "--set", f"out_dir='{tmp_path}'",
+        "train",
+        "--name",
+        "r",
+        *sum((["--set", s] for s in FAST + ["max_steps=2"]), []),
+        "--set",
+        f"out_dir='{tmp_path}'",
     )
     line = _one_error_line(out)
     assert code == 2 and "no space left" in line and str(tmp_path / "r") in line
@@ -383,8 +400,15 @@ def test_changing_the_loss_drops_the_old_loss_parameters(tmp_path):
 
 def test_loss_and_method_compatibility_is_checked_before_the_run_directory(tmp_path):
     code, out = _cli(
-        "train", "--recipe", "supcon-digits", "--set", "loss='SigLIPLoss'",
-        "--set", f"out_dir='{tmp_path}'", "--name", "x",
+        "train",
+        "--recipe",
+        "supcon-digits",
+        "--set",
+        "loss='SigLIPLoss'",
+        "--set",
+        f"out_dir='{tmp_path}'",
+        "--name",
+        "x",
     )
     assert code == 2 and "does not accept the inputs of method 'two-view' with labels" in (
         _one_error_line(out)

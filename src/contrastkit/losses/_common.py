@@ -236,6 +236,27 @@ def partner_logits(Z: Tensor, k: Tensor) -> Tensor:
     return torch.cat([s, s]) * k
 
 
+def shares_input_errors(fn):
+    """Decorator for an objective that is exact under a process group: when a group is active,
+    an input error it raises on one rank (NaN input, bad labels, ...) is sent in the group's
+    exchange, so every rank raises together instead of waiting for the group's timeout. Without
+    a group the call is unchanged."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        global _OPS
+        if _OPS is None:
+            from ..distributed import _ops as _OPS
+        ctx = _OPS.current()
+        if ctx is None:
+            return fn(*args, **kwargs)
+        with _OPS.shared_errors(ctx):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 class FunctionalLoss(torch.nn.Module):
     """Module twin of a functional objective (the ``torch.nn.functional`` pairing).
 

@@ -19,12 +19,21 @@ from torch import Tensor
 
 from .._validation import check_compatible, check_embeddings
 from ..engine import RowSpec, SoftTargets
-from ._common import engine_args, gather_rows, kappa, prepare, row_weight, run
+from ._common import (
+    engine_args,
+    gather_rows,
+    kappa,
+    prepare,
+    row_weight,
+    run,
+    shares_input_errors,
+)
 from .logit_scale import ScaledLoss
 
 __all__ = ["cwcl", "CWCL"]
 
 
+@shares_input_errors
 def cwcl(
     frozen: Tensor,
     trained: Tensor,

@@ -29,6 +29,7 @@ from ._common import (
     row_offset,
     row_weight,
     run,
+    shares_input_errors,
     two_views,
 )
 
@@ -55,6 +56,7 @@ def _decoupled(z1, z2, temperature, weights_fn, reduction, normalize, chunk_size
     return run(Z, Z, spec, k, reduction, eng)
 
 
+@shares_input_errors
 def dcl(
     z1: Tensor,
     z2: Tensor,
@@ -81,6 +83,7 @@ def vmf_weights(Z: Tensor, sigma: float, detach: bool = True) -> Tensor:
     return torch.cat([w, w])
 
 
+@shares_input_errors
 def dclw(
     z1: Tensor,
     z2: Tensor,

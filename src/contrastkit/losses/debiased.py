@@ -31,6 +31,7 @@ from ._common import (
     partner_logits,
     row_weight,
     run,
+    shares_input_errors,
     two_views,
 )
 
@@ -79,6 +80,7 @@ def _estimator(z1, z2, temperature, tau_plus, beta, reduction, normalize, chunk_
     return run(Z, Z, spec, k, reduction, eng)
 
 
+@shares_input_errors
 def debiased_info_nce(
     z1: Tensor,
     z2: Tensor,
@@ -96,6 +98,7 @@ def debiased_info_nce(
     )
 
 
+@shares_input_errors
 def hard_negative_info_nce(
     z1: Tensor,
     z2: Tensor,

@@ -26,11 +26,13 @@ from ._common import (
     prepare,
     row_weight,
     run,
+    shares_input_errors,
 )
 
 __all__ = ["info_nce", "InfoNCE", "multiple_negatives_ranking", "MultipleNegativesRanking"]
 
 
+@shares_input_errors
 def info_nce(
     query: Tensor,
     key: Tensor,
@@ -175,6 +177,7 @@ class InfoNCE(FunctionalLoss):
         )
 
 
+@shares_input_errors
 def multiple_negatives_ranking(
     anchor: Tensor,
     positive: Tensor,

@@ -20,12 +20,14 @@ from ._common import (
     kappa,
     row_weight,
     run,
+    shares_input_errors,
     two_views,
 )
 
 __all__ = ["nt_xent", "NTXent"]
 
 
+@shares_input_errors
 def nt_xent(
     z1: Tensor,
     z2: Tensor,

@@ -21,12 +21,21 @@ from .._validation import (
     check_temperature,
 )
 from ..engine import RowSpec, compute_dtype
-from ._common import engine_args, kappa, prepare, replicated, row_weight, run
+from ._common import (
+    engine_args,
+    kappa,
+    prepare,
+    replicated,
+    row_weight,
+    run,
+    shares_input_errors,
+)
 from .logit_scale import ScaledLoss
 
 __all__ = ["siglip_loss", "SigLIPLoss"]
 
 
+@shares_input_errors
 def siglip_loss(
     image: Tensor,
     text: Tensor,

@@ -187,7 +187,6 @@ def sogclr(
     check_temperature("temperature", temperature)
     loss, log_ubar, _, _ = _gcl(z1, z2, index, u, temperature, gamma, eps, reduction, eng)
     if update:
-        B = z1.shape[0]
         with torch.no_grad():  # the mean of the two views' ubar, from their logs
             u[index] = _state_value(log_ubar, u.dtype)
     return loss

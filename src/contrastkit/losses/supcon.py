@@ -30,12 +30,14 @@ from ._common import (
     row_offset,
     row_weight,
     run,
+    shares_input_errors,
     sum_across_ranks,
 )
 
 __all__ = ["supcon", "SupCon"]
 
 
+@shares_input_errors
 def supcon(
     features: Tensor,
     labels: Optional[Tensor] = None,

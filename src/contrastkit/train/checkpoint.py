@@ -138,8 +138,9 @@ def save_checkpoint(run_dir: Path, step: int, weights: dict, state: dict) -> Pat
         manifest = {
             "format": FORMAT,
             "step": step,
-            "files": {f: {"sha256": _sha256(tmp / f), "bytes": (tmp / f).stat().st_size}
-                      for f in FILES},
+            "files": {
+                f: {"sha256": _sha256(tmp / f), "bytes": (tmp / f).stat().st_size} for f in FILES
+            },
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         for f in tmp.iterdir():
@@ -179,7 +180,8 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [
-        p for p in root.iterdir()
+        p
+        for p in root.iterdir()
         if STEP_DIR.fullmatch(p.name) and not p.is_symlink() and p.is_dir() and _inside(p, root)
     ]
     return sorted(found, reverse=True)

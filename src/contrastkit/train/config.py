@@ -333,8 +333,17 @@ def asdict_defaults() -> dict:
 
 #: fields ``--resume`` may change (they do not alter what was trained so far)
 RESUME_SAFE = frozenset(
-    {"epochs", "max_steps", "threads", "progress", "tensorboard", "report", "checkpoint_every",
-     "snapshot_every", "device"}
+    {
+        "epochs",
+        "max_steps",
+        "threads",
+        "progress",
+        "tensorboard",
+        "report",
+        "checkpoint_every",
+        "snapshot_every",
+        "device",
+    }
 )
 
 
@@ -388,9 +397,7 @@ def load_resume_config(
     run_name = given.get("name") or name
     run_dir = run_path(given.get("out_dir", "runs"), run_name)
     if not is_run(run_dir):
-        raise ValueError(
-            f"--resume: no run {str(run_dir)!r} to resume (start it without --resume)"
-        )
+        raise ValueError(f"--resume: no run {str(run_dir)!r} to resume (start it without --resume)")
     saved = read_run_config(run_dir)
     values = merge(dataclasses.asdict(saved), given)
     values["name"], values["out_dir"] = run_name, given.get("out_dir", "runs")

@@ -87,9 +87,7 @@ def evaluate(method) -> dict:
 
 
 def _text_pairs(method, enc, a, b):
-    from .methods import _eval_mode
-
-    from .methods import _cpu
+    from .methods import _cpu, _eval_mode
 
     return _eval_mode(lambda: (_cpu(method.encode(a, enc)), _cpu(method.encode(b, enc))), enc)
 

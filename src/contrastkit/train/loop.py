@@ -39,7 +39,9 @@ LOG_FIELDS = ["step", "epoch", "loss", "lr", "samples_per_s"]
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed((seed * 100_003 + epoch) % 2**64))
+    return torch.randperm(
+        n, generator=torch.Generator().manual_seed((seed * 100_003 + epoch) % 2**64)
+    )
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -62,7 +64,9 @@ def _truncate_log(path: Path, step: int) -> None:
             if None in row.values() or None in row:
                 raise ValueError
         except (TypeError, ValueError, KeyError):
-            raise ValueError(f"{path}: line {lineno} is not a log row: {lines[lineno - 1]!r}")
+            raise ValueError(
+                f"{path}: line {lineno} is not a log row: {lines[lineno - 1]!r}"
+            ) from None
         if s < step:
             rows.append(row)
     _atomic_write(path, lambda fh: _write_rows(fh, rows))
@@ -395,7 +399,9 @@ def load_run(
         raise ValueError(f"checkpoint {str(run)!r}: no such run or checkpoint directory")
     if STEP_DIR.fullmatch(path.name) and path.parent.name == "checkpoints":
         run_dir = path.parent.parent
-        if path.is_symlink() or path.resolve() not in [p.resolve() for p in checkpoint_dirs(run_dir)]:
+        if path.is_symlink() or path.resolve() not in [
+            p.resolve() for p in checkpoint_dirs(run_dir)
+        ]:
             raise ValueError(f"checkpoint {str(run)!r} is not a checkpoint inside its run")
         verify_checkpoint(path)
         ckpt = path

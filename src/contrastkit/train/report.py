@@ -174,7 +174,9 @@ def write_report(method, run_dir: Path, summary: dict) -> Path:
         name: method.features(name)["test"].numpy()
         for name in ("trained", "random_init", method.input_name)
     }
-    plot_projection(feats, method.y_test.numpy(), plots / "projection.png", seed=method.cfg.seed % 2**32)
+    plot_projection(
+        feats, method.y_test.numpy(), plots / "projection.png", seed=method.cfg.seed % 2**32
+    )
     figures.append(("t-SNE of the test features, coloured by label", "projection.png"))
 
     cfg = method.cfg
