@@ -208,6 +208,30 @@ def test_simcse_text_recipe_runs_offline(tmp_path):
     assert ev["sts_spearman"]["random_init"] > 50.0
     assert 0.0 < ev["isotropy"]["trained"] < 1.0
 
+    # the export loads in sentence-transformers and transformers with the same embeddings
+    from contrastkit.train.export import export_run
+    from contrastkit.train.loop import load_run
+
+    path = export_run(tmp_path / "simcse-text")
+    method, _, _ = load_run(tmp_path / "simcse-text")
+    texts = method.data.test[:16]
+    enc = method.modules["encoder"].eval()
+    with torch.no_grad():
+        want = method.encode(texts)
+    st = pytest.importorskip("sentence_transformers")
+    model = st.SentenceTransformer(str(path), device="cpu")
+    got = model.encode(texts, convert_to_tensor=True)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    from transformers import AutoModel, AutoTokenizer
+
+    from contrastkit.train.text_model import mean_pooled
+
+    hf, tok = AutoModel.from_pretrained(str(path)).eval(), AutoTokenizer.from_pretrained(str(path))
+    batch = tok(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(mean_pooled(hf, batch), want, atol=1e-5, rtol=1e-5)
+    assert enc is method.modules["encoder"]
+
 
 def test_deterministic_flag_is_scoped_to_the_run(tmp_path):
     assert not torch.are_deterministic_algorithms_enabled()

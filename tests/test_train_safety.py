@@ -519,3 +519,31 @@ def test_bf16_autocast_trains_and_resumes_exactly(tmp_path):
     train(_cfg(tmp_path, "max_steps=4", "checkpoint_every=2", "recipe='clip-pairs'", "name='c'"))
     wc = load_checkpoint(latest_checkpoint(tmp_path / "c"))[0]
     assert any(not torch.equal(fp32[k], wc[k]) for k in wc)  # autocast really changed the math
+
+
+# -- export -------------------------------------------------------------------------------------
+
+
+def test_export_digit_encoder_gives_the_evaluated_features(tmp_path):
+    from contrastkit.train.export import load_encoder
+    from contrastkit.train.loop import load_run
+
+    train(_cfg(tmp_path, "max_steps=2", "name='r'", recipe="clip-pairs"))
+    code, out = _cli("export", str(tmp_path / "r"))
+    assert code == 0, out
+    enc = load_encoder(tmp_path / "r" / "export")
+    method, _, _ = load_run(tmp_path / "r")
+    want = method.features("trained")["test"]
+    with torch.no_grad():
+        got = enc(method.data.x_test)
+    assert torch.equal(got, want)
+    meta = json.loads((tmp_path / "r" / "export" / "contrastkit_export.json").read_text())
+    assert meta["recipe"] == "clip-pairs" and meta["step"] == 2
+    # an earlier export is replaced; a directory that is not one is refused
+    assert _cli("export", str(tmp_path / "r"))[0] == 0
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    code, out = _cli("export", str(tmp_path / "r"), "--out", str(other))
+    assert code == 2 and "not empty" in _one_error_line(out)
+    assert (other / "keep.txt").exists()

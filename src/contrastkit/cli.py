@@ -230,6 +230,22 @@ def eval_(
 
 @app.command()
 @_guarded
+def export(
+    run: Annotated[str, typer.Argument(help="Run directory (runs/<name>) or a checkpoint of it.")],
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", help="Target directory (default: RUN/export).")
+    ] = None,
+) -> None:
+    """Export a run's trained encoder: a sentence-transformers model directory for text runs,
+    encoder.safetensors + encoder.json for the digit recipes."""
+    from contrastkit.train.export import export_run
+
+    path = export_run(run, out)
+    typer.echo(f"exported to {path}")
+
+
+@app.command()
+@_guarded
 def mine(
     pairs: Annotated[
         str, typer.Argument(help="(query, positive) pairs: .jsonl, .csv, .tsv, .parquet")

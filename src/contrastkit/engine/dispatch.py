@@ -68,13 +68,18 @@ def recompute_tile(M: int, chunk_size: Optional[int]) -> tuple[int, int]:
     return rows, max(1, min(M, TILE_ELEMS // rows))
 
 
+def dense_auto(N: int, M: int, columns: bool) -> bool:
+    """``backend="auto"`` (no ``chunk_size``) takes the dense path for this problem size."""
+    return (columns and N * M <= DENSE_MAX_PAIRS_COLUMNS) or N * M < DENSE_MAX_PAIRS
+
+
 def choose_path(N: int, M: int, spec: RowSpec, reduce: bool, backend: str, chunk_size) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "dense":
         return "dense"
     if backend == "auto" and chunk_size is None:
-        if (spec.columns and N * M <= DENSE_MAX_PAIRS_COLUMNS) or N * M < DENSE_MAX_PAIRS:
+        if dense_auto(N, M, bool(spec.columns)):
             return "dense"
     fusable = reduce and (spec.plain or not spec.columns)
     if fusable and (chunk_size is not None or fused_block_rows(M, None) * M <= FUSED_MAX_ELEMS):

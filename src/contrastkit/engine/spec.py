@@ -211,12 +211,14 @@ def without_positive(spec: RowSpec, A: Tensor, B: Tensor, kappa: Tensor) -> RowS
 
     ``"ce"`` becomes ``lse_0 - kappa_i <a_i, b_positive(i)>`` with the positive logit from a
     separate (differentiable) dot product passed as a side tensor: correct, but only as exact
-    as ``lse`` itself. ``A``/``B``: the anchors and the candidates ``positive`` indexes.
+    as ``lse`` itself. ``A``/``B``: the anchors and the candidates ``positive`` indexes (the
+    indexed rows are converted to ``A``'s dtype, so fp16/bf16 candidates may be passed as
+    they are with ``A`` in fp32).
     """
     if spec.positive is None:
         return spec
     kr = kappa if kappa.dim() == 0 else kappa[:, None]
-    pos = ((A * kr) * B[spec.positive]).sum(-1)
+    pos = ((A * kr) * B[spec.positive].to(A.dtype)).sum(-1)  # only the N positives converted
     row_fn = spec.row_fn
 
     def fn(stats: dict, side: dict) -> Tensor:

@@ -18,15 +18,18 @@ from typing import Optional
 from torch import Tensor
 
 from .._validation import check_compatible, check_embeddings
-from ..engine import RowSpec, SoftTargets
+from ..engine import RowSpec
+from ..engine.gpu.coverage import EmbeddingSoftTargets
 from ._common import (
     engine_args,
     gather_rows,
+    half_path,
     kappa,
     prepare,
     row_weight,
     run,
     shares_input_errors,
+    wide,
 )
 from .logit_scale import ScaledLoss
 
@@ -64,18 +67,22 @@ def cwcl(
     k = kappa(frozen, temperature, scale, n_rows=N)
     if k.dim() != 0:
         raise ValueError("temperature must be a scalar for CWCL")
-    p = prepare(frozen, normalize).detach()
-    q = prepare(trained, normalize)
+    keep = half_path(eng, N, N, True, frozen, trained)  # fp16/bf16 kept for the kernels
+    p = prepare(frozen, normalize, keep).detach()
+    q = prepare(trained, normalize, keep)
     t = prepare(target_embeddings if target_embeddings is not None else frozen, True).detach()
-    t = t.to(p.dtype)
+    t = t.to(wide(p).dtype)  # the targets stay in the compute dtype (fp32 for fp16/bf16)
     t_cols = gather_rows(t, "target embeddings")  # every rank's under a process group
 
     def weights(r0: int, r1: int, c0: int, c1: int) -> Tensor:
         return (t[r0:r1] @ t_cols[c0:c1].T + 1.0) * 0.5
 
     w = row_weight(reduction, N) / 2
+    # W = (<t_i, t_j> + 1) / 2 as embeddings: the torch paths evaluate it per tile, the Triton
+    # kernels use its closed-form linear terms; W is symmetric (the transposed problem's
+    # targets, for contrastkit.distributed, are the same function)
     spec = RowSpec(
-        soft_targets=SoftTargets(weights, transposed=weights),  # W is symmetric
+        soft_targets=EmbeddingSoftTargets(t, t_cols, 0.5, 0.5, transposed=weights),
         row_fn=lambda st, sd: w * (st["lse"][0] - st["tgt"] / st["mass"]),
         columns=True,
         col_fn=lambda st, sd: w * (st["col_lse"] - st["col_tgt"] / st["col_mass"]),

@@ -43,7 +43,8 @@ def negatives_only(partner: Tensor) -> tuple:
 
 def _decoupled(z1, z2, temperature, weights_fn, reduction, normalize, chunk_size, backend):
     eng = engine_args(chunk_size, backend)
-    Z, partner = two_views(z1, z2, normalize, min_rows=2)
+    # fp16/bf16 kept for the kernels without weights (DCL); DCLW's weights need fp32 embeddings
+    Z, partner = two_views(z1, z2, normalize, min_rows=2, eng=eng if weights_fn is None else None)
     k = kappa(Z, temperature)
     pos = partner_logits(Z, k)
     side = {"pos": pos if weights_fn is None else pos * weights_fn(Z)}

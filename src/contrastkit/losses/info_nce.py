@@ -22,8 +22,10 @@ from ._common import (
     check_has_negatives,
     engine_args,
     global_total,
+    half_path,
     kappa,
     prepare,
+    row_dot,
     row_weight,
     run,
     shares_input_errors,
@@ -87,18 +89,25 @@ def info_nce(
         if symmetric:
             raise ValueError("in_batch_negatives=False is one-directional: set symmetric=False")
     k = kappa(query, temperature, scale, n_rows=N)
-    q, key_n = prepare(query, normalize), prepare(key, normalize)
+    # fp16/bf16 on the Triton kernels stay in their dtype (shared negatives only: per-anchor
+    # ones are a dense einsum here); the positives below are fp32 side statistics either way
+    keep = False
+    if negatives is None or negatives.dim() == 2:
+        ins = (query, key) if negatives is None else (query, key, negatives)
+        n_cols = (M if in_batch_negatives else 0) + (0 if negatives is None else len(negatives))
+        keep = half_path(eng, N, n_cols, symmetric, *ins)
+    q, key_n = prepare(query, normalize, keep), prepare(key, normalize, keep)
     if not in_batch_negatives:
-        return _own_key_only(q, key_n[:N], prepare(negatives, normalize), k, reduction, eng)
+        return _own_key_only(q, key_n[:N], prepare(negatives, normalize, keep), k, reduction, eng)
     cands = key_n
     if negatives is not None:
-        neg = prepare(negatives, normalize)
+        neg = prepare(negatives, normalize, keep)
         if neg.dim() == 2:
             cands = torch.cat([key_n, neg])  # a shared queue: candidates of every anchor
         else:
             kr = k if k.dim() == 0 else k[:, None]
             private = torch.logsumexp(torch.einsum("nd,nhd->nh", q, neg) * kr, dim=1)
-    pos = (q * key_n[:N]).sum(-1) * k
+    pos = row_dot(q, key_n[:N]) * k  # fp32 for fp16/bf16
     w = row_weight(reduction, N) / (2 if symmetric else 1)
     # one-sided: the engine reads u_i,i from the logits of its LSE ("ce"), so the two cancel
     # exactly; two-sided keeps the side positive (the rows' shared exponential needs no shift)
@@ -127,7 +136,7 @@ def info_nce(
 def _own_key_only(q, pos_key, neg, k, reduction, eng) -> Tensor:
     """``log(exp(u_pos) + sum_j exp(u_ij)) - u_pos`` over the negatives only (MoCo)."""
     N = q.shape[0]
-    pos = (q * pos_key).sum(-1) * k
+    pos = row_dot(q, pos_key) * k
     w = row_weight(reduction, N)
     if neg.dim() == 3:
         kr = k if k.dim() == 0 else k[:, None]

@@ -44,7 +44,7 @@ def nt_xent(
     N = 1 leaves each view only its partner, no negative: a ``ValueError``, not a loss of 0.
     """
     eng = engine_args(chunk_size, backend)
-    Z, partner = two_views(z1, z2, normalize)
+    Z, partner = two_views(z1, z2, normalize, eng=eng)  # fp16/bf16 kept for the kernels
     check_has_negatives("z1", z1, "NT-Xent")
     n2 = Z.shape[0]
     k = kappa(Z, temperature)

@@ -25,6 +25,7 @@ from ._common import (
     check_has_negatives,
     engine_args,
     gather_rows,
+    half_path,
     kappa,
     prepare,
     row_offset,
@@ -32,6 +33,7 @@ from ._common import (
     run,
     shares_input_errors,
     sum_across_ranks,
+    wide,
 )
 
 __all__ = ["supcon", "SupCon"]
@@ -75,7 +77,9 @@ def supcon(
         check_labels("labels", labels, N, features)
     inverse = torch.unique(gather_rows(labels, "labels"), return_inverse=True)[1]
     ids = inverse[off : off + N].repeat(V)  # view-major
-    Zc = prepare(feats.transpose(0, 1).reshape(N * V, -1), normalize)
+    n_rows = N * V if contrast_mode == "all" else N
+    keep = half_path(eng, n_rows, N * V, False, features)  # fp16/bf16 kept for the kernels
+    Zc = prepare(feats.transpose(0, 1).reshape(N * V, -1), normalize, keep)
     Za = Zc if contrast_mode == "all" else Zc[:N]
     k = kappa(Zc, temperature)
     if k.dim() != 0:
@@ -83,14 +87,15 @@ def supcon(
     tau = 1.0 / float(k.detach())
     ratio = 1.0 if base_temperature is None else tau / base_temperature
     n_classes = int(inverse.max()) + 1
-    class_sum = torch.zeros(n_classes, Zc.shape[1], dtype=Zc.dtype, device=Zc.device)
-    class_sum = sum_across_ranks(class_sum.index_add(0, ids, Zc), "class sums")
+    Zw, Zaw = wide(Zc), wide(Za)  # side statistics in fp32 when Zc stays in fp16/bf16
+    class_sum = torch.zeros(n_classes, Zw.shape[1], dtype=Zw.dtype, device=Zw.device)
+    class_sum = sum_across_ranks(class_sum.index_add(0, ids, Zw), "class sums")
     n_pos = torch.bincount(inverse, minlength=n_classes)[ids[: Za.shape[0]]] * V - 1
-    pos_sum = ((Za * (class_sum[ids[: Za.shape[0]]] - Za)).sum(-1)) * k
+    pos_sum = ((Zaw * (class_sum[ids[: Za.shape[0]]] - Zaw)).sum(-1)) * k
     has_pos = n_pos > 0
     count = int(has_pos.sum()) if exclude_no_positive else Za.shape[0]
     w = row_weight(reduction, count, min_count=1) * ratio
-    row_w = has_pos.to(Zc.dtype) * w
+    row_w = has_pos.to(Zw.dtype) * w
     mean_pos = pos_sum / n_pos.clamp(min=1)
     spec = RowSpec(
         terms=(LSETerm(exclude=PairMask(self_offset=0)),),

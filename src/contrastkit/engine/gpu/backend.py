@@ -11,6 +11,7 @@ FLOPs: ``2 N M d`` forward (row and column statistics in one pass) + ``2 x 4 N M
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -23,7 +24,16 @@ from ..spec import RowSpec, without_positive
 from . import kernels as K
 from .coverage import EmbeddingSoftTargets, covers
 
-__all__ = ["Config", "TritonStats", "contrast_triton", "default_config"]
+__all__ = [
+    "Config",
+    "TritonStats",
+    "autotune",
+    "contrast_triton",
+    "default_config",
+    "fits",
+    "shape_class",
+    "tile_candidates",
+]
 
 LOG2E = 1.0 / math.log(2.0)
 LN2 = math.log(2.0)
@@ -39,11 +49,12 @@ CHUNK = 1 << 15
 class Config:
     """Tile sizes. ``fwd`` / ``bwd``: (rows, columns, d-slice of the logit GEMM); ``ds``: width
     of the ``d`` slice a backward program accumulates (``None``: all of ``d`` up to 256; each
-    further slice recomputes the logits once more).
+    further slice recomputes the logits once more); ``bwd_stages``: pipeline stages of the
+    backward kernels (``None``: ``stages``).
 
-    The defaults compile for sm_90 without register spills (checked with ptxas; forward
-    128 x 64 tiles, backward 64 x 64 tiles with 256-wide gradient slices); which configuration
-    is fastest on an H100 is for ``benchmarks/bench_triton.py --sweep`` to measure."""
+    ``contrast_triton(config=None)`` (the engine's choice) picks the forward and the backward
+    part separately by timing the candidates of :func:`tile_candidates` once per shape class
+    (:func:`autotune`); a ``Config`` given explicitly is used as it is."""
 
     fwd: tuple = (128, 64, 64)
     bwd: tuple = (64, 64, 64)
@@ -51,19 +62,143 @@ class Config:
     fwd_warps: int = 8
     bwd_warps: int = 8
     stages: int = 3
+    bwd_stages: Optional[int] = None
+
+    def fwd_part(self) -> tuple:
+        """``(tiles, warps, stages)`` of the forward and exact-column kernels."""
+        return (tuple(self.fwd), self.fwd_warps, self.stages)
+
+    def bwd_part(self) -> tuple:
+        """``(tiles, ds, warps, stages)`` of the two backward kernels."""
+        stages = self.stages if self.bwd_stages is None else self.bwd_stages
+        return (tuple(self.bwd), self.ds, self.bwd_warps, stages)
 
 
 #: widest gradient slice by default (wider accumulators spill registers on sm_90)
 DEFAULT_DS = 256
 
+# ---- autotuning: a small candidate set per dtype, filtered for sm_90, timed per shape class ----
+
+#: forward candidates ``(tiles, warps, stages)`` and backward candidates ``(tiles, ds, warps,
+#: stages)`` per dtype class; the first of each is the seed (the former fixed default). ptxas
+#: (sm_90, d = 512) reports at most 24 bytes of spill stores for any of them;
+#: ``test_kernels_compile_for_sm90`` compiles every candidate and checks that bound (32 bytes).
+CANDIDATES = {
+    "half": {
+        "fwd": (((128, 64, 64), 8, 3), ((64, 128, 64), 8, 3), ((128, 64, 32), 8, 4)),
+        "bwd": (((64, 64, 64), None, 8, 3), ((64, 32, 64), None, 8, 3), ((64, 64, 32), None, 8, 4)),
+    },
+    "fp32": {
+        "fwd": (((64, 64, 32), 8, 3), ((64, 32, 32), 4, 3), ((128, 32, 32), 8, 3)),
+        "bwd": (((64, 32, 32), None, 8, 3), ((32, 32, 32), None, 8, 3), ((32, 64, 32), None, 8, 3)),
+    },
+}
+#: the interpreter runs one small configuration (several tiles per test problem, fast numpy)
+INTERPRET_PARTS = {"fwd": ((32, 32, 32), 8, 1), "bwd": ((32, 32, 32), 64, 8, 1)}
+#: sm_90's dynamic shared memory per block (bytes), a limit of the filter
+SMEM_LIMIT = 227 * 1024
+#: timing: rows (forward, dA) or columns (dB) of the real problem a candidate is timed on (per
+#: program work is unchanged, the grid covers the GPU a few times), and timed repetitions
+TUNE_ROWS = 1 << 15
+TUNE_REPS = 2
+#: shape class -> chosen part; in-process, filled on the first call of each class
+TUNED: dict = {}
+
+
+def _dtype_class(dtype: torch.dtype) -> str:
+    return "fp32" if dtype == torch.float32 else "half"
+
+
+def _ds_eff(ds: Optional[int], D: int) -> int:
+    return min(ds or DEFAULT_DS, max(16, triton.next_power_of_2(D)))
+
+
+def _usage(kind: str, part: tuple, D: int, nb: int) -> tuple:
+    """(shared memory bytes, fp32 accumulator registers per thread) of a candidate, estimated:
+    the pipelined operand tiles (and, backward, the gradient GEMM's operand and weights); the
+    logit tile (and, backward, the gradient accumulator) spread over the threads."""
+    if kind == "fwd":
+        (bm, bn, bk), warps, stages = part
+        return stages * (bm + bn) * bk * nb, bm * bn / (32 * warps)
+    (bm, bn, bk), ds, warps, stages = part
+    acc = max(bm, bn) * _ds_eff(ds, D) + bm * bn
+    return stages * (bm + bn) * bk * nb + acc * nb, acc / (32 * warps)
+
+
+def fits(kind: str, part: tuple, D: int, dtype: torch.dtype) -> bool:
+    """sm_90 filter of a candidate: its shared memory fits a block (``SMEM_LIMIT``), and it
+    needs no more fp32 accumulator registers per thread than the seed of its kind and dtype
+    (which ptxas compiles without notable spills; more accumulators spilled in every case
+    measured, e.g. 128 x 128 forward tiles on 8 warps)."""
+    nb = torch.finfo(dtype).bits // 8
+    smem, regs = _usage(kind, part, D, nb)
+    seed = CANDIDATES[_dtype_class(dtype)][kind][0]
+    return smem <= SMEM_LIMIT and regs <= _usage(kind, seed, D, nb)[1]
+
+
+def tile_candidates(kind: str, D: int, dtype: torch.dtype, interpret: bool = False) -> list:
+    """The candidates of ``kind`` (``"fwd"`` / ``"bwd"``) that pass :func:`fits` (seed first);
+    a single configuration under ``TRITON_INTERPRET=1``."""
+    if interpret:
+        return [INTERPRET_PARTS[kind]]
+    seed, *rest = CANDIDATES[_dtype_class(dtype)][kind]
+    return [seed] + [c for c in rest if fits(kind, c, D, dtype)]
+
+
+def _bucket(n: int) -> int:
+    """ceil(log2 n): problems within a factor of two share a class."""
+    return max(int(n) - 1, 0).bit_length()
+
+
+def shape_class(kind: str, N: int, M: int, D: int, dtype: torch.dtype, *flags) -> tuple:
+    """Cache key: kernel kind, dtype, N and M buckets (powers of two), padded ``d``, flags."""
+    return (kind, str(dtype), _bucket(N), _bucket(M), max(16, triton.next_power_of_2(D))) + flags
+
+
+def _cuda_time(fn) -> float:
+    fn()  # compiles this configuration and warms up
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(TUNE_REPS):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / TUNE_REPS
+
+
+def autotune(key: tuple, cands: list, run, timer=None):
+    """The fastest of ``cands`` for shape class ``key``: ``run(part)`` launches the kernels with
+    that part (on a slice of the real problem), ``timer(fn)`` times it (CUDA events by
+    default). Cached in :data:`TUNED`; one candidate is returned untimed; a candidate that fails
+    (e.g. out of shared memory on a smaller GPU) is skipped, and if all fail the seed is kept
+    (the real launch then reports the error)."""
+    hit = TUNED.get(key)
+    if hit is not None:
+        return hit
+    best = cands[0]
+    if len(cands) > 1:
+        timer = timer or _cuda_time
+        best_t = float("inf")
+        for part in cands:
+            try:
+                t = timer(functools.partial(run, part))
+            except Exception:  # a compile or launch failure: not a candidate on this GPU
+                continue
+            if t < best_t:
+                best, best_t = part, t
+    TUNED[key] = best
+    return best
+
 
 def default_config(d: int, interpret: bool, dtype: torch.dtype = torch.bfloat16) -> Config:
-    """Tiles per input dtype (fp32 tiles are twice the bytes: smaller tiles, no spills)."""
-    if interpret:  # small tiles: several tiles per problem, fast numpy emulation
-        return Config(fwd=(32, 32, 32), bwd=(32, 32, 32), ds=64, stages=1)
-    if dtype == torch.float32:
-        return Config(fwd=(64, 64, 32), bwd=(64, 32, 32))
-    return Config()
+    """The seed configuration per input dtype (fp32 tiles are twice the bytes: smaller tiles,
+    no spills); under the interpreter, small tiles."""
+    f = tile_candidates("fwd", d, dtype, interpret)[0]
+    b = tile_candidates("bwd", d, dtype, interpret)[0]
+    return Config(
+        fwd=f[0], fwd_warps=f[1], stages=f[2], bwd=b[0], ds=b[1], bwd_warps=b[2], bwd_stages=b[3]
+    )
 
 
 def _interpret() -> bool:
@@ -143,39 +278,116 @@ def _dot_precision(dtype: torch.dtype, precision: Optional[str]) -> str:
     return "ieee"
 
 
-def _col_lse_exact(A, B, k2, mk, cols: Tensor, cfg: Config, prec: str) -> Tensor:
-    bm, bn, bk = cfg.fwd
+def _col_lse_exact(A, B, k2, mk, cols: Tensor, part: tuple, prec: str) -> Tensor:
+    (bm, bn, bk), warps, stages = part
     cols = cols.to(torch.int64).contiguous()
     out = torch.empty(cols.shape[0], dtype=torch.float32, device=A.device)
     grid = (triton.cdiv(cols.shape[0], bn),)
     K._col_kernel[grid](
-        A,
-        B,
-        k2,
-        out,
-        cols,
-        cols.shape[0],
-        mk["idx"],
-        mk["rl"],
-        mk["cl"],
-        A.shape[0],
-        A.shape[1],
-        A.stride(0),
-        B.stride(0),
-        mk["idx"].stride(0),
-        mk["self_off"],
-        HAS_SELF=mk["has_self"],
-        P=mk["P"],
-        LABELS=mk["labels"],
-        PREC=prec,
-        UPCAST=_upcast(A),
-        BM=bm,
-        BN=bn,
-        BK=bk,
-        num_warps=cfg.fwd_warps,
-        num_stages=cfg.stages,
-    )
+        A, B, k2, out, cols, cols.shape[0], mk["idx"], mk["rl"], mk["cl"], A.shape[0], A.shape[1],
+        A.stride(0), B.stride(0), mk["idx"].stride(0), mk["self_off"], HAS_SELF=mk["has_self"],
+        P=mk["P"], LABELS=mk["labels"], PREC=prec, UPCAST=_upcast(A), BM=bm, BN=bn, BK=bk,
+        num_warps=warps, num_stages=stages,
+    )  # fmt: skip
     return out
+
+
+def _rows_of(mk: dict, n: int) -> dict:
+    """Mask arguments for the first ``n`` rows (timing on a slice of the problem)."""
+    out = dict(mk)
+    if mk["P"]:
+        out["idx"] = mk["idx"][:n]
+    if mk["labels"]:
+        out["rl"] = mk["rl"][:n]
+    return out
+
+
+def _cols_of(mk: dict, m: int) -> dict:
+    out = dict(mk)
+    if mk["labels"]:
+        out["cl"] = mk["cl"][:m]
+    return out
+
+
+def _fwd(A, B, k2, mk, shift, columns, diagonal, prec, part):
+    """One forward launch: ``(lse, column sums, paired logits)`` (fp32; unused ones are
+    placeholders)."""
+    (bm, bn, bk), warps, stages = part
+    N, M, D = A.shape[0], B.shape[0], A.shape[1]
+    f32 = dict(dtype=torch.float32, device=A.device)
+    lse = torch.empty(N, **f32)
+    csum = torch.zeros(M, **f32) if columns else lse
+    has_diag = diagonal is not None
+    sdiag = torch.zeros(N, **f32) if has_diag else lse
+    K._fwd_kernel[(triton.cdiv(N, bm),)](
+        A, B, k2, lse, csum, shift, sdiag, mk["idx"], mk["rl"], mk["cl"], N, M, D,
+        A.stride(0), B.stride(0), mk["idx"].stride(0), mk["self_off"], int(diagonal or 0),
+        HAS_SELF=mk["has_self"], P=mk["P"], LABELS=mk["labels"], COLUMNS=columns,
+        DIAG=has_diag, PREC=prec, UPCAST=_upcast(A), BM=bm, BN=bn, BK=bk,
+        num_warps=warps, num_stages=stages,
+    )  # fmt: skip
+    return lse, csum, sdiag
+
+
+def _bwd_a(A, B, stats, mk, columns, diagonal, prec, part, need_k):
+    """``dA`` (input dtype) and ``d kappa_i`` (fp32, or a placeholder)."""
+    (bm, bn, bk), ds, warps, stages = part
+    N, M, D = A.shape[0], B.shape[0], A.shape[1]
+    ds = _ds_eff(ds, D)
+    da = torch.empty(N, D, dtype=A.dtype, device=A.device)  # fp32 sums, stored rounded
+    dk = torch.empty(N, dtype=torch.float32, device=A.device) if need_k else stats[0]
+    K._bwd_a_kernel[(triton.cdiv(N, bm), triton.cdiv(D, ds))](
+        A, B, *stats, da, dk, mk["idx"], mk["rl"], mk["cl"], N, M, D, A.stride(0), B.stride(0),
+        da.stride(0), mk["idx"].stride(0), mk["self_off"], int(diagonal or 0),
+        HAS_SELF=mk["has_self"], P=mk["P"], LABELS=mk["labels"], COLUMNS=columns,
+        DIAG=diagonal is not None, KGRAD=bool(need_k), PREC=prec, UPCAST=_upcast(A), BM=bm, BN=bn,
+        BK=bk, BDS=ds, num_warps=warps, num_stages=stages,
+    )  # fmt: skip
+    return da, dk
+
+
+def _bwd_b(A, B, stats, mk, columns, diagonal, prec, part):
+    (bm, bn, bk), ds, warps, stages = part
+    N, M, D = A.shape[0], B.shape[0], A.shape[1]
+    ds = _ds_eff(ds, D)
+    db = torch.empty(M, D, dtype=B.dtype, device=B.device)
+    K._bwd_b_kernel[(triton.cdiv(M, bn), triton.cdiv(D, ds))](
+        A, B, *stats, db, mk["idx"], mk["rl"], mk["cl"], N, M, D, A.stride(0), B.stride(0),
+        db.stride(0), mk["idx"].stride(0), mk["self_off"], int(diagonal or 0),
+        HAS_SELF=mk["has_self"], P=mk["P"], LABELS=mk["labels"], COLUMNS=columns,
+        DIAG=diagonal is not None, PREC=prec, UPCAST=_upcast(A), BM=bm, BN=bn, BK=bk, BDS=ds,
+        num_warps=warps, num_stages=stages,
+    )  # fmt: skip
+    return db
+
+
+def _fwd_part(cfg, A, B, k2, mk, shift, columns, diagonal, prec) -> tuple:
+    if cfg is not None:
+        return cfg.fwd_part()
+    N, M, D = A.shape[0], B.shape[0], A.shape[1]
+    cands = tile_candidates("fwd", D, A.dtype, _interpret())
+    key = shape_class("fwd", N, M, D, A.dtype, columns, diagonal is not None, prec)
+    n = min(N, TUNE_ROWS)
+    sub = (A[:n], B, k2[:n], _rows_of(mk, n), shift, columns, diagonal, prec)
+    return autotune(key, cands, lambda part: _fwd(*sub, part))
+
+
+def _bwd_part(cfg, A, B, stats, mk, columns, diagonal, prec) -> tuple:
+    if cfg is not None:
+        return cfg.bwd_part()
+    N, M, D = A.shape[0], B.shape[0], A.shape[1]
+    cands = tile_candidates("bwd", D, A.dtype, _interpret())
+    key = shape_class("bwd", N, M, D, A.dtype, columns, diagonal is not None, prec)
+    n, m = min(N, TUNE_ROWS), min(M, TUNE_ROWS)
+    k2, lse2, g, clse2, h, gd = stats
+    rows = (k2[:n], lse2[:n], g[:n], clse2, h, gd[:n])
+    cols = (k2, lse2, g, clse2[:m], h[:m], gd)
+
+    def run(part):  # both kernels, on a slice of rows (dA) and of columns (dB)
+        _bwd_a(A[:n], B, rows, _rows_of(mk, n), columns, diagonal, prec, part, True)
+        _bwd_b(A, B[:m], cols, _cols_of(mk, m), columns, diagonal, prec, part)
+
+    return autotune(key, cands, run)
 
 
 class TritonStats(torch.autograd.Function):
@@ -185,37 +397,23 @@ class TritonStats(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, A, B, kappa, spec, columns, cfg, precision, diagonal):
-        N, M, D = A.shape[0], B.shape[0], A.shape[1]
+        N = A.shape[0]
         A, B = A.contiguous(), B.contiguous()
         mk = _mask_args(spec, N, A.device)
         k2 = (kappa.detach().to(A.device, torch.float32) * LOG2E).expand(N).contiguous()
         prec = _dot_precision(A.dtype, precision)
-        bm, bn, bk = cfg.fwd
-        f32 = dict(dtype=torch.float32, device=A.device)
-        lse = torch.empty(N, **f32)
-        if columns:
-            shift = _column_shift(A, B, k2, mk)
-            csum = torch.zeros(M, **f32)
-        else:
-            shift = csum = lse  # unused placeholders
-        has_diag = diagonal is not None
-        sdiag = torch.zeros(N, **f32) if has_diag else lse
-        K._fwd_kernel[(triton.cdiv(N, bm),)](
-            A, B, k2, lse, csum, shift, sdiag, mk["idx"], mk["rl"], mk["cl"], N, M, D,
-            A.stride(0), B.stride(0), mk["idx"].stride(0), mk["self_off"], int(diagonal or 0),
-            HAS_SELF=mk["has_self"], P=mk["P"], LABELS=mk["labels"], COLUMNS=columns,
-            DIAG=has_diag, PREC=prec, UPCAST=_upcast(A), BM=bm, BN=bn, BK=bk,
-            num_warps=cfg.fwd_warps, num_stages=cfg.stages,
-        )  # fmt: skip
+        shift = _column_shift(A, B, k2, mk) if columns else k2  # k2: unused placeholder
+        part = _fwd_part(cfg, A, B, k2, mk, shift, columns, diagonal, prec)
+        lse, csum, sdiag = _fwd(A, B, k2, mk, shift, columns, diagonal, prec, part)
         outs = [lse]
         if columns:
             col_lse = (shift + torch.log2(csum)) * LN2
             bad = ~(csum >= 2.0**SAFE_LOG2) | ~torch.isfinite(csum)
             if bool(bad.any()):
                 sel = bad.nonzero().flatten()
-                col_lse[sel] = _col_lse_exact(A, B, k2, mk, sel, cfg, prec)
+                col_lse[sel] = _col_lse_exact(A, B, k2, mk, sel, part, prec)
             outs.append(col_lse)
-        if has_diag:
+        if diagonal is not None:
             outs.append(sdiag * (k2 * LN2))
         ctx.save_for_backward(A, B, kappa, k2, *outs)
         ctx.mk, ctx.cfg, ctx.prec, ctx.columns, ctx.diagonal = mk, cfg, prec, columns, diagonal
@@ -224,9 +422,8 @@ class TritonStats(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         A, B, kappa, k2, *outs = ctx.saved_tensors
-        mk, cfg, prec, columns = ctx.mk, ctx.cfg, ctx.prec, ctx.columns
-        has_diag = ctx.diagonal is not None
-        N, M, D = A.shape[0], B.shape[0], A.shape[1]
+        mk, prec, columns, diagonal = ctx.mk, ctx.prec, ctx.columns, ctx.diagonal
+        N, M = A.shape[0], B.shape[0]
 
         def base2(lse):  # -inf (empty reductions) -> 0 so exp2(-inf - 0) = 0
             x = lse * LOG2E
@@ -239,44 +436,29 @@ class TritonStats(torch.autograd.Function):
 
         lse2, g = base2(outs[0]), coef(grads[0], N)
         clse2, h = (base2(outs[1]), coef(grads[1], M)) if columns else (lse2, g)
-        gd = coef(grads[-1], N) if has_diag else g  # g: unused placeholder
+        gd = coef(grads[-1], N) if diagonal is not None else g  # g: unused placeholder
         need_a, need_b, need_k = ctx.needs_input_grad[:3]
-        bm, bn, bk = cfg.bwd
-        full = max(16, triton.next_power_of_2(D))
-        ds = min(cfg.ds or DEFAULT_DS, full)
-        n_ds = triton.cdiv(D, ds)
-        dA = dB = dkappa = None
-        common = dict(
-            HAS_SELF=mk["has_self"], P=mk["P"], LABELS=mk["labels"], COLUMNS=columns,
-            DIAG=has_diag, PREC=prec, UPCAST=_upcast(A), BM=bm, BN=bn, BK=bk, BDS=ds,
-            num_warps=cfg.bwd_warps, num_stages=cfg.stages,
-        )  # fmt: skip
         stats = (k2, lse2, g, clse2, h, gd)
-        masks = (mk["idx"], mk["rl"], mk["cl"], N, M, D)
+        part = _bwd_part(ctx.cfg, A, B, stats, mk, columns, diagonal, prec)
+        dA = dB = dkappa = None
         if need_a or need_k:
-            da = torch.empty(N, D, dtype=A.dtype, device=A.device)  # fp32 sums, stored rounded
-            dk = torch.empty(N, dtype=torch.float32, device=A.device) if need_k else k2
-            K._bwd_a_kernel[(triton.cdiv(N, bm), n_ds)](
-                A, B, *stats, da, dk, *masks, A.stride(0), B.stride(0), da.stride(0),
-                mk["idx"].stride(0), mk["self_off"], int(ctx.diagonal or 0),
-                KGRAD=bool(need_k), **common,
-            )  # fmt: skip
+            da, dk = _bwd_a(A, B, stats, mk, columns, diagonal, prec, part, need_k)
             dA = da if need_a else None
             if need_k:
                 dkappa = (dk if kappa.dim() else dk.sum()).to(kappa.dtype)
         if need_b:
-            db = torch.empty(M, D, dtype=B.dtype, device=B.device)
-            K._bwd_b_kernel[(triton.cdiv(M, bn), n_ds)](
-                A, B, *stats, db, *masks, A.stride(0), B.stride(0), db.stride(0),
-                mk["idx"].stride(0), mk["self_off"], int(ctx.diagonal or 0), **common,
-            )  # fmt: skip
-            dB = db
+            dB = _bwd_b(A, B, stats, mk, columns, diagonal, prec, part)
         return dA, dB, dkappa, None, None, None, None, None
 
 
 def _target_stats(A: Tensor, B: Tensor, kappa: Tensor, st: EmbeddingSoftTargets, columns: bool):
     """Closed forms of ``tgt``/``mass`` (and column twins) for ``p_ij = alpha <t_i, s_j> + beta``
-    (differentiable in ``A``, ``B``, ``kappa``; computed in fp32 or wider)."""
+    (differentiable in ``A``, ``B``, ``kappa``; computed in fp32 or wider, also under autocast)."""
+    with torch.autocast(A.device.type, enabled=False):
+        return _target_stats_wide(A, B, kappa, st, columns)
+
+
+def _target_stats_wide(A, B, kappa, st: EmbeddingSoftTargets, columns: bool):
     dt = torch.promote_types(A.dtype, torch.float32)
     A, B, kap = A.to(dt), B.to(dt), kappa.to(dt)
     T, S = st.rows.to(dt), st.cols.to(dt)
@@ -326,13 +508,13 @@ def contrast_triton(
         raise ValueError(f"the Triton kernels do not cover this problem: {why}")
     if precision not in (None, "ieee", "tf32"):
         raise ValueError(f"precision must be None, 'ieee' or 'tf32', got {precision!r}")
-    cfg = config or default_config(anchors.shape[1], _interpret(), anchors.dtype)
+    cfg = config  # None: autotuned per shape class (one configuration under the interpreter)
     kap = kappa.float() if kappa.dtype in (torch.float16, torch.bfloat16) else kappa
     if diagonal is not None and not isinstance(diagonal, int):
         raise ValueError(f"diagonal must be an int column offset or None, got {diagonal!r}")
     if spec.positive is not None:  # the kernels do not read it from their tiles: dot product
         dt = torch.promote_types(anchors.dtype, torch.float32)
-        spec = without_positive(spec, anchors.to(dt), candidates.to(dt), kap.to(dt))
+        spec = without_positive(spec, anchors.to(dt), candidates, kap.to(dt))
     columns = bool(spec.columns)
     outs = TritonStats.apply(anchors, candidates, kap, spec, columns, cfg, precision, diagonal)
     stats = {"lse": outs[0][None]}

@@ -35,9 +35,18 @@ class EmbeddingSoftTargets(SoftTargets):
     ``tgt_i = kappa_i (alpha t_i^T (S^T B) a_i + beta <a_i, sum_j b_j>)`` and
     ``mass_i = alpha <t_i, sum_j s_j> + beta M`` (and the column twins), which cost
     ``O((N + M) d^2)`` instead of a sweep. ``rows`` (N, e) and ``cols`` (M, e) get no gradient.
+    ``transposed``: as :class:`~contrastkit.engine.SoftTargets` (a per-tile function of the
+    transposed problem, for ``contrastkit.distributed``).
     """
 
-    def __init__(self, rows: Tensor, cols: Tensor, alpha: float = 1.0, beta: float = 0.0):
+    def __init__(
+        self,
+        rows: Tensor,
+        cols: Tensor,
+        alpha: float = 1.0,
+        beta: float = 0.0,
+        transposed=None,
+    ):
         if rows.dim() != 2 or cols.dim() != 2 or rows.shape[1] != cols.shape[1]:
             raise ValueError(
                 "rows and cols must be (N, e) and (M, e) embeddings, got shapes "
@@ -49,7 +58,7 @@ class EmbeddingSoftTargets(SoftTargets):
         def fn(r0: int, r1: int, c0: int, c1: int) -> Tensor:
             return (rows[r0:r1] @ cols[c0:c1].T) * alpha + beta
 
-        super().__init__(fn)
+        super().__init__(fn, transposed)
         object.__setattr__(self, "rows", rows)
         object.__setattr__(self, "cols", cols)
         object.__setattr__(self, "alpha", alpha)
