@@ -197,21 +197,107 @@ def _print_eval(summary: dict) -> None:
         typer.echo(f"report: {summary['report']}")
 
 
+def _json_number(value):
+    """NaN / inf (an undefined correlation) as JSON null."""
+    import math
+
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 @app.command("eval")
 @_guarded
 def eval_(
     checkpoint: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--checkpoint", help="Run directory (runs/<name>) or one of its checkpoint folders."
         ),
-    ],
+    ] = None,
     report: Annotated[
         bool, typer.Option("--report/--no-report", help="Rewrite report.md and its plots.")
     ] = True,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="Model directory (transformers or sentence-transformers), or hashing[:DIM]; "
+            "repeat to compare models side by side (default: the offline MiniLM).",
+        ),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="BEIR folder (retrieval) or STS pairs file (STS)."),
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="BEIR qrels split.")] = "test",
+    k: Annotated[
+        list[str] | None,
+        typer.Option("--k", help="Cut-offs for the retrieval metrics (comma list or repeated)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per encoder call.")] = 64,
+    memory_budget: Annotated[
+        str | None,
+        typer.Option("--memory-budget", help="Search working memory, e.g. 512MB (streams blocks)."),
+    ] = None,
+    pooling: Annotated[
+        str | None,
+        typer.Option("--pooling", help="mean, cls or last (default: the model directory's)."),
+    ] = None,
+    max_length: Annotated[
+        int | None, typer.Option("--max-length", help="Token limit (default: the model's).")
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N.")] = None,
+    out: Annotated[
+        str | None, typer.Option("--out", help="Write the metrics (JSON) to this file.")
+    ] = None,
 ) -> None:
-    """Recompute every metric of a saved run (and its report) from a checkpoint."""
+    """Evaluate models on your data (--model PATH --data DIR: retrieval on a BEIR folder, or STS),
+    or recompute every metric of a saved run (--checkpoint RUN)."""
     import json
+
+    if checkpoint is not None and (model or data is not None):
+        raise ValueError("--checkpoint excludes --model and --data (give one or the other)")
+    if checkpoint is None and data is None:
+        raise ValueError(
+            "give --checkpoint RUN, or --data DIR (with --model PATH; default: the MiniLM)"
+        )
+    if data is not None:
+        from contrastkit import evaluation as E
+        from contrastkit.data import load_beir, load_sts
+
+        try:
+            ks = [int(v) for v in _split(k)] or list(E.DEFAULT_KS)
+        except ValueError as exc:
+            raise ValueError(f"--k: cut-offs must be integers ({exc})") from None
+        task = E.detect_task(data)
+        loaded = load_beir(data, split=split) if task == "retrieval" else load_sts(data)
+        results = [
+            E.evaluate(
+                m,
+                data,
+                split=split,
+                ks=ks,
+                batch_size=batch_size,
+                memory_budget=memory_budget,
+                pooling=pooling,
+                max_length=max_length,
+                device=device,
+                loaded=loaded,
+            )
+            for m in (model or [None])
+        ]
+        typer.echo(f"{task} evaluation on {data}" + (f" ({split})" if task == "retrieval" else ""))
+        typer.echo(E.format_table(results), nl=False)
+        if out is not None:
+            from pathlib import Path
+
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            clean = [
+                {**r, "metrics": {n: _json_number(v) for n, v in r["metrics"].items()}}
+                for r in results
+            ]
+            Path(out).write_text(json.dumps({"results": clean}, indent=2) + "\n")
+            typer.echo(f"metrics written to {out}")
+        return
 
     from contrastkit.train.loop import finish, load_run
 

@@ -1,16 +1,22 @@
 """Retrieval metrics (card H8): ground-truth ranks, hit rate / Recall@K, MRR@10, nDCG@10,
-mean/median rank, and Mean Rank Variance (card H10, Nie et al., KDD 2024).
+MAP@K, Precision@K, mean/median rank, and Mean Rank Variance (card H10, Nie et al., KDD 2024).
 
 Two Recall@K conventions exist and are named separately: :func:`hit_rate_at_k` is the
 cross-modal "R@K" (fraction of queries whose best correct item is in the top K, in %), and
 :func:`recall_at_k` is the IR (BEIR/MTEB, trec_eval) ``|relevant ∩ top-K| / |relevant|``.
 Ties are always broken towards the lower candidate index.
+
+The IR metrics (``recall_at_k``, ``mrr_at_k``, ``ndcg_at_k``, ``map_at_k``, ``precision_at_k``)
+take a dense ``(n_queries, n_candidates)`` score matrix; :func:`ranked_retrieval_metrics` computes
+the same numbers from each query's ranked top-K candidate ids (what a FAISS search returns), so a
+large corpus never needs a dense score matrix. Queries without a relevant candidate are left out
+of every mean (as BEIR / pytrec_eval do).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -27,8 +33,15 @@ __all__ = [
     "recall_at_k",
     "mrr_at_k",
     "ndcg_at_k",
+    "map_at_k",
+    "precision_at_k",
+    "ranked_retrieval_metrics",
+    "IR_METRICS",
     "mean_rank_variance",
 ]
+
+#: the names :func:`ranked_retrieval_metrics` reports, each as ``"<name>@<k>"``
+IR_METRICS = ("ndcg", "recall", "mrr", "map", "precision")
 
 
 @torch.no_grad()
@@ -171,6 +184,38 @@ def _ranked_relevance(scores, relevance, k, exclude):
     return ranked[keep], rel[keep]
 
 
+def _discount(k: int, device=None) -> Tensor:
+    return 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64, device=device))
+
+
+def _ir_metric(name: str, ranked: Tensor, ideal: Tensor, n_rel: Tensor) -> Tensor:
+    """Per-query metric from the gains of the top K (``ranked``, ``(n, K)``), the K best gains
+    (``ideal``) and the number of relevant documents (``n_rel``) of each query."""
+    k = ranked.shape[1]
+    is_rel = (ranked > 0).double()
+    if name == "recall":
+        return is_rel.sum(dim=1) / n_rel
+    if name == "precision":
+        return is_rel.sum(dim=1) / k
+    if name == "mrr":
+        first = is_rel.argmax(dim=1).double() + 1
+        return torch.where(is_rel.any(dim=1), 1.0 / first, torch.zeros_like(first))
+    if name == "map":
+        pos = torch.arange(1, k + 1, dtype=torch.float64, device=ranked.device)
+        prec = is_rel.cumsum(dim=1) / pos
+        return (prec * is_rel).sum(dim=1) / n_rel
+    if name == "ndcg":
+        disc = _discount(k, ranked.device)
+        return (ranked * disc).sum(dim=1) / (ideal * disc).sum(dim=1)
+    raise ValueError(f"unknown retrieval metric {name!r}; known: {IR_METRICS}")
+
+
+def _dense(name, scores, relevance, k, exclude) -> float:
+    ranked, rel = _ranked_relevance(scores, relevance, k, exclude)
+    ideal = rel.sort(dim=1, descending=True).values[:, :k]
+    return float(_ir_metric(name, ranked, ideal, (rel > 0).sum(dim=1).double()).mean())
+
+
 @torch.no_grad()
 def recall_at_k(
     scores: Tensor, relevance: Tensor, k: int = 10, exclude: Optional[Tensor] = None
@@ -181,9 +226,7 @@ def recall_at_k(
     relevant candidate are not evaluated. ``exclude`` (bool, same shape) marks candidates that
     are never retrieved (BEIR ``ignore_identical_ids``). Returns a fraction in ``[0, 1]``.
     """
-    ranked, rel = _ranked_relevance(scores, relevance, k, exclude)
-    hits = (ranked > 0).sum(dim=1).double()
-    return float((hits / (rel > 0).sum(dim=1)).mean())
+    return _dense("recall", scores, relevance, k, exclude)
 
 
 @torch.no_grad()
@@ -192,11 +235,7 @@ def mrr_at_k(
 ) -> float:
     """MRR@K (default K = 10): mean of ``1 / rank_1``, the 1-based position of the first relevant
     document within the top K (0 if none). Same inputs as :func:`recall_at_k`."""
-    ranked, _ = _ranked_relevance(scores, relevance, k, exclude)
-    is_rel = ranked > 0
-    first = is_rel.double().argmax(dim=1) + 1
-    rr = torch.where(is_rel.any(dim=1), 1.0 / first.double(), torch.zeros_like(first.double()))
-    return float(rr.mean())
+    return _dense("mrr", scores, relevance, k, exclude)
 
 
 @torch.no_grad()
@@ -206,12 +245,99 @@ def ndcg_at_k(
     """nDCG@K (default K = 10, trec_eval linear gain): ``DCG = sum_{i=1..K} rel_i / log2(i + 1)``,
     divided by the DCG of the ideal ordering of the query's judged documents; averaged over
     queries with at least one relevant document. Same inputs as :func:`recall_at_k`."""
-    ranked, rel = _ranked_relevance(scores, relevance, k, exclude)
-    disc = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64, device=ranked.device))
-    dcg = (ranked * disc).sum(dim=1)
-    ideal = rel.sort(dim=1, descending=True).values[:, :k]
-    idcg = (ideal * disc).sum(dim=1)
-    return float((dcg / idcg).mean())
+    return _dense("ndcg", scores, relevance, k, exclude)
+
+
+@torch.no_grad()
+def map_at_k(
+    scores: Tensor, relevance: Tensor, k: int = 10, exclude: Optional[Tensor] = None
+) -> float:
+    """MAP@K (trec_eval ``map_cut_K``, as BEIR reports it): mean over queries of
+    ``sum_{i<=K, rel_i>0} P@i / |relevant|`` (the denominator is every relevant document of the
+    query, not ``min(K, |relevant|)``). Same inputs as :func:`recall_at_k`."""
+    return _dense("map", scores, relevance, k, exclude)
+
+
+@torch.no_grad()
+def precision_at_k(
+    scores: Tensor, relevance: Tensor, k: int = 10, exclude: Optional[Tensor] = None
+) -> float:
+    """Precision@K (trec_eval ``P_K``): mean over queries of ``|relevant ∩ top-K| / K`` (always
+    divided by K, even when a query has fewer relevant documents). Same inputs as
+    :func:`recall_at_k`."""
+    return _dense("precision", scores, relevance, k, exclude)
+
+
+def _check_ks(ks) -> list[int]:
+    ks = [ks] if isinstance(ks, int) else list(ks)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
+        raise ValueError(f"ks must be positive integers, got {ks!r}")
+    return sorted(set(ks))
+
+
+@torch.no_grad()
+def ranked_retrieval_metrics(
+    top_ids,
+    relevance: Sequence[Mapping[int, float]],
+    ks=(10,),
+    metrics: Sequence[str] = IR_METRICS,
+) -> dict[str, float]:
+    """IR metrics from ranked lists: ``{"ndcg@10": ..., "recall@10": ..., ...}``.
+
+    ``top_ids`` is ``(n_queries, K)`` (numpy array, tensor or nested lists) of candidate ids in
+    ranked order, best first, as returned by :func:`contrastkit.mining.search_topk`; ``-1`` marks
+    padding (fewer than K results). ``relevance[i]`` maps candidate id -> graded relevance
+    (``> 0`` = relevant) for query ``i``; its ideal DCG uses all of these judgements, whether
+    retrieved or not. Every ``k`` in ``ks`` must be ``<= K``. Queries with no relevant candidate
+    are left out (BEIR / pytrec_eval convention); if none is left, ``ValueError``. With the
+    ranking of the dense scores, the numbers equal :func:`ndcg_at_k`, :func:`recall_at_k`,
+    :func:`mrr_at_k`, :func:`map_at_k` and :func:`precision_at_k`.
+    """
+    ks = _check_ks(ks)
+    unknown = [m for m in metrics if m not in IR_METRICS]
+    if unknown:
+        raise ValueError(f"unknown retrieval metric(s) {unknown}; known: {list(IR_METRICS)}")
+    ids = torch.as_tensor(top_ids)
+    if ids.dim() != 2 or ids.is_floating_point() or ids.shape[0] == 0:
+        raise ValueError(
+            f"top_ids must be a non-empty 2-D integer array (n_queries, K), got shape "
+            f"{tuple(ids.shape)} dtype {ids.dtype}"
+        )
+    n_q, depth = ids.shape
+    if len(relevance) != n_q:
+        raise ValueError(f"relevance has {len(relevance)} entries but top_ids has {n_q} queries")
+    if ks[-1] > depth:
+        raise ValueError(f"k={ks[-1]} is larger than the {depth} ranked ids per query of top_ids")
+    kmax = ks[-1]
+    rows, ideals, n_rel = [], [], []
+    id_rows = ids[:, :kmax].tolist()
+    for i, judged in enumerate(relevance):
+        gains = [float(g) for g in judged.values()]
+        if any(g < 0 for g in gains):
+            raise ValueError(f"relevance of query {i} has a negative grade")
+        positive = sorted((g for g in gains if g > 0), reverse=True)
+        if not positive:
+            continue  # no relevant document: not evaluated
+        seen: set = set()
+        row = []
+        for d in id_rows[i]:
+            if d in seen and d >= 0:
+                raise ValueError(f"top_ids of query {i} lists candidate {d} twice")
+            seen.add(d)
+            row.append(float(judged.get(d, 0.0)) if d >= 0 else 0.0)
+        rows.append(row)
+        ideals.append((positive + [0.0] * kmax)[:kmax])
+        n_rel.append(len(positive))
+    if not rows:
+        raise ValueError(f"no query has a relevant document ({n_q} queries)")
+    ranked = torch.tensor(rows, dtype=torch.float64)
+    ideal = torch.tensor(ideals, dtype=torch.float64)
+    nr = torch.tensor(n_rel, dtype=torch.float64)
+    out = {}
+    for name in metrics:
+        for k in ks:
+            out[f"{name}@{k}"] = float(_ir_metric(name, ranked[:, :k], ideal[:, :k], nr).mean())
+    return out
 
 
 @torch.no_grad()
