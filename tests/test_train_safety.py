@@ -547,3 +547,24 @@ def test_export_digit_encoder_gives_the_evaluated_features(tmp_path):
     code, out = _cli("export", str(tmp_path / "r"), "--out", str(other))
     assert code == 2 and "not empty" in _one_error_line(out)
     assert (other / "keep.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["train", "--bogus"], "No such option: --bogus"),
+        (["nosuch"], "No such command 'nosuch'"),
+        (["bench", "--d", "x"], "Invalid value for '--d'"),
+        ([], "missing command"),
+        (["eval", "--checkpoint", "/no/such/run"], "no such run"),
+    ],
+)
+def test_usage_errors_through_the_console_entry_point(args, needle):
+    import subprocess
+    import sys
+
+    code = "import sys; from contrastkit.cli import main; main(sys.argv[1:])"
+    res = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 2 and needle in _one_error_line(res.stdout + res.stderr)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from typing import Annotated
 
-import click
 import typer
 
 import contrastkit
@@ -35,12 +35,14 @@ def _guarded(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Exit):
+        except (typer.Exit, typer.Abort):
             raise
         except KeyboardInterrupt:
             typer.echo("error: interrupted", err=True)
             raise typer.Exit(130) from None
         except Exception as exc:
+            if _is_click_error(exc):  # a usage error: main() reports it
+                raise
             if _DEBUG["on"] or os.environ.get("CONTRASTKIT_DEBUG") == "1":
                 raise
             text = " ".join(str(exc).split()) or type(exc).__name__
@@ -427,6 +429,31 @@ def mine(
     typer.echo(f"wrote {len(cols['negative'])} triplets to {out}")
 
 
-def main() -> None:
-    """Entry point of the ``contrastkit`` console script."""
-    app()
+def _is_click_error(exc: BaseException) -> bool:
+    """A click (or typer's vendored click) exception: it knows its message and exit code."""
+    return callable(getattr(exc, "format_message", None)) and isinstance(
+        getattr(exc, "exit_code", None), int
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``contrastkit`` console script. Usage errors (an unknown option or
+    command, a value of the wrong type) end, like every other failure, in one ``error:`` line
+    and exit code 2."""
+    try:
+        code = app(args=argv, prog_name="contrastkit", standalone_mode=False)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if not _is_click_error(exc):
+            raise
+        ctx = getattr(exc, "ctx", None)
+        message = " ".join(exc.format_message().split())
+        if not message:  # no command given: the help was printed
+            message = "missing command (the commands are listed above)"
+        elif ctx is not None:
+            typer.echo(f"Try '{ctx.command_path} --help' for help.", err=True)
+        typer.echo(f"error: {message}", err=True)
+        sys.exit(2 if exc.exit_code in (0, 1, 2) else exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
