@@ -568,3 +568,54 @@ def test_usage_errors_through_the_console_entry_point(args, needle):
         [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
     )
     assert res.returncode == 2 and needle in _one_error_line(res.stdout + res.stderr)
+
+
+# -- schedules, clipping, TensorBoard ------------------------------------------------------------
+
+
+def test_lr_schedules_with_warmup():
+    from contrastkit.train.config import lr_factor
+
+    assert [lr_factor(s, 10, 4, "constant") for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert [lr_factor(s, 10, 2, "linear") for s in (2, 6, 10, 12)] == [1.0, 0.5, 0.0, 0.0]
+    assert lr_factor(2, 10, 2, "cosine") == 1.0 and abs(lr_factor(6, 10, 2, "cosine") - 0.5) < 1e-12
+    # without warmup the cosine is the one the recipes always used
+    for s in range(12):
+        assert lr_factor(s, 10) == 0.5 * (1 + math.cos(math.pi * min(s, 10) / 10))
+    for override, needle in [
+        ("schedule='step'", "'schedule' must be one of"),
+        ("warmup_steps=-1", "'warmup_steps' must be >= 0"),
+        ("grad_clip=0.0", "'grad_clip' must be positive"),
+        ("grad_clip='x'", "'grad_clip' must be a number"),
+    ]:
+        with pytest.raises(ValueError, match=needle):
+            load_config(overrides=[override])
+
+
+def test_clipping_warmup_and_tensorboard_scalars(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    norms = []
+    real = L._grad_norm
+
+    def spy(params, clip):
+        params = list(params)
+        out = real(params, clip)
+        after = real(params, None)  # the norm of the gradients the optimiser will use
+        norms.append((out, after))
+        return out
+
+    monkeypatch.setattr(L, "_grad_norm", spy)
+    args = ["max_steps=3", "warmup_steps=2", "schedule='linear'", "grad_clip=0.01"]
+    train(_cfg(tmp_path, *args, "tensorboard=true", "name='r'", recipe="clip-pairs"))
+    assert len(norms) == 3
+    for before, after in norms:
+        assert before > 0.01 and abs(after - 0.01) < 1e-4  # clipped to grad_clip
+    events = EventAccumulator(str(tmp_path / "r" / "tensorboard")).Reload()
+    tags = events.Tags()["scalars"]
+    assert {"train/grad_norm", "train/temperature", "train/lr"} <= set(tags)
+    lrs = [e.value for e in events.Scalars("train/lr")]
+    assert lrs == pytest.approx([2e-3 * f for f in (1.0, 1.0, 0.0)], rel=1e-6)
+    temps = [e.value for e in events.Scalars("train/temperature")]
+    assert 0.06 < temps[0] < 0.08  # CLIPLoss starts at 0.07 and learns
+    assert any(tag.startswith("config") for tag in events.Tags()["tensors"])  # hyperparameters

@@ -7,6 +7,7 @@ names the field.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -33,6 +34,9 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 1e-4
+    schedule: str = "cosine"  # cosine | linear | constant, after the warmup
+    warmup_steps: int = 0  # linear warmup from lr / warmup_steps to lr
+    grad_clip: Optional[float] = None  # max global gradient norm (None: no clipping)
     hidden_dim: int = 256
     embed_dim: int = 64
     proj_dim: int = 32
@@ -82,13 +86,34 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 METHOD_NAMES = ("two-view", "moco", "clip", "simcse")
 PRECISIONS = ("fp32", "bf16", "fp16")
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+def lr_factor(step: int, total: int, warmup: int = 0, schedule: str = "cosine") -> float:
+    """Multiplier of ``lr`` at optimiser step ``step`` of ``total``: a linear warmup over the
+    first ``warmup`` steps (``(step + 1) / warmup``), then ``schedule`` over the rest (cosine
+    to 0, linear to 0, or constant)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(step - warmup, total - warmup) / max(total - warmup, 1)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "linear":
+        return 1.0 - progress
+    return 1.0
 
 
 def _check_types(cfg: TrainConfig) -> None:
     for f in fields(cfg):
         value = getattr(cfg, f.name)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if f.name in ("name", "threads", "max_steps"):
+        if f.name in ("name", "threads", "max_steps", "grad_clip"):
+            if f.name == "grad_clip":
+                if value is not None and (
+                    isinstance(value, bool) or not isinstance(value, (int, float))
+                ):
+                    raise ValueError(f"config field 'grad_clip' must be a number, got {value!r}")
+                continue
             if value is not None and not isinstance(value, (str if f.name == "name" else int)):
                 raise ValueError(f"config field {f.name!r} has the wrong type: {value!r}")
             continue
@@ -117,6 +142,16 @@ def _check_ranges(cfg: TrainConfig) -> None:
     if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
         raise ValueError(
             f"config field 'weight_decay' must be finite and >= 0, got {cfg.weight_decay}"
+        )
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(
+            f"config field 'schedule' must be one of {SCHEDULES}, got {cfg.schedule!r}"
+        )
+    if cfg.warmup_steps < 0:
+        raise ValueError(f"config field 'warmup_steps' must be >= 0, got {cfg.warmup_steps}")
+    if cfg.grad_clip is not None and not (math.isfinite(cfg.grad_clip) and cfg.grad_clip > 0):
+        raise ValueError(
+            f"config field 'grad_clip' must be positive and finite, got {cfg.grad_clip}"
         )
     for name in ("threads", "max_steps"):
         value = getattr(cfg, name)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import errno
 import json
-import math
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ from .checkpoint import (
     resume_checkpoint,
     save_checkpoint,
 )
-from .config import TrainConfig, read_run_config, resume_changes, validate
+from .config import TrainConfig, lr_factor, read_run_config, resume_changes, validate
 from .evaluate import evaluate
 from .methods import Method, build_method, pair_similarities, similarity_snapshot
 from .rundir import RunLock, check_no_links, is_run, remove_run, run_path, write_marker
@@ -230,6 +229,28 @@ def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: b
     return None
 
 
+def _grad_norm(params, clip: Optional[float]) -> float:
+    """Global L2 norm of the gradients; with ``clip`` they are scaled to at most that norm."""
+    params = [p for p in params if p.grad is not None]
+    if clip:
+        return float(torch.nn.utils.clip_grad_norm_(params, clip))
+    if not params:
+        return 0.0
+    norms = torch.stack([torch.linalg.vector_norm(p.grad.detach().float()) for p in params])
+    return float(torch.linalg.vector_norm(norms))
+
+
+def _temperature(loss_fn) -> dict:
+    """``{"train/temperature": tau}`` for a loss with a (learnable) temperature, else ``{}``."""
+    for owner in (loss_fn, getattr(loss_fn, "scale", None)):
+        value = getattr(owner, "temperature", None) if owner is not None else None
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            return {"train/temperature": float(value.detach())}
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return {"train/temperature": float(value)}
+    return {}
+
+
 def _precision(cfg: TrainConfig, device: torch.device):
     """``(autocast context, gradient scaler)`` for ``cfg.precision``: bf16/fp16 run the forward
     under ``torch.autocast`` (weights, optimiser and gradients stay fp32); fp16 scales the loss
@@ -260,7 +281,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warn)
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / max(total, 1)))
+        opt, lambda s: lr_factor(s, total, cfg.warmup_steps, cfg.schedule)
     )
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
     autocast, scaler = _precision(cfg, method.device)
@@ -291,6 +312,8 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warn)
         with open(log_path, "w", newline="") as fh:
             csv.DictWriter(fh, fieldnames=LOG_FIELDS).writeheader()
     board = _Board(run_dir, cfg.tensorboard, start)
+    if board.writer is not None and start == 0:  # the hyperparameters, once per run
+        board.writer.add_text("config", "```json\n" + json.dumps(asdict(cfg), indent=2) + "\n```")
     if start == 0:
         snap_path.unlink(missing_ok=True)
         _snapshot(method, 0, snap_path, board)
@@ -318,6 +341,8 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warn)
                 )
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            scaler.unscale_(opt)  # true gradients for the norm and the clipping
+            grad_norm = _grad_norm(method.parameters(), cfg.grad_clip)
             scaler.step(opt)
             scaler.update()
             sched.step()
@@ -335,7 +360,14 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warn)
                 }
             )
             board.scalars(
-                step, **{"train/loss": last_loss, "train/lr": lr, "train/samples_per_s": rate}
+                step,
+                **{
+                    "train/loss": last_loss,
+                    "train/lr": lr,
+                    "train/samples_per_s": rate,
+                    "train/grad_norm": float(grad_norm),
+                    **_temperature(method.loss_fn),
+                },
             )
             if bar is not None:
                 bar.update(1)
