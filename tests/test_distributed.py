@@ -260,13 +260,16 @@ def _misc(rank, world):
             ck.cwcl(_rand(g, N, D), _rand(g, N, D))
     except ValueError as e:
         res["cwcl"] = str(e)
-    # an objective of a registered module whose rows need no other rank (global_total)
+    # a declared objective whose rows need no other rank (global_total)
     from contrastkit.losses._common import global_total, row_weight
 
-    ckd.register_exact(__name__)
+    @ckd.exact_objective
+    def mean_of(v):
+        return global_total((v * row_weight("mean", v.shape[0])).sum())
+
     v = torch.full((3,), float(rank + 1), requires_grad=True)
     with ckd.group("world", gradients="ddp"):
-        total = global_total((v * row_weight("mean", 3)).sum())
+        total = mean_of(v)
     total.backward()
     res["global_total"] = (total.detach(), v.grad)
     # the module wrapper == the context manager
@@ -492,6 +495,7 @@ def _agreement_worker(rank, world, rdzv, out):
         "temperature_module": lambda: ck.InfoNCE(temperature=0.05 * (rank + 1))(q, k),
         "temperature_tensor": lambda: ck.info_nce(q, k, temperature=torch.tensor(0.1 + rank)),
         "symmetric": lambda: ck.info_nce(q, k, symmetric=rank == 1),
+        "labels_none": lambda: ck.supcon(feats, labels if rank == 1 else None),
         "reduction": lambda: ck.nt_xent(q, k, reduction="sum" if rank else "mean"),
         "nan_block": lambda: _in_group(lambda: ck.info_nce(bad, k)),
         "nan_module": lambda: ck.InfoNCE()(bad, k),
@@ -536,6 +540,7 @@ def test_option_mismatch_and_one_rank_input_error_raise_on_every_rank():
             ("temperature_module", "'temperature'", "rank 0: 0.05, rank 1: 0.1"),
             ("temperature_tensor", "'temperature'", "rank 0: 0.1, rank 1: 1.1"),
             ("symmetric", "'symmetric'", "rank 0: False, rank 1: True"),
+            ("labels_none", "'labels'", "rank 0: None"),
             ("reduction", "'reduction'", "rank 0: 'mean', rank 1: 'sum'"),
             ("strategy", "'strategy'", "rank 0: 'gather', rank 1: 'ring'"),
         ]:

@@ -6,7 +6,7 @@ rank-major concatenation of every rank's batch, exactly: each rank keeps its anc
 candidates are all-gathered without gradients and their gradients reduce-scattered back (or
 passed around a ring, ``strategy="ring"``); the engine tiles each rank's rows, so no rank ever
 holds the global similarity matrix. Other engine-backed objectives raise a ``ValueError`` under a
-group (see ``register_exact``).
+group (see ``exact_objective``).
 
 Which group (see docs/distributed.md):
 
@@ -32,13 +32,12 @@ from torch import Tensor
 
 from . import _ops
 from ._ops import (
-    EXACT_MODULES,
     GRADIENTS,
     STRATEGIES,
     CommCounter,
     Context,
     current,
-    register_exact,
+    exact_objective,
 )
 
 __all__ = [
@@ -47,12 +46,11 @@ __all__ = [
     "CommCounter",
     "Context",
     "DistributedLoss",
-    "EXACT_MODULES",
     "all_gather_with_grad",
     "current",
     "group",
     "local",
-    "register_exact",
+    "exact_objective",
 ]
 
 
@@ -71,8 +69,7 @@ def group(pg="world", gradients: str = "ddp", strategy: str = "gather"):
     ctx = _ops.make_context(pg, gradients, strategy)
     token = _ops._STATE.set(ctx)
     try:
-        with _ops.shared_errors(ctx):
-            yield ctx
+        yield ctx
     finally:
         _ops._STATE.reset(token)
 

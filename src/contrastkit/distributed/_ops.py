@@ -11,7 +11,6 @@ import contextlib
 import contextvars
 import hashlib
 import struct
-import sys
 from dataclasses import dataclass
 from typing import Optional
 
@@ -31,23 +30,60 @@ _STATE: contextvars.ContextVar = contextvars.ContextVar("contrastkit_group", def
 #: ``losses._common`` (counts, temperatures, labels, weights) and are exact under a group; any
 #: other engine-backed objective raises under a group instead of silently computing a
 #: per-rank loss (objectives that do not use the engine compute per-rank losses, as before).
-EXACT_MODULES = {
-    "contrastkit.losses.info_nce",  # InfoNCE, symmetric InfoNCE, MNRL (CLIP calls info_nce)
-    "contrastkit.losses.ntxent",
-    "contrastkit.losses.dcl",  # DCL, DCLW
-    "contrastkit.losses.supcon",
-    "contrastkit.losses.siglip",
-    "contrastkit.losses.debiased",  # Debiased InfoNCE, HCL
-    "contrastkit.losses.cwcl",
-}
+@dataclass(frozen=True)
+class Call:
+    """One call of an objective declared exact under a process group: its name and the
+    arguments it was called with (defaults applied)."""
+
+    name: str
+    options: dict
 
 
-def register_exact(module: str) -> None:
-    """Declare that the objectives of ``module`` make every batch-level quantity global through
-    the helpers of ``contrastkit.losses._common`` (``row_weight``, ``kappa``, ``global_rows``,
-    ``gather_rows``, ``row_offset``, ``sum_across_ranks``, ``replicated``) and may run under a
-    process group."""
-    EXACT_MODULES.add(module)
+_CALL: contextvars.ContextVar = contextvars.ContextVar("contrastkit_objective", default=None)
+
+
+def active_objective() -> Optional[Call]:
+    """The innermost running call of an objective declared with :func:`exact_objective`."""
+    return _CALL.get()
+
+
+def exact_objective(fn):
+    """Declare an objective exact under a process group.
+
+    Use it on an objective whose every batch-level quantity goes through the helpers of
+    ``contrastkit.losses._common`` (``row_weight``, ``kappa``, ``global_rows``, ``gather_rows``,
+    ``row_offset``, ``sum_across_ranks``, ``replicated``, ``global_total``). Under an active
+    group the call is recorded (its name and arguments, which the group's exchange compares
+    across ranks), those helpers then work on the global batch, and an input error raised
+    before the call's first exchange is shared so that every rank raises together. Any other
+    engine objective raises under a group instead of computing a per-rank loss. Without a group
+    the call is unchanged.
+    """
+    import functools
+    import inspect
+
+    name = f"{fn.__module__}.{fn.__name__}"
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ctx = current()
+        if ctx is None:
+            return fn(*args, **kwargs)
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:
+            return fn(*args, **kwargs)  # raises the call's own TypeError
+        bound.apply_defaults()
+        token = _CALL.set(Call(name, dict(bound.arguments)))
+        try:
+            with shared_errors(ctx):
+                return fn(*args, **kwargs)
+        finally:
+            _CALL.reset(token)
+
+    wrapper.exact_under_group = True
+    return wrapper
 
 
 def not_supported(what: str) -> ValueError:
@@ -202,8 +238,6 @@ _WIDTH = _HEAD + 3 * _SLOTS + _PAYLOAD + _MSG // 8
 KINDS = ("error", "shapes", "count", "total")
 #: arguments of an objective that need not match across ranks (engine tiling only)
 NOT_COMPARED = frozenset({"chunk_size", "backend"})
-#: modules whose frames sit between an objective and the exchange
-_PLUMBING = ("contrastkit.distributed", "contrastkit.losses._common", "contrastkit._validation")
 
 
 def _hash64(data: bytes) -> int:
@@ -255,32 +289,15 @@ def _decode(kind: int, value: int) -> str:
     return "another value"
 
 
-def _objective_frame():
-    """The frame of the objective (a function of a module in :data:`EXACT_MODULES`) that called
-    into the distributed plumbing, or ``None`` (e.g. ``all_gather_with_grad`` from user code)."""
-    f = sys._getframe(2)
-    while f is not None:
-        module = f.f_globals.get("__name__", "")
-        if module in EXACT_MODULES:
-            return f
-        if not module.startswith(_PLUMBING):
-            return None
-        f = f.f_back
-    return None
-
-
-def _options(ctx: Context, frame) -> tuple[str, list]:
+def _options(ctx: Context, call: Optional[Call]) -> tuple[str, list]:
     """``(objective name, sorted [(option name, kind, value)])`` of this rank's call."""
     opts = {"strategy": _encode("strategy", ctx.strategy), "gradients": _encode("", ctx.gradients)}
     objective = ""
-    if frame is not None:
-        code = frame.f_code
-        objective = f"{frame.f_globals.get('__name__', '?')}.{code.co_name}"
-        args = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
-        local = frame.f_locals
-        for name in args:
-            if name not in NOT_COMPARED and name in local:
-                opts[name] = _encode(name, local[name])
+    if call is not None:
+        objective = call.name
+        for name, value in call.options.items():
+            if name not in NOT_COMPARED:
+                opts[name] = _encode(name, value)
     items = sorted((n, *kv) for n, kv in opts.items())
     if len(items) > _SLOTS:  # fold the rest into one slot
         rest = repr(items[_SLOTS - 1 :]).encode()
@@ -320,27 +337,12 @@ class _Scope:
 _SCOPE: contextvars.ContextVar = contextvars.ContextVar("contrastkit_scope", default=None)
 
 
-#: modules whose objectives always go on to an exact one (CLIP calls InfoNCE): an error raised
-#: there is shared as well, since the other ranks reach that objective's exchange
-REACH_EXACT = {"contrastkit.losses.clip"}
-
-
-def _raised_in_objective(exc: BaseException) -> bool:
-    tb = exc.__traceback__
-    while tb is not None:
-        module = tb.tb_frame.f_globals.get("__name__", "")
-        if module in EXACT_MODULES or module in REACH_EXACT:
-            return True
-        tb = tb.tb_next
-    return False
-
-
 @contextlib.contextmanager
 def shared_errors(ctx: Optional[Context]):
     """Run one objective call so that an input error found on this rank reaches every rank.
 
-    An exception raised inside an objective of :data:`EXACT_MODULES` before the call's first
-    exchange (its input checks: NaN input, bad labels, ...) is sent in an exchange of its own,
+    Used by :func:`exact_objective`. An exception raised inside the objective before the call's
+    first exchange (its input checks: NaN input, bad labels, ...) is sent in an exchange of its own,
     which the other ranks meet at their first exchange of the same call: they raise a
     ``ValueError`` naming this rank and its error, and this rank re-raises its own. Every exact
     objective issues an exchange before any other collective, so no rank waits for the
@@ -354,7 +356,7 @@ def shared_errors(ctx: Optional[Context]):
     try:
         yield
     except Exception as exc:
-        if scope.count == 0 and _raised_in_objective(exc):
+        if scope.count == 0:
             exchange(ctx, "error", error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
@@ -364,9 +366,7 @@ def shared_errors(ctx: Optional[Context]):
             parent.count += scope.count
 
 
-def exchange(
-    ctx: Context, kind: str, payload=(), error: Optional[str] = None, _frame=None
-) -> list[list[int]]:
+def exchange(ctx: Context, kind: str, payload=(), error: Optional[str] = None) -> list[list[int]]:
     """All-gather one fixed-size record per rank; returns every rank's ``payload``.
 
     The record holds the objective's name and the options that must match (see
@@ -381,7 +381,7 @@ def exchange(
     if kind == "error":
         objective, items = "", []
     else:
-        objective, items = _options(ctx, _frame if _frame is not None else _objective_frame())
+        objective, items = _options(ctx, active_objective())
     text = error if kind == "error" else objective
     nbytes = len(text.encode("utf-8", "replace")[:_MSG])
     row = [_MAGIC, int(kind == "error"), KINDS.index(kind), len(items), len(payload), nbytes]
@@ -453,7 +453,7 @@ def check_same(ctx: Context, **tensors: Tensor) -> None:
         shape = list(x.shape) + [-1] * (3 - x.dim())
         code = _DTYPES.index(x.dtype) if x.dtype in _DTYPES else 99
         meta += [x.dim()] + shape[:3] + [code]
-    every = exchange(ctx, "shapes", meta, _frame=_objective_frame())
+    every = exchange(ctx, "shapes", meta)
     if all(row == every[0] for row in every):
         return
     names, lines = list(tensors), []
@@ -582,11 +582,11 @@ def scale_grad(x: Tensor, scale: float) -> Tensor:
 
 def global_int(ctx: Context, n: int, device=None) -> int:
     """The sum of ``n`` over the ranks, through the exchange (options and errors checked too)."""
-    return sum(row[0] for row in exchange(ctx, "count", [n], _frame=_objective_frame()))
+    return sum(row[0] for row in exchange(ctx, "count", [n]))
 
 
 def global_loss_checked(ctx: Context, x: Tensor) -> Tensor:
     """:func:`global_loss` (or the gradient scaling of per-row losses) after an exchange, for an
     objective whose rows need no other rank: its first collective is an exchange as well."""
-    exchange(ctx, "total", _frame=_objective_frame())
+    exchange(ctx, "total")
     return global_loss(ctx, x) if x.dim() == 0 else scale_grad(x, ctx.scale)

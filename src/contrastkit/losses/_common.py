@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Optional
 
 import torch
@@ -10,6 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._validation import check_positive, check_reduction
+from ..distributed import _ops as _OPS
+from ..distributed._ops import exact_objective  # noqa: F401  (the objectives take it from here)
 from ..engine import compute_dtype
 
 EPS = 1e-12
@@ -112,7 +113,7 @@ def kappa(
             raise ValueError(f"{name} is on {value.device} but the embeddings on {ref.device}")
         value = value.to(dt)
         if value.dim() == 0:
-            ctx = _group(2)
+            ctx = _group()
             if ctx is not None:
                 from ..distributed._ops import replicated as rep
 
@@ -129,7 +130,7 @@ def row_weight(reduction: str, count, min_count: int = 0) -> float:
     """
     check_reduction(reduction)
     if reduction == "mean":
-        ctx = _group(2)
+        ctx = _group()
         if ctx is not None:
             from ..distributed._ops import global_int
 
@@ -140,30 +141,25 @@ def row_weight(reduction: str, count, min_count: int = 0) -> float:
 
 # --- distributed plumbing (contrastkit.distributed); identity without a process group ---------
 
-_OPS = None  # contrastkit.distributed._ops, imported on first use
 
-
-def _group(depth: int, strict: bool = False):
-    """The active process group if the calling objective (the module ``depth`` frames up) is
-    one that is exact under a group, else ``None`` (local), or a ``ValueError`` when ``strict``
-    (an engine-backed objective that would silently compute a per-rank loss)."""
-    global _OPS
-    if _OPS is None:
-        from ..distributed import _ops as _OPS
+def _group(strict: bool = False):
+    """The active process group when an objective declared with
+    :func:`~contrastkit.distributed.exact_objective` is running, else ``None`` (local), or a
+    ``ValueError`` when ``strict`` (an engine-backed objective that is not declared exact would
+    silently compute a per-rank loss)."""
     ctx = _OPS.current()
     if ctx is None:
         return None
-    module = sys._getframe(depth).f_globals.get("__name__", "?")
-    if module in _OPS.EXACT_MODULES:
+    if _OPS.active_objective() is not None:
         return ctx
     if strict:
-        raise _OPS.not_supported(f"the objective of {module}")
+        raise _OPS.not_supported("an objective not declared with exact_objective")
     return None
 
 
 def global_rows(n: int) -> int:
     """The number of rows over every rank of the active process group (``n`` locally)."""
-    ctx = _group(2)
+    ctx = _group()
     if ctx is None:
         return n
     from ..distributed._ops import global_int
@@ -174,7 +170,7 @@ def global_rows(n: int) -> int:
 def replicated(x: Tensor) -> Tensor:
     """A tensor every rank holds a copy of (a temperature, a bias): under a process group its
     gradient becomes that of the global loss on every rank (identity locally)."""
-    ctx = _group(2)
+    ctx = _group()
     if ctx is None:
         return x
     from ..distributed._ops import replicated as rep
@@ -185,7 +181,7 @@ def replicated(x: Tensor) -> Tensor:
 def gather_rows(x: Tensor, name: str = "x") -> Tensor:
     """Rank-major concatenation of ``x`` over the active group (gradients flow back); ``x``
     itself locally. Every rank must pass the same shape (checked, ValueError on every rank)."""
-    ctx = _group(2)
+    ctx = _group()
     if ctx is None:
         return x
     from ..distributed._ops import gather
@@ -195,14 +191,14 @@ def gather_rows(x: Tensor, name: str = "x") -> Tensor:
 
 def row_offset(n: int) -> int:
     """Global index of this rank's first row (``rank * n``; 0 locally)."""
-    ctx = _group(2)
+    ctx = _group()
     return 0 if ctx is None else ctx.rank * n
 
 
 def sum_across_ranks(x: Tensor, name: str = "x") -> Tensor:
     """Sum over the active group's ranks, gradients all-reduced back (``x`` locally). Every
     rank must pass the same shape (checked, ValueError on every rank)."""
-    ctx = _group(2)
+    ctx = _group()
     if ctx is None:
         return x
     from ..distributed._ops import check_same, sum_across
@@ -215,7 +211,7 @@ def global_total(x: Tensor) -> Tensor:
     """For an objective whose rows need no other rank's data (computed without ``run``): under
     a process group the scalar loss becomes the sum over ranks (the global loss on every rank)
     and per-row outputs get the group's gradient convention; identity locally."""
-    ctx = _group(2)
+    ctx = _group()
     if ctx is None:
         return x
     from ..distributed._ops import global_loss_checked
@@ -228,9 +224,6 @@ def check_has_negatives(name: str, x: Tensor, objective: str, unit: str = "row")
     unless other ranks of an active process group contribute candidates (no collective)."""
     if x.shape[0] >= 2:
         return
-    global _OPS
-    if _OPS is None:
-        from ..distributed import _ops as _OPS
     ctx = _OPS.current()
     if ctx is not None and ctx.world > 1:
         return
@@ -256,7 +249,7 @@ def local_contrast(*args, **kwargs):
     for unregistered objectives) instead of silently computing a per-rank loss."""
     from ..engine import contrast
 
-    _group(2, strict=True)
+    _group(strict=True)
     return contrast(*args, **kwargs)
 
 
@@ -265,7 +258,7 @@ def run(anchors: Tensor, candidates: Tensor, spec, k: Tensor, reduction: str, en
     (the objective's row and column functions already carry their weights, e.g. 1/2 each)."""
     from ..engine import contrast
 
-    ctx = _group(2, strict=True)
+    ctx = _group(strict=True)
     if ctx is not None:
         from ..distributed._run import run_distributed
 
@@ -310,27 +303,6 @@ def partner_logits(Z: Tensor, k: Tensor) -> Tensor:
     return torch.cat([s, s]) * k
 
 
-def shares_input_errors(fn):
-    """Decorator for an objective that is exact under a process group: when a group is active,
-    an input error it raises on one rank (NaN input, bad labels, ...) is sent in the group's
-    exchange, so every rank raises together instead of waiting for the group's timeout. Without
-    a group the call is unchanged."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        global _OPS
-        if _OPS is None:
-            from ..distributed import _ops as _OPS
-        ctx = _OPS.current()
-        if ctx is None:
-            return fn(*args, **kwargs)
-        with _OPS.shared_errors(ctx):
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
 class FunctionalLoss(torch.nn.Module):
     """Module twin of a functional objective (the ``torch.nn.functional`` pairing).
 
@@ -355,14 +327,7 @@ class FunctionalLoss(torch.nn.Module):
     def forward(self, *inputs, **kwargs):
         opts = {name: getattr(self, name) for name in self._option_names}
         opts.update(kwargs)
-        global _OPS
-        if _OPS is None:
-            from ..distributed import _ops as _OPS
-        ctx = _OPS.current()
-        if ctx is None:
-            return self._fn(*inputs, **opts)
-        with _OPS.shared_errors(ctx):  # an input error on one rank raises on every rank
-            return self._fn(*inputs, **opts)
+        return self._fn(*inputs, **opts)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{n}={getattr(self, n)!r}" for n in self._option_names)

@@ -14,14 +14,14 @@ from typing import Optional
 
 from torch import Tensor
 
-from ._common import check_has_negatives, shares_input_errors
+from ._common import check_has_negatives, exact_objective
 from .info_nce import info_nce
 from .logit_scale import ScaledLoss
 
 __all__ = ["clip_loss", "CLIPLoss"]
 
 
-@shares_input_errors
+@exact_objective
 def clip_loss(
     image: Tensor,
     text: Tensor,

@@ -22,13 +22,13 @@ from ..engine import RowSpec
 from ..engine.gpu.coverage import EmbeddingSoftTargets
 from ._common import (
     engine_args,
+    exact_objective,
     gather_rows,
     half_path,
     kappa,
     prepare,
     row_weight,
     run,
-    shares_input_errors,
     wide,
 )
 from .logit_scale import ScaledLoss
@@ -36,7 +36,7 @@ from .logit_scale import ScaledLoss
 __all__ = ["cwcl", "CWCL"]
 
 
-@shares_input_errors
+@exact_objective
 def cwcl(
     frozen: Tensor,
     trained: Tensor,

@@ -23,13 +23,13 @@ from ..engine import LSETerm, PairMask, RowSpec
 from ._common import (
     FunctionalLoss,
     engine_args,
+    exact_objective,
     gather_rows,
     kappa,
     partner_logits,
     row_offset,
     row_weight,
     run,
-    shares_input_errors,
     two_views,
 )
 
@@ -57,7 +57,7 @@ def _decoupled(z1, z2, temperature, weights_fn, reduction, normalize, chunk_size
     return run(Z, Z, spec, k, reduction, eng)
 
 
-@shares_input_errors
+@exact_objective
 def dcl(
     z1: Tensor,
     z2: Tensor,
@@ -84,7 +84,7 @@ def vmf_weights(Z: Tensor, sigma: float, detach: bool = True) -> Tensor:
     return torch.cat([w, w])
 
 
-@shares_input_errors
+@exact_objective
 def dclw(
     z1: Tensor,
     z2: Tensor,

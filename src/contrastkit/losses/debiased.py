@@ -26,12 +26,12 @@ from ..engine import LSETerm, PairMask, RowSpec
 from ._common import (
     FunctionalLoss,
     engine_args,
+    exact_objective,
     global_rows,
     kappa,
     partner_logits,
     row_weight,
     run,
-    shares_input_errors,
     two_views,
 )
 
@@ -80,7 +80,7 @@ def _estimator(z1, z2, temperature, tau_plus, beta, reduction, normalize, chunk_
     return run(Z, Z, spec, k, reduction, eng)
 
 
-@shares_input_errors
+@exact_objective
 def debiased_info_nce(
     z1: Tensor,
     z2: Tensor,
@@ -98,7 +98,7 @@ def debiased_info_nce(
     )
 
 
-@shares_input_errors
+@exact_objective
 def hard_negative_info_nce(
     z1: Tensor,
     z2: Tensor,

@@ -21,6 +21,7 @@ from ._common import (
     FunctionalLoss,
     check_has_negatives,
     engine_args,
+    exact_objective,
     global_total,
     half_path,
     kappa,
@@ -28,13 +29,12 @@ from ._common import (
     row_dot,
     row_weight,
     run,
-    shares_input_errors,
 )
 
 __all__ = ["info_nce", "InfoNCE", "multiple_negatives_ranking", "MultipleNegativesRanking"]
 
 
-@shares_input_errors
+@exact_objective
 def info_nce(
     query: Tensor,
     key: Tensor,
@@ -186,7 +186,7 @@ class InfoNCE(FunctionalLoss):
         )
 
 
-@shares_input_errors
+@exact_objective
 def multiple_negatives_ranking(
     anchor: Tensor,
     positive: Tensor,

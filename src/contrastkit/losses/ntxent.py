@@ -17,17 +17,17 @@ from ._common import (
     FunctionalLoss,
     check_has_negatives,
     engine_args,
+    exact_objective,
     kappa,
     row_weight,
     run,
-    shares_input_errors,
     two_views,
 )
 
 __all__ = ["nt_xent", "NTXent"]
 
 
-@shares_input_errors
+@exact_objective
 def nt_xent(
     z1: Tensor,
     z2: Tensor,

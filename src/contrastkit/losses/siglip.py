@@ -23,19 +23,19 @@ from .._validation import (
 from ..engine import RowSpec, compute_dtype
 from ._common import (
     engine_args,
+    exact_objective,
     kappa,
     prepare,
     replicated,
     row_weight,
     run,
-    shares_input_errors,
 )
 from .logit_scale import ScaledLoss
 
 __all__ = ["siglip_loss", "SigLIPLoss"]
 
 
-@shares_input_errors
+@exact_objective
 def siglip_loss(
     image: Tensor,
     text: Tensor,

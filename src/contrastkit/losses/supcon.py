@@ -24,6 +24,7 @@ from ._common import (
     FunctionalLoss,
     check_has_negatives,
     engine_args,
+    exact_objective,
     gather_rows,
     half_path,
     kappa,
@@ -31,7 +32,6 @@ from ._common import (
     row_offset,
     row_weight,
     run,
-    shares_input_errors,
     sum_across_ranks,
     wide,
 )
@@ -39,7 +39,7 @@ from ._common import (
 __all__ = ["supcon", "SupCon"]
 
 
-@shares_input_errors
+@exact_objective
 def supcon(
     features: Tensor,
     labels: Optional[Tensor] = None,

@@ -197,7 +197,8 @@ class TextEncoder(nn.Module):
         hf_logging.disable_progress_bar()  # no "Loading weights" bar for a local directory
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(model_dir), **opts)
-            model = AutoModel.from_pretrained(str(model_dir), **opts)
+            # safetensors only: a pickled pytorch_model.bin is never loaded
+            model = AutoModel.from_pretrained(str(model_dir), use_safetensors=True, **opts)
         except (OSError, ValueError, KeyError) as exc:
             text = " ".join(str(exc).split())
             raise ValueError(f"cannot load the model in {model_dir}: {text}") from None

@@ -129,8 +129,6 @@ def _check_types(cfg: TrainConfig) -> None:
 
 
 def _check_ranges(cfg: TrainConfig) -> None:
-    import math
-
     from .rundir import check_run_name
 
     if cfg.name is not None:

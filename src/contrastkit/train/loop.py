@@ -308,7 +308,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warn)
     # drop what a killed run logged after its resume point (all of it before a first checkpoint)
     _truncate_log(log_path, start)
     _truncate_snapshots(snap_path, start)
-    if not log_path.exists() or start == 0:
+    if not log_path.exists():
         with open(log_path, "w", newline="") as fh:
             csv.DictWriter(fh, fieldnames=LOG_FIELDS).writeheader()
     board = _Board(run_dir, cfg.tensorboard, start)
