@@ -121,15 +121,20 @@ def info_nce(
             ce = torch.logaddexp(ce, sd["private"])
         return w * ce
 
-    positive = None if symmetric else torch.arange(N, device=q.device)
-    spec = RowSpec(row_fn=row_fn, row_side=side, positive=positive)
-    if symmetric:
-        # key-to-query direction: only the N keys are anchors there (queue columns get weight 0)
-        extra = cands.shape[0] - N
-        col_w = torch.cat([pos.new_full((N,), w), pos.new_zeros(extra)])
-        spec.columns = True
-        spec.col_side = {"pos": torch.cat([pos, pos.new_zeros(extra)]), "w": col_w}
-        spec.col_fn = lambda st, sd: sd["w"] * (st["col_lse"] - sd["pos"])
+    if not symmetric:
+        positive = torch.arange(N, device=q.device)
+        spec = RowSpec(row_fn=row_fn, row_side=side, positive=positive)
+        return run(q, cands, spec, k, reduction, eng)
+    # key-to-query direction: only the N keys are anchors there (queue columns get weight 0)
+    extra = cands.shape[0] - N
+    col_w = torch.cat([pos.new_full((N,), w), pos.new_zeros(extra)])
+    spec = RowSpec(
+        row_fn=row_fn,
+        row_side=side,
+        columns=True,
+        col_fn=lambda st, sd: sd["w"] * (st["col_lse"] - sd["pos"]),
+        col_side={"pos": torch.cat([pos, pos.new_zeros(extra)]), "w": col_w},
+    )
     return run(q, cands, spec, k, reduction, eng)
 
 
