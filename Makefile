@@ -5,18 +5,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test install install-test bench clean
+.PHONY: demo test test-fast test-slow lint typecheck install install-test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# `pip install contrastkit` needs only torch and numpy; the CLI and training (`make demo`) need
+# the `train` extra
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) torch==2.13.0
-	$(PIP) -e .
+	$(PIP) -e '.[train]'
 	touch $@
 
+# the tests cover every feature: the `all` extra (train, mining, metrics, text, data), plus the
+# pinned peer libraries and tooling (pytest, ruff, mypy) of requirements-test.txt
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
-	$(PIP) -e '.[text]' -r requirements-test.txt
+	$(PIP) -e '.[all]' -r requirements-test.txt
 	# LibAUC (SogCLR/iSogCLR parity): only its loss file is used; its metadata pulls in
 	# torchvision, torch_geometric, opencv and more, so install it without dependencies
 	$(PIP) --no-deps libauc==2.0.1
@@ -29,8 +33,23 @@ install-test: $(VENV)/.installed-test
 demo: install
 	$(BIN)/contrastkit train --overwrite
 
+# the fast tests first (a failure shows in minutes), then the slow ones (@pytest.mark.slow)
 test: install-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m slow
+
+test-fast: install-test
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: install-test
+	$(BIN)/python -m pytest -q -m slow
+
+lint: install-test
+	$(BIN)/ruff check .
+
+# mypy, configured in pyproject.toml ([tool.mypy]: src/contrastkit/engine for now)
+typecheck: install-test
+	$(BIN)/mypy
 
 bench: install-test
 	$(BIN)/python benchmarks/bench_engine.py

@@ -75,7 +75,7 @@ def worker(mode: str, n: int, seq_len: int, chunk: int, threads: int, budget_gib
     from sentence_transformers import SentenceTransformer
 
     from contrastkit.gradcache import GradCache
-    from contrastkit.losses.info_nce import InfoNCE
+    from contrastkit.losses.infonce.info_nce import InfoNCE
 
     model = SentenceTransformer(str(get_model_path()), device="cpu")
     model.train()

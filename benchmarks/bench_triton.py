@@ -105,10 +105,11 @@ def _loss_fn(method: str, q, k, t, config):
 
         clip = method == "ck-clip"
         w = 1.0 / (2 * n) if clip else 1.0 / n
-        spec = RowSpec(row_fn=lambda st, sd: w * (st["lse"][0] - st["diag"]))
-        if clip:
-            spec.columns = True
-            spec.col_fn = lambda st, sd: w * (st["col_lse"] - st["col_diag"])
+        spec = RowSpec(
+            row_fn=lambda st, sd: w * (st.lse[0] - st.diag),
+            columns=clip,
+            col_fn=(lambda st, sd: w * (st.lse - st.diag)) if clip else None,
+        )
         return lambda: contrast_triton(q, k, spec, t.exp(), diagonal=0, config=config)
     if method.startswith("infcl-"):
         from inf_cl import cal_flash_loss

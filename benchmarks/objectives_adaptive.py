@@ -1,4 +1,4 @@
-"""Benchmark hook for the temperature-and-weighting objectives (SogCLR, iSogCLR, bimodal
+"""Benchmark hook for the weighting objectives (SogCLR, iSogCLR, bimodal
 SogCLR, AMCL, CACR, focal InfoNCE, 1-to-K).
 
 ``CASES[name](n, d, gen)`` builds inputs once (``requires_grad=True``) and returns a closure
@@ -23,12 +23,12 @@ from typing import Callable
 
 import torch
 
-from contrastkit.losses.amcl import amcl
-from contrastkit.losses.cacr import cacr
-from contrastkit.losses.focal import focal_info_nce
-from contrastkit.losses.one_to_k import one_to_k_contrastive
-from contrastkit.losses.sogclr import isogclr, sogclr
-from contrastkit.losses.sogclr_bimodal import sogclr_bimodal
+from contrastkit.losses.weighting.amcl import amcl
+from contrastkit.losses.weighting.cacr import cacr
+from contrastkit.losses.weighting.focal import focal_info_nce
+from contrastkit.losses.weighting.one_to_k import one_to_k_contrastive
+from contrastkit.losses.weighting.sogclr import isogclr, sogclr
+from contrastkit.losses.weighting.sogclr_bimodal import sogclr_bimodal
 
 Factory = Callable[[int, int, torch.Generator], Callable[[], torch.Tensor]]
 
@@ -105,7 +105,7 @@ def _one_to_k(backend):
 def _cacr(backend):
     def factory(n, d, gen):
         views = _x(gen, 2, n, d)
-        return lambda: cacr(views, tau_neg=0.9, backend=backend)
+        return lambda: cacr(views, repulsion_scale=0.9, backend=backend)
 
     return factory
 

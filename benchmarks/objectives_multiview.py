@@ -21,9 +21,7 @@ from typing import Callable
 
 import torch
 
-from contrastkit.losses.alignment_uniformity import cross_uniformity_loss, uniformity_loss
-from contrastkit.losses.multiview import mv_dhel, mv_info_nce
-from contrastkit.losses.symile import symile
+from contrastkit.losses.multiview import cross_uniformity, mv_dhel, mv_info_nce, symile, uniformity
 
 Factory = Callable[[int, int, torch.Generator], Callable[[], torch.Tensor]]
 VIEWS = 4
@@ -61,7 +59,7 @@ def _symile(backend):
 def _uniformity(backend):
     def factory(n, d, gen):
         x = _x(gen, n, d)
-        return lambda: uniformity_loss(x, t=2.0, backend=backend)
+        return lambda: uniformity(x, potential=2.0, backend=backend)
 
     return factory
 
@@ -69,7 +67,7 @@ def _uniformity(backend):
 def _cross_uniformity(backend):
     def factory(n, d, gen):
         x, y = _x(gen, n, d), _x(gen, n, d)
-        return lambda: cross_uniformity_loss(x, y, t=2.0, backend=backend)
+        return lambda: cross_uniformity(x, y, potential=2.0, backend=backend)
 
     return factory
 

@@ -24,11 +24,11 @@ from typing import Callable
 
 import torch
 
-from contrastkit.losses.conr import conr
-from contrastkit.losses.mlcd import mlcd
-from contrastkit.losses.simctg import simctg_contrastive
-from contrastkit.losses.supremix import supremix
-from contrastkit.losses.whitening import whitened_cse
+from contrastkit.losses.shaping.simctg import simctg_contrastive
+from contrastkit.losses.shaping.whitening import whitened_cse
+from contrastkit.losses.structured.conr import conr
+from contrastkit.losses.structured.mlcd import mlcd
+from contrastkit.losses.structured.supremix import supremix
 
 Factory = Callable[[int, int, torch.Generator], Callable[[], torch.Tensor]]
 

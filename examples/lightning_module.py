@@ -27,7 +27,7 @@ except ImportError:  # the package's older name
     import pytorch_lightning as L
 
 from contrastkit.gradcache import cached_embed
-from contrastkit.losses.clip import CLIPLoss
+from contrastkit.losses.infonce.clip import CLIPLoss
 
 
 def tower(d_in: int, d_out: int) -> nn.Module:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from contrastkit.gradcache import cached_embed
-from contrastkit.losses.clip import CLIPLoss
+from contrastkit.losses.infonce.clip import CLIPLoss
 
 
 def tower(d_in: int, d_out: int) -> nn.Module:

@@ -75,9 +75,9 @@ def call(name, args, kw, **eng):
     if name in ("supcon", "supcon_1view"):
         return ck.supcon(*args, temperature=0.1, **kw, **eng)
     if name == "clip":
-        return ck.clip_loss(*args, scale=torch.tensor(14.0, dtype=args[0].dtype), **eng)
+        return ck.clip(*args, scale=torch.tensor(14.0, dtype=args[0].dtype), **eng)
     if name == "siglip":
-        return ck.siglip_loss(*args, scale=10.0, bias=-10.0, **eng)
+        return ck.siglip(*args, scale=10.0, bias=-10.0, **eng)
     if name == "cwcl":
         return ck.cwcl(*args, temperature=0.1, **eng)
     if name == "mnrl":

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from contrastkit.adapters.sentence_transformers import ContrastkitLoss
-from contrastkit.losses.clip import CLIPLoss
-from contrastkit.losses.info_nce import InfoNCE
-from contrastkit.losses.supcon import SupCon
+from contrastkit.losses.infonce.clip import CLIPLoss
+from contrastkit.losses.infonce.info_nce import InfoNCE
+from contrastkit.losses.infonce.supcon import SupCon
 
 import peers
 
@@ -167,6 +167,7 @@ def test_cached_wrapper_equals_cached_mnrl(minilm):
         torch.testing.assert_close(a, b, **TOL)
 
 
+@pytest.mark.slow
 def test_sentence_transformer_trainer_run_decreases_loss():
     """A few SentenceTransformerTrainer steps with a cached CLIP loss: the training loss falls
     and the loss's own parameter (the logit scale) is optimised by the trainer."""
@@ -174,13 +175,15 @@ def test_sentence_transformer_trainer_run_decreases_loss():
     pytest.importorskip("accelerate", reason="accelerate (sentence-transformers[train]) missing")
     import tempfile
 
+    # first: load_minilm imports sentence-transformers through tests/peers.py, which repairs a
+    # CUDA torchvision wheel next to CPU torch (run alone, the import below failed without it)
+    model = load_minilm(torch.float32, train_last=2)
     from datasets import Dataset
     from sentence_transformers import (
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
 
-    model = load_minilm(torch.float32, train_last=2)
     clip = CLIPLoss(init_temperature=0.5)
     loss = ContrastkitLoss(model, clip, mini_batch_size=3)
     data = Dataset.from_dict({"anchor": ANCHORS, "positive": POSITIVES})
@@ -314,6 +317,7 @@ def run_example(name, *args, timeout=180):
     return float(match.group(1)), float(match.group(2))
 
 
+@pytest.mark.slow
 def test_plain_pytorch_example_with_gradcache():
     first, last = run_example(
         "plain_pytorch.py", "--steps", "15", "--batch", "32", "--chunk-size", "8"

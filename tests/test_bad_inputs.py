@@ -25,7 +25,19 @@ import contrastkit.losses as CL
 import contrastkit.memory as CM
 import contrastkit.negatives as CN
 import contrastkit.positives as CP
-from contrastkit.losses._common import FunctionalLoss
+from contrastkit.objective import REGISTRY, Objective, ScaledObjective
+
+
+def _canonical(name: str, obj) -> str:
+    """The name a registered objective is published under (aliases map to it); ``name``
+    for anything else."""
+    for e in REGISTRY.values():
+        if obj is e.functional:
+            return e.name
+        if e.module is not None and obj is e.module:
+            return e.module.__name__
+    return name
+
 
 N, D = 4, 6
 NAN, INF = float("nan"), float("inf")
@@ -191,8 +203,8 @@ _L = Arg("int", rows=True)
 _STATE = Arg("float", rows=False, extra_dim_ok=False)
 
 CASES: dict[str, Case] = {
-    "alignment_loss": fn_case(
-        CF.alignment_loss,
+    "alignment": fn_case(
+        CF.alignment,
         ("x", "y"),
         {"x": _E, "y": _ER},
         values=lambda: dict(x=r(N, D), y=r(N, D, seed=1)),
@@ -219,8 +231,8 @@ CASES: dict[str, Case] = {
         {"image": _E, "text": _ER, "temperature": _T},
         values=lambda: dict(image=r(N, D), text=r(N, D, seed=1), temperature=0.1),
     ),
-    "clip_loss": fn_case(
-        CF.clip_loss,
+    "clip": fn_case(
+        CF.clip,
         ("image", "text"),
         {"image": _E, "text": _ER, "temperature": _T},
         values=lambda: dict(image=r(N, D), text=r(N, D, seed=1), temperature=0.1),
@@ -241,8 +253,8 @@ CASES: dict[str, Case] = {
             temperature=0.1,
         ),
     ),
-    "cross_uniformity_loss": fn_case(
-        CF.cross_uniformity_loss,
+    "cross_uniformity": fn_case(
+        CF.cross_uniformity,
         ("x", "y"),
         {"x": _E, "y": _E},
         values=lambda: dict(x=r(N, D), y=r(N, D, seed=1)),
@@ -284,8 +296,12 @@ CASES: dict[str, Case] = {
         kw={"topk_neg": 2},
         values=lambda: dict(views=r(2, N, D)),
     ),
-    "group_whiten": fn_case(
-        CF.group_whiten, ("x",), {"x": _E}, kw={"num_groups": 2}, values=lambda: dict(x=r(8, D))
+    "shuffled_group_whitening": fn_case(
+        CF.shuffled_group_whitening,
+        ("x",),
+        {"x": _E},
+        kw={"num_groups": 2},
+        values=lambda: dict(x=r(8, D)),
     ),
     "hard_negative_info_nce": fn_case(
         CF.hard_negative_info_nce,
@@ -293,8 +309,8 @@ CASES: dict[str, Case] = {
         {"z1": _E, "z2": _ER, "temperature": _TR},
         values=lambda: dict(z1=r(N, D), z2=r(N, D, seed=1), temperature=0.5),
     ),
-    "icnn_loss": fn_case(
-        CF.icnn_loss,
+    "icnn": fn_case(
+        CF.icnn,
         ("origin", "labels"),
         {"origin": _E, "labels": _L},
         values=lambda: dict(origin=r(6, D), labels=torch.tensor([0, 0, 0, 1, 1, 1])),
@@ -457,8 +473,8 @@ CASES: dict[str, Case] = {
         {"queries": _E, "labels": Arg("index", rows=True, size=2), "prototypes": _E},
         values=lambda: dict(queries=r(N, D), labels=_labels(), prototypes=r(2, D, seed=1)),
     ),
-    "siglip_loss": fn_case(
-        CF.siglip_loss,
+    "siglip": fn_case(
+        CF.siglip,
         ("image", "text"),
         {"image": _E, "text": _ER, "scale": Arg("temp", name="scale")},
         values=lambda: dict(image=r(N, D), text=r(N, D, seed=1), scale=10.0),
@@ -469,8 +485,8 @@ CASES: dict[str, Case] = {
         {"hidden_states": Arg("float")},
         values=lambda: dict(hidden_states=r(2, 3, D)),
     ),
-    "simctg_loss": fn_case(
-        CF.simctg_loss,
+    "simctg": fn_case(
+        CF.simctg,
         ("hidden_states", "logits", "labels"),
         {
             "hidden_states": Arg("float"),
@@ -546,9 +562,7 @@ CASES: dict[str, Case] = {
         {"anchor": _E, "positive": _ER, "negative": _ER},
         values=lambda: dict(anchor=r(N, D), positive=r(N, D, seed=1), negative=r(N, D, seed=2)),
     ),
-    "uniformity_loss": fn_case(
-        CF.uniformity_loss, ("x",), {"x": _E}, values=lambda: dict(x=r(N, D))
-    ),
+    "uniformity": fn_case(CF.uniformity, ("x",), {"x": _E}, values=lambda: dict(x=r(N, D))),
     "whitened_cse": fn_case(
         CF.whitened_cse,
         ("z1", "z2"),
@@ -621,14 +635,18 @@ def module_case(make, base: str, pos=None, drop=(), add=None, values=None, skip=
     return Case(call, vals, args, sk)
 
 
-# FunctionalLoss modules forward their inputs and keyword options to their functional: the same
+# Objective twins forward their inputs and keyword options to their functional: the same
 # case with the module in place of the function.
 for _name in CL.__all__:
     _cls = getattr(CL, _name)
-    if inspect.isclass(_cls) and issubclass(_cls, FunctionalLoss):
-        CASES[_name] = CASES[_cls()._fn.__name__].rebuild(
-            lambda *a, _cls=_cls, **k: _cls()(*a, **k)
-        )
+    if not inspect.isclass(_cls) or _canonical(_name, _cls) != _name:
+        continue
+    if issubclass(_cls, Objective) and not issubclass(_cls, ScaledObjective):
+        _fn = _cls.functional.__name__
+    else:
+        continue
+    if _fn in CASES:
+        CASES[_name] = CASES[_fn].rebuild(lambda *a, _cls=_cls, **k: _cls()(*a, **k))
 
 _NO_TEMP = ("temperature",)
 CASES.update(
@@ -638,12 +656,13 @@ CASES.update(
             "amcl",
             values=lambda: dict(z1=r(N, 1, D), z2=r(N, 1, D, seed=1)),
         ),
-        "AlignmentLoss": module_case(CL.AlignmentLoss, "alignment_loss"),
+        "Alignment": module_case(CL.Alignment, "alignment"),
         "CLIPAlignUniform": module_case(CL.CLIPAlignUniform, "clip_align_uniform"),
-        "CLIPLoss": module_case(CL.CLIPLoss, "clip_loss"),
+        "CrossUniformity": module_case(CL.CrossUniformity, "cross_uniformity"),
+        "CLIP": module_case(CL.CLIP, "clip"),
         "CWCL": module_case(CL.CWCL, "cwcl"),
         "GroCo": module_case(lambda: CL.GroCo(topk_neg=2), "groco"),
-        "ICNNLoss": module_case(CL.ICNNLoss, "icnn_loss"),
+        "ICNN": module_case(CL.ICNN, "icnn"),
         "MaxMarginContrastive": module_case(CL.MaxMarginContrastive, "max_margin_contrastive"),
         "OneToKContrastive": module_case(
             CL.OneToKContrastive, "one_to_k_contrastive", init={"temperature": "temperature"}
@@ -651,16 +670,16 @@ CASES.update(
         "PairMarginContrastive": module_case(CL.PairMarginContrastive, "pair_margin_contrastive"),
         "PamC": module_case(CL.PamC, "pamc"),
         "PartialRankingDistillation": module_case(
-            lambda **k: CL.PartialRankingDistillation(k=3, **k),
+            lambda **k: CL.PartialRankingDistillation(**k),
             "partial_ranking_distillation",
             init={"temperature": "temperature"},
         ),
         "ProtoTriplet": module_case(CL.ProtoTriplet, "proto_triplet"),
         "ShuffledGroupWhitening": module_case(
-            lambda: CL.ShuffledGroupWhitening(D, num_groups=2, num_views=2), "group_whiten"
+            lambda: CL.ShuffledGroupWhitening(D, num_groups=2, num_views=2),
+            "shuffled_group_whitening",
         ),
-        "SigLIPLoss": module_case(CL.SigLIPLoss, "siglip_loss", init={"scale": "init_scale"}),
-        "SimCTGLoss": module_case(CL.SimCTGLoss, "simctg_loss"),
+        "SigLIP": module_case(CL.SigLIP, "siglip", init={"scale": "init_scale"}),
         "SogCLR": module_case(
             lambda **k: CL.SogCLR(8, **k),
             "sogclr",
@@ -695,7 +714,9 @@ CASES.update(
             init={"temperature": "temperature"},
         ),
         "Symile": fn_case(
-            lambda *reps, init_temperature=0.07: CL.Symile(init_temperature)(*reps),
+            lambda *reps, init_temperature=0.07: CL.Symile(init_temperature=init_temperature)(
+                *reps
+            ),
             (),
             {
                 "representations": Arg("views"),
@@ -705,7 +726,7 @@ CASES.update(
             values=lambda: dict(representations=list(r(3, N, D)), init_temperature=0.1),
         ),
         "TripletMargin": module_case(CL.TripletMargin, "triplet_margin"),
-        "UniformityLoss": module_case(CL.UniformityLoss, "uniformity_loss"),
+        "Uniformity": module_case(CL.Uniformity, "uniformity"),
     }
 )
 CASES["ShuffledGroupWhitening"].args["x"] = Arg("float", name="x")
@@ -820,7 +841,7 @@ CASES.update(
             skip={("query", "rows"): "fewer queries than keys is valid"},
         ),
         "adameow_info_nce": fn_case(
-            CN.adameow_info_nce,
+            CF.adameow_info_nce,
             ("a", "z", "weights"),
             {"a": _E, "z": _ER, "weights": Arg("float", rows=True), "temperature": _T},
             values=lambda: dict(
@@ -862,7 +883,7 @@ CASES.update(
             values=lambda: dict(h=r(N, D), assignment=_labels()),
         ),
         "community_contrast": fn_case(
-            CN.community_contrast,
+            CF.community_contrast,
             ("h1", "h2", "assignment1", "assignment2"),
             {
                 "h1": _E,
@@ -909,7 +930,7 @@ CASES.update(
             values=lambda: dict(surface=torch.tensor([1.0, 2, 3, 4])),
         ),
         "info_nce_with_negatives": fn_case(
-            CN.info_nce_with_negatives,
+            CF.info_nce_with_negatives,
             ("query", "key"),
             {
                 "query": _E,
@@ -952,7 +973,7 @@ CASES.update(
             values=lambda: dict(features=r(N, D)),
         ),
         "mined_info_nce": fn_case(
-            CN.mined_info_nce,
+            CF.mined_info_nce,
             ("query", "key", "mined"),
             {
                 "query": _E,
@@ -975,8 +996,8 @@ CASES.update(
             kw={"relative_margin": 0.05},
             values=_scores,
         ),
-        "sbcl_loss": fn_case(
-            CN.sbcl_loss,
+        "sbcl": fn_case(
+            CF.sbcl,
             ("features", "labels", "subclass_labels"),
             {"features": Arg("float"), "labels": _L, "subclass_labels": _L, "temperature": _T},
             values=lambda: dict(
@@ -986,8 +1007,8 @@ CASES.update(
                 temperature=0.1,
             ),
         ),
-        "team_up_loss": fn_case(
-            CN.team_up_loss,
+        "team_up": fn_case(
+            CF.team_up,
             ("h1", "h2", "strength"),
             {"h1": _E, "h2": _ER, "strength": Arg("float", rows=True), "temperature": _T},
             kw={"gamma": 0.5},
@@ -1036,10 +1057,10 @@ CASES.update(
             values=lambda: dict(embeddings=u(N, D), labels=_labels()),
         ),
         "MultimodalMixup": fn_case(
-            lambda x, y: CP.MultimodalMixup()(x, y, g()),
-            ("x", "y"),
-            {"x": _E, "y": _ER},
-            values=lambda: dict(x=r(N, D), y=r(N, D, seed=1)),
+            lambda x: CP.MultimodalMixup().mix(x, g()),
+            ("x",),
+            {"x": _E},
+            values=lambda: dict(x=r(N, D)),
         ),
         "SupReMixPairs": fn_case(
             lambda features, labels: CP.SupReMixPairs(window=2.0)(features, labels, g()),
@@ -1064,8 +1085,8 @@ CASES.update(
                 for n in ("key", "p_own", "p_target")
             },
         ),
-        "mixup_contrastive_loss": fn_case(
-            CP.mixup_contrastive_loss,
+        "mixup_contrastive": fn_case(
+            CF.mixup_contrastive,
             ("x_mixed", "y", "perm", "mix"),
             {
                 "x_mixed": _E,
@@ -1108,6 +1129,25 @@ CASES.update(
         ),
     }
 )
+
+# module twins of the InfoNCE-family objectives whose functional cases are defined above
+for _name, _fn in (
+    ("InfoNCEWithNegatives", "info_nce_with_negatives"),
+    ("MinedInfoNCE", "mined_info_nce"),
+    ("MixupContrastive", "mixup_contrastive"),
+):
+    _cls = getattr(CL, _name)
+    CASES[_name] = CASES[_fn].rebuild(lambda *a, _cls=_cls, **k: _cls()(*a, **k))
+
+# module twins of the weighting-family objectives whose functional cases are defined above
+for _name, _fn in (
+    ("AdaMEOWInfoNCE", "adameow_info_nce"),
+    ("CommunityContrast", "community_contrast"),
+    ("SBCL", "sbcl"),
+    ("TeamUp", "team_up"),
+):
+    _cls = getattr(CL, _name)
+    CASES[_name] = CASES[_fn].rebuild(lambda *a, _cls=_cls, **k: _cls()(*a, **k))
 
 CASES.update(
     {
@@ -1165,7 +1205,7 @@ def _public():
         for n in mod.__all__:
             obj = getattr(mod, n)
             if callable(obj) and (mod is not CL or inspect.isclass(obj)):
-                out[n] = obj
+                out[_canonical(n, obj)] = obj
     return out
 
 
@@ -1222,13 +1262,13 @@ def test_mined_info_nce_temperature_shape_and_per_query_values():
     q, k = r(N, D), r(N, D, seed=1)
     mined = torch.tensor([[1, 2], [2, -1], [3, 0], [0, 1]])
     with pytest.raises(ValueError, match="temperature"):  # used to broadcast over the columns
-        CN.mined_info_nce(q, k, mined, temperature=torch.full((3,), 0.1))
+        CF.mined_info_nce(q, k, mined, temperature=torch.full((3,), 0.1))
     with pytest.raises(ValueError, match="temperature"):
-        CN.mined_info_nce(q, k, mined, temperature=torch.full((N, 1), 0.1))
+        CF.mined_info_nce(q, k, mined, temperature=torch.full((N, 1), 0.1))
     t = torch.tensor([0.05, 0.1, 0.2, 0.5])
-    rows = CN.mined_info_nce(q, k, mined, temperature=t, reduction="none")
+    rows = CF.mined_info_nce(q, k, mined, temperature=t, reduction="none")
     for i in range(N):  # row i with (N,) temperatures = row i with the scalar t[i]
-        one = CN.mined_info_nce(q, k, mined, temperature=float(t[i]), reduction="none")
+        one = CF.mined_info_nce(q, k, mined, temperature=float(t[i]), reduction="none")
         torch.testing.assert_close(rows[i], one[i])
 
 
@@ -1328,13 +1368,13 @@ def test_margin_filters_reject_nan_positive_scores():
             "permutation holds 1 indices outside [0, 4)",
         ),
         (
-            lambda: CP.mixup_contrastive_loss(
+            lambda: CF.mixup_contrastive(
                 r(N, D), r(N, D), torch.tensor([0, 1, 2, -3]), torch.ones(N)
             ),
             "perm holds 1 indices outside",
         ),
         (
-            lambda: CN.mined_info_nce(r(N, D), r(N, D), torch.tensor([[1], [2], [3], [4]])),
+            lambda: CF.mined_info_nce(r(N, D), r(N, D), torch.tensor([[1], [2], [3], [4]])),
             "mined holds 1 indices outside [0, 4) or -1",
         ),
         (

@@ -73,6 +73,7 @@ print(json.dumps({"row": bench.run_worker(job), "calls": calls}))
 """
 
 
+@pytest.mark.slow
 def test_peer_worker_loads_nothing_from_tests():
     """A peer row imports the installed open_clip (or skips naming it); no file of tests/ is
     loaded through ``spec_from_file_location``, in a worker process as the bench runs it."""

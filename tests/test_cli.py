@@ -3,6 +3,7 @@
 import math
 import re
 
+import pytest
 from typer.testing import CliRunner
 
 import contrastkit
@@ -57,6 +58,7 @@ def test_bench_table(monkeypatch, tmp_path):
     assert '"results"' in js.read_text()
 
 
+@pytest.mark.slow
 def test_bench_subprocess():
     report = bench.run([256], methods=["infonce"], repeat=1)
     (row,) = report["results"]

@@ -22,6 +22,8 @@ import torch.multiprocessing as mp
 import contrastkit as ck
 from contrastkit import distributed as ckd
 
+from distributed_cases import CASES as FAMILY_CASES
+
 ROOT = Path(__file__).resolve().parents[1]
 N, D = 5, 8  # rows per rank, dimension
 TOL = dict(rtol=1e-5, atol=1e-7)
@@ -66,6 +68,8 @@ def make_case(name: str, world: int, seed: int = 0):
     elif name == "siglip":
         rows = [_rand(g, n, D), _rand(g, n, D)]
         shared = [torch.tensor(3.0, dtype=torch.float64), torch.tensor(-2.0, dtype=torch.float64)]
+    elif name in FAMILY_CASES:
+        rows, shared = FAMILY_CASES[name][0](g, n, D)
     else:
         raise KeyError(name)
     return rows, shared
@@ -121,6 +125,8 @@ def call_case(name, rows, shared):
         return ck.cwcl(rows[0], rows[1], rows[2], temperature=shared[0], **tiled)
     if name == "siglip":
         return ck.siglip_loss(rows[0], rows[1], scale=shared[0], bias=shared[1], **tiled)
+    if name in FAMILY_CASES:
+        return FAMILY_CASES[name][1](rows, shared)
     raise KeyError(name)
 
 
@@ -261,7 +267,7 @@ def _misc(rank, world):
     except ValueError as e:
         res["cwcl"] = str(e)
     # a declared objective whose rows need no other rank (global_total)
-    from contrastkit.losses._common import global_total, row_weight
+    from contrastkit.objective import global_total, row_weight
 
     @ckd.exact_objective
     def mean_of(v):
@@ -277,7 +283,11 @@ def _misc(rank, world):
     with ckd.group("world"):
         plain = ck.nt_xent(x, y, temperature=0.3)
     wrapped = ckd.DistributedLoss(ck.NTXent(temperature=0.3))(x, y)
-    res["wrapper"] = (plain, wrapped, ckd.DistributedLoss(ck.NTXent(0.3), pg=None)(x, y))
+    res["wrapper"] = (
+        plain,
+        wrapped,
+        ckd.DistributedLoss(ck.NTXent(temperature=0.3), pg=None)(x, y),
+    )
     # opting out: a per-rank loss, no communication
     x, y = _rand(g, N, D), _rand(g, N, D)
     with ckd.local():
@@ -383,13 +393,16 @@ def _compare(results, names, world, grad_factor=1.0):
             torch.testing.assert_close(g, w, **TOL, msg=f"{name} input {i} grad")
 
 
+FAMILY = list(FAMILY_CASES)
+
+
 @pytest.fixture(scope="module")
 def two():
     """One 2-process run for every fast check (process start-up dominates the runtime)."""
-    return _spawn(_worker, 2, FAST + MORE, ("ddp", "ring", "misc", "ddp_model"))
+    return _spawn(_worker, 2, FAST + MORE + FAMILY, ("ddp", "ring", "misc", "ddp_model"))
 
 
-@pytest.mark.parametrize("name", FAST + MORE)
+@pytest.mark.parametrize("name", FAST + MORE + FAMILY)
 def test_two_processes_match_single_process(two, name):
     _compare([res["exact"] for res in two], [name], 2)
 
@@ -528,6 +541,7 @@ def _in_group(fn, **kw):
         return fn()
 
 
+@pytest.mark.slow
 def test_option_mismatch_and_one_rank_input_error_raise_on_every_rank():
     t0 = time.monotonic()
     results = _spawn(_agreement_worker, 2, timeout=60.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -11,9 +12,11 @@ from torch import Tensor
 
 import contrastkit as ck
 from contrastkit.engine import (
+    ColumnStatistics,
     LSETerm,
     PairMask,
     RowSpec,
+    RowStatistics,
     SoftTargets,
     choose_path,
     contrast,
@@ -104,8 +107,8 @@ def test_soft_targets_and_label_masks_in_tile():
         ),
         soft_targets=SoftTargets(lambda r0, r1, c0, c1: P[r0:r1, c0:c1]),
         columns=True,
-        row_fn=lambda st, sd: st["lse"][0] * 0.3 + st["lse"][1] - st["tgt"] / st["mass"],
-        col_fn=lambda st, sd: st["col_lse"] - st["col_tgt"] / st["col_mass"],
+        row_fn=lambda st, sd: st.lse[0] * 0.3 + st.lse[1] - st.tgt / st.mass,
+        col_fn=lambda st, sd: st.lse - st.tgt / st.mass,
     )
     # rows where every candidate has the same label would be -inf: avoid by construction
     spec.terms[0].exclude.row_labels[0] = 99
@@ -171,9 +174,9 @@ def test_two_sided_plain_spec_with_exclusions(exclude):
     kappa = torch.tensor(2.5, dtype=torch.float64, requires_grad=True)
     spec = RowSpec(
         terms=(LSETerm(exclude=exclude),),
-        row_fn=lambda st, sd: st["lse"][0] * 0.2,
+        row_fn=lambda st, sd: st.lse[0] * 0.2,
         columns=True,
-        col_fn=lambda st, sd: st["col_lse"] * 0.3,
+        col_fn=lambda st, sd: st.lse * 0.3,
     )
     ref = contrast(A, B, spec, kappa, backend="dense")
     gref = torch.autograd.grad(ref, [A, B, kappa])
@@ -197,7 +200,7 @@ def test_negative_weights_per_tile():
 
     spec = RowSpec(
         terms=(LSETerm(weights=weights, exclude=PairMask(self_offset=0)),),
-        row_fn=lambda st, sd: st["lse"][0],
+        row_fn=lambda st, sd: st.lse[0],
     )
     u = kappa * A @ B.T
     w = weights(0, 8, 0, 10).clone()
@@ -214,7 +217,7 @@ def test_negative_weights_per_tile():
 
 
 def _positive_spec(kind: str, positive: Tensor) -> RowSpec:
-    row_fn = lambda st, sd: 0.7 * st["ce"] + 0.1 * st["lse"][0]  # noqa: E731 (both statistics)
+    row_fn = lambda st, sd: 0.7 * st.ce + 0.1 * st.lse[0]  # noqa: E731 (both statistics)
     if kind == "plain":
         return RowSpec(
             terms=(LSETerm(exclude=PairMask(self_offset=1)),), row_fn=row_fn, positive=positive
@@ -225,7 +228,7 @@ def _positive_spec(kind: str, positive: Tensor) -> RowSpec:
     if kind == "two_terms":
         return RowSpec(
             terms=(LSETerm(exclude=PairMask(self_offset=1)), LSETerm(r=0.5)),
-            row_fn=lambda st, sd: row_fn(st, sd) + 0.2 * st["lse"][1],
+            row_fn=lambda st, sd: row_fn(st, sd) + 0.2 * st.lse[1],
             positive=positive,
         )
     return RowSpec(  # "columns": plain and two-sided (no shared exponential)
@@ -233,7 +236,7 @@ def _positive_spec(kind: str, positive: Tensor) -> RowSpec:
         row_fn=row_fn,
         positive=positive,
         columns=True,
-        col_fn=lambda st, sd: 0.3 * st["col_lse"],
+        col_fn=lambda st, sd: 0.3 * st.lse,
     )
 
 
@@ -289,7 +292,7 @@ def test_positive_cancels_exactly(kind):
     exclude = PairMask(index=others) if w is None else PairMask()
     spec = RowSpec(
         terms=(LSETerm(exclude=exclude, weights=w),),
-        row_fn=lambda st, sd: st["ce"],
+        row_fn=lambda st, sd: st.ce,
         positive=positive,
     )
     kappa = torch.tensor(10.0)
@@ -309,7 +312,7 @@ def test_positive_cancels_exactly(kind):
 def test_positive_index_is_checked():
     A = torch.randn(3, 4)
     for bad in (torch.tensor([0, 1]), torch.tensor([0, 1, 3]), torch.tensor([0.0, 1.0, 2.0])):
-        spec = RowSpec(row_fn=lambda st, sd: st["ce"], positive=bad)
+        spec = RowSpec(row_fn=lambda st, sd: st.ce, positive=bad)
         with pytest.raises(ValueError, match="RowSpec.positive"):
             contrast(A, A, spec, torch.tensor(1.0))
     spec = RowSpec(terms=(LSETerm(r=2.0),), positive=torch.arange(3))
@@ -328,7 +331,7 @@ def test_empty_reduction_has_zero_gradient_on_every_path():
     spec = RowSpec(
         terms=(LSETerm(weights=lambda r0, r1, c0, c1: w[r0:r1, c0:c1]),),
         row_fn=lambda st, sd: torch.where(
-            torch.isfinite(st["lse"][0]), st["lse"][0], torch.zeros_like(st["lse"][0])
+            torch.isfinite(st.lse[0]), st.lse[0], torch.zeros_like(st.lse[0])
         ),
     )
     kappa = torch.tensor(2.0, dtype=torch.float64)
@@ -339,3 +342,101 @@ def test_empty_reduction_has_zero_gradient_on_every_path():
         torch.testing.assert_close(got, want)
         for a, b in zip(torch.autograd.grad(got, [A, B]), gwant):
             torch.testing.assert_close(a, b)
+
+
+def test_row_spec_is_frozen():
+    spec = RowSpec(row_fn=lambda st, sd: st.lse[0])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.columns = True
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.row_fn = None
+    two_sided = dataclasses.replace(spec, columns=True, col_fn=lambda st, sd: st.lse)
+    assert two_sided.columns and not spec.columns
+
+
+ENGINE_RUNS = [("dense", None), ("tiled", None), ("tiled", 3), ("tiled", 5)]
+
+
+@pytest.mark.parametrize("reduce", [True, False], ids=["fused", "recompute"])
+def test_row_fn_receives_a_statistics_record(reduce):
+    """``row_fn`` reads attributes of a :class:`RowStatistics` (``col_fn`` of a
+    :class:`ColumnStatistics`, whose log-sum-exp is ``.lse``) on every path, and the loss equals
+    the dense reference."""
+    g = torch.Generator().manual_seed(10)
+    A = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    B = torch.randn(9, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    kappa = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    seen = set()
+
+    def row_fn(st, sd):
+        assert isinstance(st, RowStatistics) and st.lse.shape[0] == 1
+        assert st.ce is None and st.phi is None and st.tgt is None and st.mass is None
+        seen.add("row")
+        return 0.4 * st.lse[0]
+
+    def col_fn(st, sd):
+        assert isinstance(st, ColumnStatistics) and st.lse.dim() == 1
+        assert st.tgt is None and st.mass is None
+        seen.add("col")
+        return 0.6 * st.lse
+
+    for columns in (False, True):
+        spec = RowSpec(
+            terms=(LSETerm(exclude=PairMask(self_offset=1)),),
+            row_fn=row_fn,
+            columns=columns,
+            col_fn=col_fn if columns else None,
+        )
+        u = kappa * A @ B.T
+        x = u.masked_fill(torch.arange(9)[None, :] == torch.arange(7)[:, None] + 1, -math.inf)
+        ref = 0.4 * torch.logsumexp(x, dim=1).sum()
+        if columns:
+            ref = ref + 0.6 * torch.logsumexp(x, dim=0).sum()
+        gref = torch.autograd.grad(ref, [A, B, kappa])
+        for backend, chunk in ENGINE_RUNS:
+            got = contrast(A, B, spec, kappa, backend=backend, chunk_size=chunk, reduce=reduce)
+            if not reduce:
+                got = got[0].sum() + (got[1].sum() if columns else 0)
+            torch.testing.assert_close(got, ref, msg=f"{backend} {chunk} {columns}")
+            for a, b in zip(torch.autograd.grad(got, [A, B, kappa]), gref):
+                torch.testing.assert_close(a, b, msg=f"{backend} {chunk} {columns}")
+    assert seen == {"row", "col"}
+
+
+def test_statistics_records_with_every_field():
+    """Soft targets, the softplus term and ``positive`` reach ``row_fn``/``col_fn`` as record
+    attributes, and the tiled paths match the dense one."""
+    g = torch.Generator().manual_seed(11)
+    A = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    B = torch.randn(8, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    P = torch.rand(6, 8, generator=g, dtype=torch.float64)
+    kappa = torch.tensor(1.5, dtype=torch.float64)
+    bias = torch.tensor(-0.5, dtype=torch.float64, requires_grad=True)
+    spec = RowSpec(
+        terms=(LSETerm(), LSETerm(r=0.5)),
+        softplus_bias=bias,
+        soft_targets=SoftTargets(lambda r0, r1, c0, c1: P[r0:r1, c0:c1]),
+        positive=torch.tensor([1, 0, 7, 3, 3, 5]),
+        row_fn=lambda st, sd: st.ce + 0.1 * st.lse[1] + 0.01 * st.phi - st.tgt / st.mass,
+    )
+    ref = contrast(A, B, spec, kappa, backend="dense")
+    gref = torch.autograd.grad(ref, [A, B, bias])
+    for backend, chunk in ENGINE_RUNS[1:]:
+        for reduce in (True, False):
+            got = contrast(A, B, spec, kappa, backend=backend, chunk_size=chunk, reduce=reduce)
+            got = got if reduce else got[0].sum()
+            torch.testing.assert_close(got, ref)
+            for a, b in zip(torch.autograd.grad(got, [A, B, bias]), gref):
+                torch.testing.assert_close(a, b)
+    columns = dataclasses.replace(
+        spec,
+        positive=None,
+        row_fn=lambda st, sd: st.lse[0] - st.tgt / st.mass,
+        columns=True,
+        col_fn=lambda st, sd: st.lse - st.tgt / st.mass,
+    )
+    ref = contrast(A, B, columns, kappa, backend="dense")
+    for backend, chunk in ENGINE_RUNS[1:]:
+        torch.testing.assert_close(
+            contrast(A, B, columns, kappa, backend=backend, chunk_size=chunk), ref
+        )

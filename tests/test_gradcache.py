@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from contrastkit.gradcache import GradCache, cached_embed, grad_cache_step, split_batch
-from contrastkit.losses.clip import CLIPLoss
-from contrastkit.losses.info_nce import InfoNCE
+from contrastkit.losses.infonce.clip import CLIPLoss
+from contrastkit.losses.infonce.info_nce import InfoNCE
 
 F64 = torch.float64
 TOL = dict(rtol=1e-10, atol=1e-12)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contrastkit.losses.info_nce import InfoNCE
+from contrastkit.losses.infonce.info_nce import InfoNCE
 from contrastkit.memory import (
     CrossBatchMemory,
     DynamicClusteredMemory,

@@ -22,7 +22,9 @@ import torch.nn.functional as F
 
 import contrastkit.functional as CF
 import contrastkit.losses as CL
+import contrastkit.objective.scale as CS
 import contrastkit.temperature as CT
+from contrastkit.objective import REGISTRY
 
 # ------------------------------------------------------------------ fp32 cancellation
 
@@ -107,18 +109,28 @@ def _state(size=16, value=0.0):
 # cast to the dtype under test. Sharpness: temperature 0.01 / scale 100 where the objective has
 # one; otherwise the parameter that multiplies its logits (noted).
 CASES = {
-    "alignment_loss": (lambda: [_r(N, D), _r(N, D, seed=1)], [], {}),
+    "adameow_info_nce": (  # weights as a leaf: they are learned
+        lambda: [_r(N, D), _r(N, D, seed=1), _r(N, N, seed=2, scale=1.0).abs() + 0.5],
+        [],
+        {"temperature": TAU},
+    ),
+    "alignment": (lambda: [_r(N, D), _r(N, D, seed=1)], [], {}),
     "amcl": (lambda: [_r(N, D), _r(N, D, seed=1)], [_temperature_fn], {}),
     "batch_hard_triplet": (lambda: [_r(N, D)], [_labels()], {"soft": True}),
-    "cacr": (lambda: [_r(3, N, D)], [], {"tau_pos": 100.0, "tau_neg": 100.0}),  # scales of d2
+    "cacr": (lambda: [_r(3, N, D)], [], {"attraction_scale": 100.0, "repulsion_scale": 100.0}),
     "clip_align_uniform": (lambda: [_r(N, D), _r(N, D, seed=1)], [], {"temperature": TAU}),
-    "clip_loss": (lambda: [_r(N, D), _r(N, D, seed=1)], [], {"temperature": TAU}),
+    "clip": (lambda: [_r(N, D), _r(N, D, seed=1)], [], {"temperature": TAU}),
     "conr": (  # rows 2 and 3: no positive and no confused negative (empty denominators)
         lambda: [_r(N, D)],
         [torch.tensor([0.0, 0.5, 10, 20, 30, 30.5, 40, 40.2])] * 2,
         {"temperature": TAU},
     ),
-    "cross_uniformity_loss": (lambda: [_r(N, D), _r(N, D, seed=1)], [], {"t": 25.0}),  # -t d2
+    "cross_uniformity": (lambda: [_r(N, D), _r(N, D, seed=1)], [], {"potential": 25.0}),
+    "community_contrast": (
+        lambda: [_r(N, D), _r(N, D, seed=1)],
+        [_labels(), _labels().flip(0), 3],
+        {"temperature": TAU},
+    ),
     "cwcl": (lambda: [_r(N, D), _r(N, D, seed=1)], [], {"temperature": TAU}),
     "dcl": (lambda: [_r(N, D), _r(N, D, seed=1)], [], {"temperature": TAU}),
     "dclw": (lambda: [_r(N, D), _r(N, D, seed=1)], [], {"temperature": TAU}),
@@ -129,20 +141,35 @@ CASES = {
         {"temperature": TAU},
     ),
     "groco": (lambda: [_r(3, N, D)], [], {"topk_neg": 3, "steepness": 100.0}),
-    "group_whiten": (lambda: [_r(N, D)], [4], {}),  # a transform: loss = output.sum()
+    "shuffled_group_whitening": (lambda: [_r(N, D)], [4], {}),  # a transform: loss = output.sum()
     "hard_negative_info_nce": (lambda: [_r(N, D), _r(N, D, seed=1)], [], {"temperature": TAU}),
-    "icnn_loss": (lambda: [_r(N, D)], [_labels()], {"k": 2}),
+    "icnn": (lambda: [_r(N, D)], [_labels()], {"k": 2}),
     "info_nce": (lambda: [_r(N, D), _r(N, D, seed=1), _r(4, D, seed=2)], [], {"temperature": TAU}),
+    "info_nce_with_negatives": (  # query, key, queue, per-anchor negatives
+        lambda: [_r(N, D), _r(N, D, seed=1), _r(4, D, seed=2), _r(N, 2, D, seed=3)],
+        [],
+        {"temperature": TAU},
+    ),
+    "mined_info_nce": (
+        lambda: [_r(N, D), _r(N, D, seed=1)],
+        [torch.stack([(torch.arange(N) + 1) % N, (torch.arange(N) + 2) % N], 1)],
+        {"temperature": TAU},
+    ),
+    "mixup_contrastive": (  # x_mixed, y, perm, mix
+        lambda: [_r(N, D), _r(N, D, seed=1)],
+        [torch.arange(N).roll(1), torch.linspace(0.2, 1.0, N)],
+        {"temperature": TAU},
+    ),
     "isogclr": (
         lambda: [_r(N, D), _r(N, D, seed=1)],
         [torch.arange(N) * 2, _state(), _state(value=TAU), _state()],
-        {"tau_min": TAU, "tau_max": TAU},
+        {"min_temperature": TAU, "max_temperature": TAU},
     ),
     "isogclr_bimodal": (
         lambda: [_r(N, D), _r(N, D, seed=1)],
         [torch.arange(N) * 2, *[_state() for _ in range(4)], _state(value=TAU)]
         + [_state(value=TAU), _state(), _state()],
-        {"tau_min": TAU, "tau_max": TAU, "normalize": True},
+        {"min_temperature": TAU, "max_temperature": TAU, "normalize": True},
     ),
     "max_margin_contrastive": (
         lambda: [_r(2, 3, 5, scale=100.0)],
@@ -171,7 +198,7 @@ CASES = {
     "pamc": (
         lambda: [_r(N, D), torch.softmax(_r(N, 3, seed=1), 1)],
         [torch.eye(N) + torch.diag(torch.ones(N - 1), 1)],
-        {"tau": TAU},
+        {"temperature": TAU},
     ),
     "partial_ranking_distillation": (
         lambda: [_r(N, D), _r(5, D, seed=1)],
@@ -183,12 +210,17 @@ CASES = {
         [_labels()],
         {},
     ),
-    "siglip_loss": (lambda: [_r(N, D), _r(N, D, seed=1)], [], {"scale": 100.0, "bias": -10.0}),
+    "siglip": (lambda: [_r(N, D), _r(N, D, seed=1)], [], {"scale": 100.0, "bias": -10.0}),
     "simctg_contrastive": (lambda: [_r(2, 4, D)], [], {}),
-    "simctg_loss": (
+    "simctg": (
         lambda: [_r(2, 4, D), _r(2, 4, 5, seed=1, scale=100.0)],
         [torch.tensor([[0, 1, 2, 3], [3, 4, 0, 1]])],
         {},
+    ),
+    "sbcl": (  # one sub-class per class but the first (split in two)
+        lambda: [_r(N, 2, D)],
+        [_labels(), torch.tensor([0, 1, 2, 3, 1, 2, 0, 1])],
+        {"temperature": TAU, "base_temperature": TAU},
     ),
     "sinkhorn_knopp": (lambda: [_r(N, 4, scale=1.0)], [], {"epsilon": TAU}),  # scores / epsilon
     "sogclr": (
@@ -209,8 +241,13 @@ CASES = {
     ),
     "swav": (lambda: [_r(2 * N, D), _r(4, D, seed=1)], [], {"temperature": TAU, "epsilon": TAU}),
     "symile": (lambda: [_r(3, N, D)], [], {"temperature": TAU}),
+    "team_up": (
+        lambda: [_r(N, D), _r(N, D, seed=1)],
+        [torch.linspace(0.0, 0.3, N), 0.5],  # community strengths, gamma
+        {"temperature": TAU},
+    ),
     "triplet_margin": (lambda: [_r(N, D), _r(N, D, seed=1), _r(N, D, seed=2)], [], {}),
-    "uniformity_loss": (lambda: [_r(N, D)], [], {"t": 25.0}),  # logits -t d2 down to -100
+    "uniformity": (lambda: [_r(N, D)], [], {"potential": 25.0}),  # logits -t d2 down to -100
     "whitened_cse": (
         lambda: [_r(N, D), _r(N, D, seed=1), _r(N, D, seed=2)],
         [],
@@ -227,11 +264,13 @@ SKIPPED: dict = {}
 #: every loss class and the functional it forwards to (or None with a reason in SKIPPED)
 CLASS_TWINS = {
     "AMCL": "amcl",
-    "AlignmentLoss": "alignment_loss",
+    "AdaMEOWInfoNCE": "adameow_info_nce",
+    "AlignmentLoss": "alignment",
     "CACR": "cacr",
     "CLIPAlignUniform": "clip_align_uniform",
-    "CLIPLoss": "clip_loss",
+    "CLIP": "clip",
     "CWCL": "cwcl",
+    "CommunityContrast": "community_contrast",
     "ConR": "conr",
     "DCL": "dcl",
     "DCLW": "dclw",
@@ -239,10 +278,10 @@ CLASS_TWINS = {
     "FocalInfoNCE": "focal_info_nce",
     "GroCo": "groco",
     "HardNegativeInfoNCE": "hard_negative_info_nce",
-    "ICNNLoss": "icnn_loss",
+    "ICNN": "icnn",
     "InfoNCE": "info_nce",
-    "LogitScale": "clip_loss",  # the learnable scale of CLIPLoss and SigLIPLoss, no loss itself
-    "MLCDLoss": "mlcd",
+    "LogitScale": "clip",  # the learnable scale of CLIP, CWCL and SigLIP, no loss itself
+    "MLCD": "mlcd",
     "MVDHEL": "mv_dhel",
     "MVInfoNCE": "mv_info_nce",
     "MaxMarginContrastive": "max_margin_contrastive",
@@ -253,18 +292,20 @@ CLASS_TWINS = {
     "PamC": "pamc",
     "PartialRankingDistillation": "partial_ranking_distillation",
     "ProtoTriplet": "proto_triplet",
-    "ShuffledGroupWhitening": "group_whiten",
-    "SigLIPLoss": "siglip_loss",
-    "SimCTGLoss": "simctg_loss",
+    "ShuffledGroupWhitening": "shuffled_group_whitening",
+    "SBCL": "sbcl",
+    "SigLIP": "siglip",
+    "SimCTG": "simctg",
     "SogCLR": "sogclr",
     "SogCLRBimodal": "sogclr_bimodal",
     "SupCon": "supcon",
     "SupReMix": "supremix",
     "SwAV": "swav",
+    "TeamUp": "team_up",
     "Symile": "symile",
     "TripletMargin": "triplet_margin",
-    "UniformityLoss": "uniformity_loss",
-    "WhitenedCSELoss": "whitened_cse",
+    "UniformityLoss": "uniformity",
+    "WhitenedCSE": "whitened_cse",
     "iSogCLR": "isogclr",
     "iSogCLRBimodal": "isogclr_bimodal",
 }
@@ -277,18 +318,31 @@ def _objectives() -> list[str]:
     for mod in (CF, CL):
         for n in mod.__all__:
             obj = getattr(mod, n)
-            if inspect.isfunction(obj) and obj.__module__ != CT.__name__:
-                names.add(n)
+            if inspect.isfunction(obj) and obj.__module__ not in (CT.__name__, CS.__name__):
+                names.add(_canonical(n, obj))
     return sorted(names)
+
+
+def _canonical(name: str, obj) -> str:
+    """Registered objectives under their own name (aliases map to it)."""
+    for e in REGISTRY.values():
+        if obj is e.functional:
+            return e.name
+        if e.module is not None and obj is e.module:
+            return e.module.__name__
+    return name
 
 
 def test_every_objective_has_a_case():
     missing = sorted(set(_objectives()) - set(CASES) - set(SKIPPED))
     assert not missing, f"add these objectives to CASES (or SKIPPED with a reason): {missing}"
     assert not sorted(set(CASES) - set(_objectives())), "stale CASES entries"
-    classes = sorted(n for n in CL.__all__ if inspect.isclass(getattr(CL, n)))
-    assert sorted(CLASS_TWINS) == classes, "name the functional twin of every loss class"
-    assert set(CLASS_TWINS.values()) <= set(CASES)
+    classes = sorted(
+        {_canonical(n, getattr(CL, n)) for n in CL.__all__ if inspect.isclass(getattr(CL, n))}
+    )
+    twins = {**CLASS_TWINS, **{e.module.__name__: e.name for e in REGISTRY.values() if e.module}}
+    assert sorted(set(classes) - set(twins)) == [], "name the functional twin of every loss class"
+    assert set(twins.values()) <= set(CASES) | set(SKIPPED)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])

@@ -1,6 +1,6 @@
 """Margin objectives: triplet (given triplets, batch-hard), Proto-Triplet, ICNN, max-margin
 contrastive (token level, Hadsell pairs). Dense references, torch / pytorch-metric-learning
-peers, card oracles, gradcheck, bad input."""
+peers, paper oracles, gradcheck, module twins, reductions, aliases, bad input."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ import torch
 import torch.nn.functional as F
 
 from contrastkit.losses.margin import (
-    ICNNLoss,
+    ICNN,
+    BatchHardTriplet,
     MaxMarginContrastive,
     PairMarginContrastive,
     ProtoTriplet,
     TripletMargin,
     batch_hard_triplet,
     class_prototypes,
-    icnn_loss,
+    icnn,
     icnn_score,
     max_margin_contrastive,
     pair_margin_contrastive,
@@ -64,7 +65,8 @@ def ref_batch_hard(x, y, margin, squared=False, soft=False, normalize=False, eps
 
 
 def ref_icnn_score(X, y, T=None, yT=None, k=4, ipc=None):
-    """Row-by-row transcription of card C30 (Python loops over rows and neighbours)."""
+    """Row-by-row transcription of the official ``modified_score`` (Python loops over rows and
+    neighbours)."""
     T = X if T is None else T
     yT = y if yT is None else yT
     m = T.shape[0]
@@ -163,7 +165,7 @@ def test_batch_hard_matches_dense_reference(kw):
     rows = batch_hard_triplet(x, y, reduction="none", **kw)
     assert rows.shape == (23,) and float(rows[-1].detach()) == 0.0
     torch.testing.assert_close(rows.sum(), batch_hard_triplet(x, y, reduction="sum", **kw))
-    module = TripletMargin(mining="batch_hard", chunk_size=5, **kw)
+    module = BatchHardTriplet(chunk_size=5, **kw)
     torch.testing.assert_close(module(x, y), want)
 
 
@@ -171,7 +173,7 @@ def test_batch_hard_degenerate():
     x = rnd(5, 3)
     # every label distinct: no positives -> 0 with a (zero) gradient
     loss = batch_hard_triplet(x, torch.arange(5))
-    assert float(loss) == 0.0
+    assert float(loss.detach()) == 0.0
     assert float(torch.autograd.grad(loss, x)[0].abs().sum()) == 0.0
     # identical embeddings: the margin
     same = rnd(1, 3).detach().expand(6, 3)
@@ -234,7 +236,7 @@ def test_proto_triplet_dense_reference_and_oracles():
     centres = 10.0 * torch.eye(3, 4, dtype=torch.float64)
     assert float(proto_triplet(centres, torch.arange(3), centres)) == 0.0
     # way = 1: no negative prototype -> 0
-    assert float(proto_triplet(q, torch.zeros(10, dtype=torch.long), protos[:1])) == 0.0
+    assert float(proto_triplet(q, torch.zeros(10, dtype=torch.long), protos[:1]).detach()) == 0.0
     # custom prototype labels: a permutation of the prototypes with relabelled classes
     perm = torch.tensor([2, 0, 3, 1])
     got = proto_triplet(q, ql, protos[perm], perm, reduction="none")
@@ -258,7 +260,7 @@ def test_icnn_matches_row_loop_reference(n, k, seed):
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(torch.autograd.grad(got, x)[0], torch.autograd.grad(want, x)[0])
     assert 0.0 < float(got) <= 1.0
-    torch.testing.assert_close(icnn_loss(x, y, k=k), -torch.log(want))
+    torch.testing.assert_close(icnn(x, y, k=k), -torch.log(want))
 
 
 def test_icnn_query_against_prototypes_and_ipc():
@@ -269,26 +271,24 @@ def test_icnn_query_against_prototypes_and_ipc():
     )
     x, y = rnd(16, 4, seed=3), labels(16, 4, seed=3) % 4
     torch.testing.assert_close(icnn_score(x, y, k=3, ipc=6), ref_icnn_score(x, y, k=3, ipc=6))
-    torch.testing.assert_close(
-        ICNNLoss(k=3, ipc=6)(x, y), -torch.log(ref_icnn_score(x, y, k=3, ipc=6))
-    )
+    torch.testing.assert_close(ICNN(k=3, ipc=6)(x, y), -torch.log(ref_icnn_score(x, y, k=3, ipc=6)))
 
 
 def test_icnn_separated_classes_score_one():
-    """Card oracle: no different-class sample among any row's ipc nearest neighbours ->
+    """Paper oracle: no different-class sample among any row's ipc nearest neighbours ->
     sc_lambda = dc_lambda = gamma = 1, loss 0 (up to the official eps terms)."""
     g = torch.Generator().manual_seed(0)
     centres = 100.0 * torch.eye(3, 4, dtype=torch.float64)
     x = torch.cat([c + 0.01 * torch.randn(6, 4, generator=g, dtype=torch.float64) for c in centres])
     y = torch.arange(3).repeat_interleave(6)
-    assert abs(float(icnn_loss(x, y, k=4))) < 1e-5
+    assert abs(float(icnn(x, y, k=4))) < 1e-5
     # shuffled labels: clearly worse
-    assert float(icnn_loss(x, y[torch.randperm(18, generator=g)], k=4)) > 0.1
+    assert float(icnn(x, y[torch.randperm(18, generator=g)], k=4)) > 0.1
 
 
 def test_icnn_gradcheck():
     x, y = rnd(9, 3, seed=4), labels(9, 3, seed=4) % 3
-    assert torch.autograd.gradcheck(lambda x: icnn_loss(x, y, k=3), (x,), eps=1e-7, atol=1e-5)
+    assert torch.autograd.gradcheck(lambda x: icnn(x, y, k=3), (x,), eps=1e-7, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------
@@ -373,15 +373,14 @@ BAD = [
     ("integer class ids", lambda: batch_hard_triplet(r(5, 2), torch.zeros(5))),
     ("NaN", lambda: batch_hard_triplet(torch.full((3, 2), float("nan")), torch.zeros(3).long())),
     ("chunk_size", lambda: batch_hard_triplet(r(3, 2), torch.zeros(3).long(), chunk_size=0)),
-    ("mining", lambda: TripletMargin(mining="semi_hard")),
-    ("swap applies", lambda: TripletMargin(mining="batch_hard", swap=True)),
-    ("forward takes (anchor, positive, negative)", lambda: TripletMargin()(r(3, 2), r(3, 2))),
+    ("margin must be >= 0", lambda: TripletMargin(margin=-1.0)(r(3, 2), r(3, 2), r(3, 2))),
+    ("chunk_size", lambda: BatchHardTriplet(chunk_size=0)),
     ("have no prototype", lambda: proto_triplet(r(3, 2), torch.tensor([0, 1, 5]), r(2, 2))),
     ("feature dimension", lambda: proto_triplet(r(3, 2), torch.zeros(3).long(), r(2, 3))),
-    ("at least 3 rows", lambda: icnn_loss(r(2, 2), torch.tensor([0, 1]))),
-    ("ipc", lambda: icnn_loss(r(6, 2), torch.zeros(6).long(), k=2, ipc=9)),
-    ("k must be a positive integer", lambda: ICNNLoss(k=0)),
-    ("target_labels is required", lambda: icnn_loss(r(6, 2), torch.zeros(6).long(), r(5, 2))),
+    ("at least 3 rows", lambda: icnn(r(2, 2), torch.tensor([0, 1]))),
+    ("ipc", lambda: icnn(r(6, 2), torch.zeros(6).long(), k=2, ipc=9)),
+    ("k must be a positive integer", lambda: ICNN(k=0)(r(6, 2), torch.zeros(6).long())),
+    ("target_labels is required", lambda: icnn(r(6, 2), torch.zeros(6).long(), r(5, 2))),
     (
         "logits must be",
         lambda: max_margin_contrastive(r(3, 4), torch.zeros(3, 4).long(), torch.zeros(3, 4).long()),
@@ -412,6 +411,129 @@ def test_bad_input_raises_named_error(needle, call):
     with pytest.raises(ValueError) as err:
         call()
     assert needle in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------
+# module twins, reductions, aliases
+# ------------------------------------------------------------------------------------------
+def _inputs(name):
+    """(positional inputs, options) of each objective: small float64 inputs with gradients."""
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 0, 5])
+    if name == "triplet_margin":
+        return [rnd(8, 4, seed=1), rnd(8, 4, seed=2), rnd(8, 4, seed=3)], {"swap": True}
+    if name == "batch_hard_triplet":
+        return [rnd(8, 4, seed=4), y], {"margin": 3.0, "chunk_size": 3}
+    if name == "proto_triplet":
+        return [rnd(8, 4, seed=5), y % 3, rnd(3, 4, seed=6)], {"margin": 2.0}
+    if name == "icnn":
+        return [rnd(8, 4, seed=7), y % 3], {"k": 3}
+    if name == "max_margin_contrastive":
+        g = torch.Generator().manual_seed(0)
+        logits = torch.randn(3, 5, 7, generator=g, dtype=torch.float64, requires_grad=True)
+        pos, neg = (
+            torch.randint(0, 7, (3, 5), generator=g),
+            torch.randint(0, 7, (3, 4), generator=g),
+        )
+        neg[1, 2] = -100
+        return [logits, pos, neg], {"margin": 2.0, "alpha": 0.5}
+    if name == "pair_margin_contrastive":
+        return [rnd(8, 4, seed=8), rnd(8, 4, seed=9), y % 2], {"margin": 3.0}
+    raise KeyError(name)
+
+
+TWINS = {
+    "triplet_margin": (triplet_margin, TripletMargin),
+    "batch_hard_triplet": (batch_hard_triplet, BatchHardTriplet),
+    "proto_triplet": (proto_triplet, ProtoTriplet),
+    "icnn": (icnn, ICNN),
+    "max_margin_contrastive": (max_margin_contrastive, MaxMarginContrastive),
+    "pair_margin_contrastive": (pair_margin_contrastive, PairMarginContrastive),
+}
+PER_ROW = [n for n in TWINS if n != "icnn"]  # ICNN is one batch-level score: no reduction
+
+
+@pytest.mark.parametrize("name", list(TWINS))
+def test_module_twin_equals_functional(name):
+    fn, Module = TWINS[name]
+    assert Module.functional is fn
+    inputs, opts = _inputs(name)
+    leaves = [x for x in inputs if x.is_floating_point()]
+    want = fn(*inputs, **opts)
+    got = Module(**opts)(*inputs)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    for g, w in zip(torch.autograd.grad(got, leaves), torch.autograd.grad(want, leaves)):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+    # a keyword argument of forward overrides the module's option for that call
+    other = {"k": 2} if name == "icnn" else {"margin": 0.5}
+    torch.testing.assert_close(Module(**opts)(*inputs, **other), fn(*inputs, **{**opts, **other}))
+
+
+@pytest.mark.parametrize("name", PER_ROW)
+def test_reductions(name):
+    fn, Module = TWINS[name]
+    inputs, opts = _inputs(name)
+    rows = fn(*inputs, **opts, reduction="none")
+    assert rows.dim() >= 1 and rows.shape[0] == inputs[0].shape[0]
+    total = fn(*inputs, **opts, reduction="sum")
+    torch.testing.assert_close(rows.sum(), total)
+    mean = fn(*inputs, **opts)
+    if name == "batch_hard_triplet":  # the mean over the anchors with a positive and a negative
+        torch.testing.assert_close(mean, total / 7)
+    else:
+        torch.testing.assert_close(mean, rows.mean())
+    torch.testing.assert_close(Module(**opts, reduction="sum")(*inputs), total)
+    with pytest.raises(ValueError, match="reduction"):
+        Module(reduction="avg")
+
+
+def test_max_margin_rows_are_tokens():
+    (logits, pos, neg), opts = _inputs("max_margin_contrastive")
+    rows = max_margin_contrastive(logits, pos, neg, reduction="none", **opts)
+    assert rows.shape == (3, 4)  # B x min(T, T')
+
+
+def test_aliases_are_the_same_objects():
+    import contrastkit as ck
+    import contrastkit.functional as CF
+    import contrastkit.losses as CL
+    from contrastkit.losses.margin import ICNNLoss, icnn_loss
+    from contrastkit.objective import REGISTRY
+
+    assert icnn_loss is icnn and ICNNLoss is ICNN
+    assert CF.icnn_loss is icnn and CL.ICNNLoss is ICNN and ck.ICNNLoss is ICNN
+    entry = REGISTRY["icnn"]
+    assert entry.family == "margin" and entry.module is ICNN
+    assert entry.functional_aliases == ("icnn_loss",) and entry.module_aliases == ("ICNNLoss",)
+    for name, (fn, Module) in TWINS.items():
+        assert REGISTRY[name].functional is fn and REGISTRY[name].module is Module
+        assert REGISTRY[name].family == "margin"
+        assert getattr(ck, Module.__name__) is Module and getattr(CF, name) is fn
+
+
+def test_exactness_is_declared():
+    exact = {
+        "triplet_margin",
+        "batch_hard_triplet",
+        "pair_margin_contrastive",
+        "max_margin_contrastive",
+    }
+    for name, (fn, _) in TWINS.items():
+        assert fn.exact_under_group is (name in exact), name
+
+
+def test_triplet_margin_has_no_mining_mode():
+    """Batch-hard mining is its own objective (BatchHardTriplet): TripletMargin's forward always
+    takes (anchor, positive, negative)."""
+    with pytest.raises(TypeError, match="mining"):
+        TripletMargin(mining="batch_hard")
+    with pytest.raises(TypeError):
+        TripletMargin()(r(3, 2), r(3, 2))
+    with pytest.raises(TypeError, match="swap"):
+        BatchHardTriplet(swap=True)
+    x, y = rnd(12, 3, seed=2), torch.arange(4).repeat(3)
+    torch.testing.assert_close(
+        BatchHardTriplet(margin=0.3)(x, y), batch_hard_triplet(x, y, margin=0.3)
+    )
 
 
 def test_doc_example_runs():

@@ -1,6 +1,7 @@
 """Multi-view and multi-modal objectives: MV-InfoNCE, MV-DHEL, Symile, alignment / uniformity,
 CLIP + alignment + uniformity. Engine (every path, small tiles) == dense references written from
-the official code's formulas; card oracles; invariances; gradcheck; bad input."""
+the official code's formulas; closed-form oracles; invariances; gradcheck; bad input;
+one API style (twins, reductions, aliases, exactness)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,25 @@ import torch
 import torch.nn.functional as F
 
 import contrastkit as ck
-from contrastkit.losses.alignment_uniformity import (
-    AlignmentLoss,
+from contrastkit.losses.infonce.clip import clip
+from contrastkit.losses.multiview import (
+    MVDHEL,
+    Alignment,
     CLIPAlignUniform,
-    UniformityLoss,
-    alignment_loss,
+    CrossUniformity,
+    MVInfoNCE,
+    Symile,
+    Uniformity,
+    alignment,
     clip_align_uniform,
-    cross_uniformity_loss,
-    uniformity_loss,
+    clip_align_uniform_terms,
+    cross_uniformity,
+    mv_dhel,
+    mv_info_nce,
+    symile,
+    uniformity,
 )
-from contrastkit.losses.multiview import MVDHEL, MVInfoNCE, mv_dhel, mv_info_nce
-from contrastkit.losses.symile import Symile, symile
-from contrastkit.metrics.geometry import alignment, uniformity
+from contrastkit.metrics import geometry
 
 ENGINES = [
     {"backend": "dense"},
@@ -150,22 +158,22 @@ CASES = {
     ),
     "uniformity": (
         lambda N, d: (rnd(N, d, seed=2),),
-        lambda x, **e: uniformity_loss(x, **e),
+        lambda x, **e: uniformity(x, **e),
         lambda x: ref_uniformity(x),
     ),
     "uniformity_pair_t3": (
         lambda N, d: (rnd(N, d, seed=3), rnd(N, d, seed=4)),
-        lambda x, y, **e: uniformity_loss(x, y, t=3.0, **e),
+        lambda x, y, **e: uniformity(x, y, potential=3.0, **e),
         lambda x, y: 0.5 * (ref_uniformity(x, 3.0) + ref_uniformity(y, 3.0)),
     ),
     "uniformity_unnormalized": (
         lambda N, d: (0.4 * rnd(N, d, seed=5, grad=False).requires_grad_(),),
-        lambda x, **e: uniformity_loss(x, normalize=False, **e),
+        lambda x, **e: uniformity(x, normalize=False, **e),
         lambda x: ref_uniformity(x, normalize=False),
     ),
     "cross_uniformity": (
         lambda N, d: (rnd(N, d, seed=6), rnd(N, d, seed=7)),
-        lambda x, y, **e: cross_uniformity_loss(x, y, **e),
+        lambda x, y, **e: cross_uniformity(x, y, **e),
         lambda x, y: ref_cross_uniformity(x, y),
     ),
     "cuaxu": (
@@ -281,7 +289,7 @@ def test_multiview_identical_embeddings_closed_forms(V, N, tau):
 
 
 def test_mv_info_nce_two_views_vs_nt_xent():
-    """V = 2 pools the two views' denominators before the log (card C18): by Jensen it is
+    """V = 2 pools the two views' denominators before the log: by Jensen it is
     >= NT-Xent, with equality when both views' denominators coincide (identical views)."""
     z1, z2 = rnd(9, 6, seed=1), rnd(9, 6, seed=2)
     mv = mv_info_nce([z1, z2], temperature=0.5)
@@ -294,7 +302,7 @@ def test_mv_info_nce_two_views_vs_nt_xent():
 
 
 def test_mv_dhel_two_views_equals_ntxent_hps():
-    """Card C19 (b): V = 2 is the official NTXentHPS: -log(pos / (R_real R_aug))."""
+    """V = 2 is the official NTXentHPS: -log(pos / (R_real R_aug))."""
     z1, z2 = rnd(8, 5, seed=3), rnd(8, 5, seed=4)
     a, b = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
     off = ~torch.eye(8, dtype=torch.bool)
@@ -343,32 +351,34 @@ def test_losses_agree_with_geometry_metrics():
     x, y = rnd(20, 8, seed=1, grad=False), rnd(20, 8, seed=2, grad=False)
     for alpha in (2.0, 1.0, 3.0):
         assert math.isclose(
-            float(alignment_loss(x, y, alpha=alpha)), alignment(x, y, alpha), rel_tol=1e-6
+            float(alignment(x, y, alpha=alpha)), geometry.alignment(x, y, alpha), rel_tol=1e-6
         )
     for t in (2.0, 0.5):
         assert math.isclose(
-            float(uniformity_loss(x, t=t, backend="tiled", chunk_size=7)),
-            uniformity(x, t),
+            float(uniformity(x, potential=t, backend="tiled", chunk_size=7)),
+            geometry.uniformity(x, t),
             rel_tol=1e-9,
         )
-        assert math.isclose(float(uniformity_loss(x, y, t=t)), uniformity(x, t, y=y), rel_tol=1e-9)
+        assert math.isclose(
+            float(uniformity(x, y, potential=t)), geometry.uniformity(x, t, y=y), rel_tol=1e-9
+        )
 
 
 def test_alignment_uniformity_closed_forms():
     e = torch.eye(6, 8, dtype=torch.float64)
-    assert math.isclose(float(uniformity_loss(e)), -4.0, rel_tol=1e-12)  # -2t, t = 2
+    assert math.isclose(float(uniformity(e)), -4.0, rel_tol=1e-12)  # -2t, t = 2
     assert math.isclose(
-        float(uniformity_loss(e, t=3.0, backend="tiled", chunk_size=2)), -6.0, rel_tol=1e-12
+        float(uniformity(e, potential=3.0, backend="tiled", chunk_size=2)), -6.0, rel_tol=1e-12
     )
     same = rnd(1, 8).detach().expand(5, 8)
-    assert abs(float(uniformity_loss(same))) < 1e-12
+    assert abs(float(uniformity(same))) < 1e-12
     x = rnd(5, 8)
-    assert float(alignment_loss(x, x).detach()) == 0.0
-    (g,) = torch.autograd.grad(alignment_loss(x, x.detach(), alpha=1.0), x)
+    assert float(alignment(x, x).detach()) == 0.0
+    (g,) = torch.autograd.grad(alignment(x, x.detach(), alpha=1.0), x)
     assert torch.isfinite(g).all()
     # antipodal pairs: ||x - y|| = 2
-    assert math.isclose(float(alignment_loss(x, -x, alpha=3.0).detach()), 8.0, rel_tol=1e-12)
-    rows = alignment_loss(x, -x, reduction="none")
+    assert math.isclose(float(alignment(x, -x, alpha=3.0).detach()), 8.0, rel_tol=1e-12)
+    rows = alignment(x, -x, reduction="none")
     torch.testing.assert_close(rows, torch.full((5,), 4.0, dtype=torch.float64))
 
 
@@ -376,32 +386,36 @@ def test_clip_align_uniform_oracles():
     x, y = rnd(10, 6, seed=1), rnd(10, 6, seed=2)
     # extra terms off -> CLIP with the fixed scale t = 100 (temperature 0.01)
     off = clip_align_uniform(x, y, align_weight=0, uniform_weight=0)
-    torch.testing.assert_close(off, ck.clip_loss(x, y, scale=100.0))
-    terms = clip_align_uniform(x, y, cross_uniformity=True, return_terms=True)
-    torch.testing.assert_close(terms["align"], alignment_loss(x, y))
-    torch.testing.assert_close(terms["uniform"], uniformity_loss(x, y))
-    torch.testing.assert_close(terms["cross_uniform"], cross_uniformity_loss(x, y))
+    torch.testing.assert_close(off, clip(x, y, scale=100.0))
+    terms = clip_align_uniform_terms(x, y, cross_uniformity=True)
+    torch.testing.assert_close(terms["align"], alignment(x, y))
+    torch.testing.assert_close(terms["uniform"], uniformity(x, y))
+    torch.testing.assert_close(terms["cross_uniform"], cross_uniformity(x, y))
     total = terms["clip"] + terms["align"] + terms["uniform"] + terms["cross_uniform"]
     torch.testing.assert_close(terms["loss"], total)
     # module twin (fixed scale 100) equals the functional
     torch.testing.assert_close(CLIPAlignUniform(cross_uniformity=True)(x, y), terms["loss"])
+    torch.testing.assert_close(clip_align_uniform(x, y, cross_uniformity=True), terms["loss"])
+    m_terms = CLIPAlignUniform(cross_uniformity=True).terms(x, y)
+    for k in terms:
+        torch.testing.assert_close(m_terms[k], terms[k])
     # one vector everywhere: align = unif = xunif = 0, CLIP = log N
     one = rnd(1, 6).detach().expand(10, 6)
-    t = clip_align_uniform(one, one, cross_uniformity=True, return_terms=True)
+    t = clip_align_uniform_terms(one, one, cross_uniformity=True)
     assert math.isclose(float(t["clip"]), math.log(10), rel_tol=1e-12)
     for k in ("align", "uniform", "cross_uniform"):
         assert abs(float(t[k])) < 1e-12
     # orthonormal sets: each uniformity is -4
     e = torch.eye(5, 7, dtype=torch.float64)
-    t = clip_align_uniform(e, e.roll(1, dims=1), return_terms=True)
+    t = clip_align_uniform_terms(e, e.roll(1, dims=1))
     assert math.isclose(float(t["uniform"]), -4.0, rel_tol=1e-12)
 
 
 def test_alignment_uniformity_modules():
     x, y = rnd(9, 4, seed=1), rnd(9, 4, seed=2)
-    torch.testing.assert_close(AlignmentLoss()(x, y), alignment_loss(x, y))
+    torch.testing.assert_close(Alignment()(x, y), alignment(x, y))
     torch.testing.assert_close(
-        UniformityLoss(t=1.5, chunk_size=4)(x, y), uniformity_loss(x, y, t=1.5)
+        Uniformity(potential=1.5, chunk_size=4)(x, y), uniformity(x, y, potential=1.5)
     )
     # a learnable CUA scale gets a gradient
     m = CLIPAlignUniform(learnable=True, init_temperature=0.1)
@@ -415,7 +429,7 @@ def test_alignment_uniformity_modules():
 def test_symile_two_modalities_identity_is_clip():
     x, y = rnd(8, 5, seed=1), rnd(8, 5, seed=2)
     got = symile([x, y], scale=7.0, permutations="identity", backend="tiled", chunk_size=3)
-    torch.testing.assert_close(got, ck.clip_loss(x, y, scale=7.0))
+    torch.testing.assert_close(got, clip(x, y, scale=7.0))
 
 
 def test_symile_seeded_like_official_and_generator():
@@ -489,11 +503,11 @@ BAD = [
     ("temperature", lambda: MVDHEL(temperature=-1)),
     ("reduction", lambda: mv_info_nce(r(2, 3, 4), reduction="avg")),
     ("chunk_size", lambda: mv_dhel(r(2, 3, 4), chunk_size=0)),
-    ("x needs at least 2 rows", lambda: uniformity_loss(r(1, 4))),
-    ("t must be finite and > 0", lambda: uniformity_loss(r(4, 3), t=0.0)),
-    ("alpha", lambda: alignment_loss(r(4, 3), r(4, 3), alpha=-1.0)),
-    ("y must have as many rows", lambda: alignment_loss(r(4, 3), r(5, 3))),
-    ("feature dimension", lambda: cross_uniformity_loss(r(4, 3), r(4, 5))),
+    ("x needs at least 2 rows", lambda: uniformity(r(1, 4))),
+    ("potential must be finite and > 0", lambda: uniformity(r(4, 3), potential=0.0)),
+    ("alpha", lambda: alignment(r(4, 3), r(4, 3), alpha=-1.0)),
+    ("y must have as many rows", lambda: alignment(r(4, 3), r(5, 3))),
+    ("feature dimension", lambda: cross_uniformity(r(4, 3), r(4, 5))),
     ("align_weight", lambda: clip_align_uniform(r(4, 3), r(4, 3), align_weight=-1)),
     ("image needs at least 2 rows", lambda: CLIPAlignUniform()(r(1, 3), r(1, 3))),
     ("at least 2 modalities", lambda: symile([r(4, 3)])),
@@ -505,7 +519,7 @@ BAD = [
         lambda: symile([r(3, 2)] * 2, permutations=[[torch.zeros(3).long()]] * 2),
     ),
     ("permutations must hold", lambda: symile([r(3, 2)] * 3, permutations=[[torch.arange(3)]])),
-    ("negative_sampling", lambda: Symile(negative_sampling="x")),
+    ("negative_sampling", lambda: Symile(negative_sampling="x")(r(4, 3), r(4, 3), r(4, 3))),
 ]
 
 
@@ -520,7 +534,7 @@ def test_doc_example_runs():
     import pathlib
     import re
 
-    page = pathlib.Path(__file__).parents[1] / "docs" / "objectives" / "multiview-and-multimodal.md"
+    page = pathlib.Path(__file__).parents[1] / "docs" / "objectives" / "multiview.md"
     blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
     assert blocks
     for code in blocks:
@@ -544,3 +558,158 @@ def test_benchmark_hook_engine_equals_dense():
         dense = bench.CASES[name + "-dense"](24, 8, torch.Generator().manual_seed(0))()
         assert tiled.dim() == 0 and tiled.requires_grad
         torch.testing.assert_close(tiled, dense, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------
+# one API style: module twin == functional, reductions, aliases
+# ------------------------------------------------------------------------------------------
+def _two(N=7, d=5):
+    return rnd(N, d, seed=1), rnd(N, d, seed=2)
+
+
+TWINS = {
+    "mv_info_nce": (
+        lambda: (rnd(3, 7, 5),),
+        MVInfoNCE(temperature=0.3, backend="tiled", chunk_size=4),
+        lambda x: mv_info_nce(x, temperature=0.3, backend="tiled", chunk_size=4),
+    ),
+    "mv_dhel": (
+        lambda: (rnd(3, 7, 5),),
+        MVDHEL(temperature=0.4, reduction="sum"),
+        lambda x: mv_dhel(x, temperature=0.4, reduction="sum"),
+    ),
+    "symile": (
+        lambda: tuple(_sym_inputs(6, 4)),
+        Symile(init_temperature=0.25, permutations="identity").double(),
+        lambda a, b, c: symile(a, b, c, scale=4.0, permutations="identity"),
+    ),
+    "alignment": (_two, Alignment(alpha=3.0), lambda x, y: alignment(x, y, alpha=3.0)),
+    "uniformity": (
+        _two,
+        Uniformity(potential=1.5, backend="tiled", chunk_size=3),
+        lambda x, y: uniformity(x, y, potential=1.5),
+    ),
+    "cross_uniformity": (
+        _two,
+        CrossUniformity(potential=3.0),
+        lambda x, y: cross_uniformity(x, y, potential=3.0),
+    ),
+    "clip_align_uniform": (
+        _two,
+        CLIPAlignUniform(init_temperature=0.5, cross_uniformity=True, align_weight=0.5).double(),
+        lambda x, y: clip_align_uniform(
+            x, y, temperature=0.5, cross_uniformity=True, align_weight=0.5
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(TWINS))
+def test_module_twin_equals_functional(name):
+    make, module, fn = TWINS[name]
+    args = make()
+    got, want = module(*args), fn(*args)
+    torch.testing.assert_close(got, want)
+    for g, w in zip(_grads(got, args), _grads(want, args)):
+        torch.testing.assert_close(g, w)
+
+
+def test_twins_are_declared_from_their_functionals():
+    for cls, fn in [
+        (MVInfoNCE, mv_info_nce),
+        (MVDHEL, mv_dhel),
+        (Symile, symile),
+        (Alignment, alignment),
+        (Uniformity, uniformity),
+        (CrossUniformity, cross_uniformity),
+        (CLIPAlignUniform, clip_align_uniform),
+    ]:
+        assert cls.functional is fn
+    assert Symile().logit_scale.requires_grad
+    assert not CLIPAlignUniform().logit_scale.requires_grad  # fixed t = 100, as the paper
+    assert math.isclose(CLIPAlignUniform().scale.temperature, 0.01, rel_tol=1e-6)
+
+
+def test_symile_forward_takes_modalities_and_per_call_options():
+    reps = _sym_inputs(6, 4)
+    m = Symile(init_temperature=0.25).double()
+    want = symile(reps, scale=4.0, permutations="identity")
+    torch.testing.assert_close(m(*reps, permutations="identity"), want)
+    torch.testing.assert_close(m(reps, permutations="identity"), want)
+    torch.testing.assert_close(m(torch.stack(reps), permutations="identity"), want)
+    torch.testing.assert_close(symile(*reps, scale=4.0, permutations="identity"), want)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    torch.testing.assert_close(m(*reps, generator=g1), symile(reps, scale=4.0, generator=g2))
+
+
+REDUCIBLE = {
+    "mv_info_nce": (lambda: (rnd(3, 7, 5),), lambda x, **o: mv_info_nce(x, **o)),
+    "mv_dhel": (lambda: (rnd(4, 7, 5),), lambda x, **o: mv_dhel(x, backend="tiled", **o)),
+    "alignment": (_two, lambda x, y, **o: alignment(x, y, alpha=1.5, **o)),
+    "symile": (
+        lambda: tuple(_sym_inputs(6, 4)),
+        lambda *r, **o: symile(*r, scale=3.0, permutations="identity", **o) * 3,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(REDUCIBLE))
+def test_reduction_none_rows_sum_and_mean(name):
+    make, fn = REDUCIBLE[name]
+    args = make()
+    rows = fn(*args, reduction="none")
+    if name == "symile":  # (M, N) rows; "sum" and "mean" average the M anchor modalities
+        rows = rows / 3
+        torch.testing.assert_close(fn(*args, reduction="sum"), rows.sum())
+        torch.testing.assert_close(fn(*args, reduction="mean"), rows.sum() / 6)
+        return
+    torch.testing.assert_close(fn(*args, reduction="sum"), rows.sum())
+    torch.testing.assert_close(fn(*args, reduction="mean"), rows.mean())
+
+
+def test_aliases_are_the_same_objects():
+    import contrastkit.functional as CF
+    import contrastkit.losses as CL
+    import contrastkit.losses.multiview as MV
+    from contrastkit.objective import entries
+
+    pairs = {
+        "alignment_loss": alignment,
+        "AlignmentLoss": Alignment,
+        "uniformity_loss": uniformity,
+        "UniformityLoss": Uniformity,
+        "cross_uniformity_loss": cross_uniformity,
+    }
+    for name, obj in pairs.items():
+        assert getattr(MV, name) is obj, name
+        assert getattr(CL, name) is obj, name
+        assert getattr(ck, name) is obj, name
+        if not isinstance(obj, type):
+            assert getattr(CF, name) is obj, name
+    fam = {e.name: e for e in entries("multiview")}
+    assert set(fam) == {
+        "mv_info_nce",
+        "mv_dhel",
+        "symile",
+        "alignment",
+        "uniformity",
+        "cross_uniformity",
+        "clip_align_uniform",
+    }
+    assert fam["alignment"].functional_aliases == ("alignment_loss",)
+    assert fam["uniformity"].module_aliases == ("UniformityLoss",)
+    assert fam["cross_uniformity"].functional_aliases == ("cross_uniformity_loss",)
+
+
+def test_exactness_declared():
+    for fn in (
+        mv_info_nce,
+        mv_dhel,
+        alignment,
+        uniformity,
+        cross_uniformity,
+        clip_align_uniform,
+        clip_align_uniform_terms,
+    ):
+        assert fn.exact_under_group is True, fn.__name__
+    assert symile.exact_under_group is False

@@ -1,28 +1,29 @@
-"""Clustering, regression and text objectives: SwAV, SimCTG, ConR, WhitenedCSE (shuffled group
-whitening), MLCD, SupReMix. Each against a plain dense reference written from the official code
-or the paper (values and gradients, fp64), card oracles, gradcheck, state, bad input."""
+"""Structured objectives: SwAV, MLCD, GroCo, CPRD, ConR, SupReMix, PamC. Each against a plain
+dense reference written from the official code or the paper (values and gradients, fp64),
+oracles, gradcheck, state, bad input; module twin == functional, reductions and the published
+aliases of the family."""
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from contrastkit.losses.conr import ConR, conr
-from contrastkit.losses.info_nce import info_nce
-from contrastkit.losses.mlcd import MLCDLoss, mlcd
-from contrastkit.losses.simctg import SimCTGLoss, simctg_contrastive, simctg_loss
-from contrastkit.losses.supcon import supcon
-from contrastkit.losses.supremix import SupReMix, supremix
-from contrastkit.losses.swav import SwAV, sinkhorn_knopp, swav
-from contrastkit.losses.whitening import (
-    ShuffledGroupWhitening,
-    WhitenedCSELoss,
-    group_whiten,
-    whitened_cse,
+from contrastkit.losses.infonce.supcon import supcon
+from contrastkit.losses.structured.conr import ConR, conr
+from contrastkit.losses.structured.cprd import (
+    PartialRankingDistillation,
+    in_batch_hard_negatives,
+    partial_ranking_distillation,
 )
+from contrastkit.losses.structured.groco import GroCo, groco, soft_sort_permutation
+from contrastkit.losses.structured.mlcd import MLCD, mlcd
+from contrastkit.losses.structured.pamc import PamC, adjacency_power, pamc
+from contrastkit.losses.structured.supremix import SupReMix, supremix
+from contrastkit.losses.structured.swav import SwAV, sinkhorn_knopp, swav
 
 import peers
 
@@ -198,17 +199,13 @@ def test_swav_queue_state_step_by_step():
     assert m.queue is None and not bool(m.queue_in_use)
 
 
-def test_half_precision_inputs_run_in_fp32():
+def test_swav_half_precision_inputs_run_in_fp32():
     z = torch.randn(12, 8, generator=_gen(30)).half()
     m = SwAV(8, 5, n_crops=3, queue_length=8)
     for _ in range(3):
         v = m(z)
     assert v.dtype == torch.float32 and torch.isfinite(v)
     torch.testing.assert_close(v, m(z.float()), rtol=1e-2, atol=1e-2)
-    w = ShuffledGroupWhitening(8, num_groups=2, num_views=3)(torch.randn(30, 8).bfloat16())
-    assert w.dtype == torch.float32 and torch.isfinite(w).all()
-    h = simctg_contrastive(torch.randn(2, 6, 4).half(), backend="tiled", chunk_size=2)
-    assert h.dtype == torch.float32 and torch.isfinite(h)
 
 
 def test_swav_gradcheck():
@@ -238,119 +235,6 @@ def test_swav_bad_input():
         SwAV(4, 5, sinkhorn_iterations=0)
     with pytest.raises(ValueError, match="queue_length"):
         SwAV(4, 5, queue_length=4)(torch.randn(6, 4))  # 4 is not a multiple of B = 3
-
-
-# ----------------------------------------------------------------------------------------------
-# SimCTG
-# ----------------------------------------------------------------------------------------------
-
-
-def ref_simctg_cl(hidden, input_ids, pad, margin):
-    """yxuansu/SimCTG SimCTGLoss.contrastive_loss, written out (valid_len prefix masks)."""
-    norm = hidden / hidden.norm(dim=2, keepdim=True)
-    S = norm @ norm.transpose(1, 2)
-    B, T, _ = S.shape
-    gold = torch.diagonal(S, dim1=1, dim2=2)[..., None]
-    loss = F.relu(margin - (gold - S))
-    input_mask = (input_ids != pad).to(S.dtype)
-    lens = input_mask.sum(-1).long().tolist()
-    masks = []
-    for n in lens:
-        m = torch.ones(T, T, dtype=S.dtype) - torch.eye(T, dtype=S.dtype)
-        m[:, n:] = 0
-        m[n:, :] = 0
-        masks.append(m)
-    mask = torch.stack(masks)
-    rows = (loss * mask).sum(-1) * input_mask
-    return rows.sum() / mask.sum()
-
-
-def _simctg_inputs(B=3, T=9, d=5, seed=0):
-    H = _randn(B, T, d, seed=seed)
-    ids = torch.randint(1, 50, (B, T), generator=_gen(seed + 1))
-    ids[1, 6:] = 0
-    ids[-1, 2:] = 0
-    return H, ids
-
-
-@pytest.mark.parametrize("margin", [0.5, 0.9, 1.3])
-def test_simctg_matches_official_port(margin):
-    H, ids = _simctg_inputs()
-    want = ref_simctg_cl(H, ids, 0, margin)
-    for eng in ENGINES:
-        got = simctg_contrastive(H, input_ids=ids, pad_token_id=0, margin=margin, **eng)
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12, msg=str(eng))
-        _close_grads(
-            simctg_contrastive(H, input_ids=ids, pad_token_id=0, margin=margin, **eng),
-            ref_simctg_cl(H, ids, 0, margin),
-            [H],
-        )
-    # the same valid tokens given as an attention mask
-    got = simctg_contrastive(H, attention_mask=(ids != 0).long(), margin=margin, backend="tiled")
-    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
-
-
-def test_simctg_oracles():
-    eye = torch.eye(6, dtype=DT)[None].repeat(2, 1, 1) * 3.0  # orthogonal token states
-    assert float(simctg_contrastive(eye, margin=0.5, backend="tiled", chunk_size=2)) == 0.0
-    same = torch.ones(2, 6, 4, dtype=DT)  # identical token states: every pair costs rho
-    for rho in (0.5, 0.2):
-        v = simctg_contrastive(same, margin=rho, backend="tiled", chunk_size=4)
-        torch.testing.assert_close(v, torch.tensor(rho, dtype=DT))
-    # fewer than two valid tokens: no pairs, 0 with a graph
-    H = _randn(2, 4, 3, seed=3)
-    mask = torch.zeros(2, 4)
-    mask[0, 0] = 1
-    v = simctg_contrastive(H, attention_mask=mask)
-    assert float(v.detach()) == 0.0 and v.requires_grad
-    # rho = 0 disables the term
-    assert float(simctg_contrastive(H, margin=0.0).detach()) == 0.0
-
-
-def test_simctg_gradcheck_and_total():
-    H, ids = _simctg_inputs(2, 5, 3, seed=4)
-    assert torch.autograd.gradcheck(
-        lambda h: simctg_contrastive(
-            h, input_ids=ids, pad_token_id=0, margin=1.2, backend="tiled", chunk_size=2
-        ),
-        (H,),
-    )
-    logits = _randn(2, 5, 11, seed=5)
-    labels = torch.randint(0, 11, (2, 5), generator=_gen(6))
-    labels[1, 3:] = -100
-    total = simctg_loss(H, logits, labels, input_ids=ids, pad_token_id=0)
-    want = F.cross_entropy(logits.reshape(-1, 11), labels.reshape(-1)) + ref_simctg_cl(
-        H, ids, 0, 0.5
-    )
-    torch.testing.assert_close(total, want)
-    mod = SimCTGLoss(pad_token_id=0)
-    torch.testing.assert_close(mod(H, logits, labels, input_ids=ids), want)
-    torch.testing.assert_close(mod(H, input_ids=ids), ref_simctg_cl(H, ids, 0, 0.5))
-
-
-def test_simctg_fp32_tiled_equals_dense():
-    H = torch.randn(4, 40, 16, generator=_gen(7)).requires_grad_()
-    d = simctg_contrastive(H, margin=0.9, backend="dense")
-    (gd,) = torch.autograd.grad(d, H)
-    for c in (None, 7):
-        t = simctg_contrastive(H, margin=0.9, backend="tiled", chunk_size=c)
-        (gt,) = torch.autograd.grad(t, H)
-        torch.testing.assert_close(t, d, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(gt, gd, rtol=1e-5, atol=1e-6)
-
-
-def test_simctg_bad_input():
-    H = torch.randn(2, 4, 3)
-    with pytest.raises(ValueError, match="hidden_states"):
-        simctg_contrastive(torch.randn(4, 3))
-    with pytest.raises(ValueError, match="margin"):
-        simctg_contrastive(H, margin=-0.1)
-    with pytest.raises(ValueError, match="attention_mask"):
-        simctg_contrastive(H, attention_mask=torch.ones(2, 5))
-    with pytest.raises(ValueError, match="labels"):
-        simctg_loss(H, torch.randn(2, 4, 7), torch.zeros(2, 3, dtype=torch.long))
-    with pytest.raises(ValueError, match="backend"):
-        SimCTGLoss(backend="gpu")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -457,98 +341,11 @@ def test_conr_module_and_bad_input():
     with pytest.raises(ValueError, match="preds"):
         conr(f, y, yh[:, None].repeat(1, 2))
     with pytest.raises(ValueError, match="denominator"):
-        ConR(denominator="other")
+        ConR(denominator="other")(f, y, yh)
     with pytest.raises(ValueError, match="window"):
         conr(f, y, yh, window=0)
     with pytest.raises(ValueError, match="weights"):
         conr(f, y, yh, weights=-om)
-
-
-# ----------------------------------------------------------------------------------------------
-# Shuffled group whitening and the WhitenedCSE loss
-# ----------------------------------------------------------------------------------------------
-
-
-def ref_whitening_view(x, G, perm):
-    """shuffled_group_whitening.py for one view, with eigh in place of symeig (W detached)."""
-    B, D = x.shape
-    x = x.t()[perm].t().reshape(B, G, D // G)
-    x = (x - x.mean(dim=0, keepdim=True)).transpose(0, 1)
-    covs = (x.transpose(1, 2) @ x / B).detach()
-    S, U = torch.linalg.eigh(covs)
-    W = U @ S.rsqrt().diag_embed() @ U.transpose(1, 2)
-    x = x @ W
-    return x.transpose(1, 2).flatten(0, 1)[torch.argsort(perm)].t()
-
-
-def test_whitening_matches_port_and_whitens():
-    D, G, B = 12, 3, 10
-    x = (
-        torch.randn(3 * B, D, generator=_gen(1), dtype=DT) @ torch.randn(D, D, dtype=DT)
-    ).requires_grad_()
-    m = ShuffledGroupWhitening(D, num_groups=G, num_views=3, generator=_gen(42))
-    out = m(x)
-    g = _gen(42)
-    perms = [torch.randperm(D, generator=g) for _ in range(3)]
-    want = torch.cat([ref_whitening_view(v, G, p) for v, p in zip(x.split(B), perms)])
-    torch.testing.assert_close(out, want)
-    _close_grads((out**3).sum(), (want**3).sum(), [x])
-    # every (permuted) group of every view has identity covariance
-    for v, p in zip(out.detach().split(B), perms):
-        v = v[:, p] - v[:, p].mean(0)
-        cov = v.T @ v / B
-        for k in range(G):
-            blk = cov[k * 4 : (k + 1) * 4, k * 4 : (k + 1) * 4]
-            torch.testing.assert_close(blk, torch.eye(4, dtype=DT))
-
-
-def test_whitening_eval_and_gradient_options():
-    x = torch.randn(24, 8, generator=_gen(2), dtype=DT).requires_grad_()
-    m = ShuffledGroupWhitening(8, num_groups=2, shuffle=False).eval()
-    out = m(x)
-    torch.testing.assert_close(out, group_whiten(x, 2))
-    xc = out - out.mean(0)
-    torch.testing.assert_close((xc.T @ xc / 24)[:4, :4], torch.eye(4, dtype=DT))
-    # keeping the whitening matrix's gradient changes the gradient (and passes gradcheck)
-    (g_det,) = torch.autograd.grad((group_whiten(x, 2) ** 3).sum(), x)
-    (g_full,) = torch.autograd.grad((group_whiten(x, 2, detach_whitening=False) ** 3).sum(), x)
-    assert not torch.allclose(g_det, g_full)
-    small = torch.randn(9, 4, generator=_gen(3), dtype=DT).requires_grad_()
-    assert torch.autograd.gradcheck(lambda a: group_whiten(a, 2, detach_whitening=False), (small,))
-
-
-def ref_whitened_cse(z1, z2, z3, temp=0.05):
-    s12 = F.cosine_similarity(z1[:, None], z2[None], dim=-1) / temp
-    s13 = F.cosine_similarity(z1[:, None], z3[None], dim=-1) / temp
-    labels = torch.arange(z1.shape[0])
-    return F.cross_entropy(s12, labels) + F.cross_entropy(s13, labels)
-
-
-def test_whitened_cse_loss():
-    z1, z2, z3 = (_randn(9, 6, seed=s) for s in (1, 2, 3))
-    want = ref_whitened_cse(z1, z2, z3)
-    for eng in ENGINES:
-        got = whitened_cse(z1, z2, z3, **eng)
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
-        _close_grads(whitened_cse(z1, z2, z3, **eng), ref_whitened_cse(z1, z2, z3), [z1, z2, z3])
-    torch.testing.assert_close(WhitenedCSELoss()(z1, z2, z3), want)
-    # no whitening, two views: unsupervised SimCSE = InfoNCE with in-batch candidates
-    torch.testing.assert_close(whitened_cse(z1, z2), info_nce(z1, z2, temperature=0.05))
-
-
-def test_whitening_bad_input():
-    with pytest.raises(ValueError, match="num_groups"):
-        ShuffledGroupWhitening(10, num_groups=3)
-    m = ShuffledGroupWhitening(8, num_groups=2, num_views=3)
-    with pytest.raises(ValueError, match="num_views"):
-        m(torch.randn(10, 8))
-    with pytest.raises(ValueError, match="singular"):
-        m(torch.randn(12, 8))  # 4 rows per view, D/G = 4
-    assert torch.isfinite(ShuffledGroupWhitening(8, 2, eps=1e-3)(torch.randn(12, 8))).all()
-    with pytest.raises(ValueError, match="features"):
-        m(torch.randn(30, 6))
-    with pytest.raises(ValueError, match="shape of z1"):
-        whitened_cse(torch.randn(4, 3), torch.randn(5, 3))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -598,7 +395,7 @@ def test_mlcd_oracles_and_sampling():
     r1 = mlcd(e, W, pos, negative_ratio=0.4, generator=_gen(5))
     idx = torch.randperm(W.shape[0], generator=_gen(5))[:6].sort().values
     torch.testing.assert_close(r1, mlcd(e, W, pos, negatives=idx))
-    torch.testing.assert_close(MLCDLoss(negative_ratio=0.4, generator=_gen(5))(e, W, pos), r1)
+    torch.testing.assert_close(MLCD(negative_ratio=0.4, generator=_gen(5))(e, W, pos), r1)
     # closed form at a glance: one positive at s = 1 and no negatives left -> log(1 + e^-g)
     e1 = torch.tensor([[1.0, 0.0]], dtype=DT)
     W1 = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=DT)
@@ -619,7 +416,7 @@ def test_mlcd_gradcheck_and_bad_input():
     with pytest.raises(ValueError, match="negative_ratio"):
         mlcd(e, W, pos, negative_ratio=0.0)
     with pytest.raises(ValueError, match="form"):
-        MLCDLoss(form="circle")
+        MLCD(form="circle")(e, W, pos)
     with pytest.raises(ValueError, match="feature dimension"):
         mlcd(e, W[:, :2], pos)
     with pytest.raises(ValueError, match="negatives"):
@@ -723,10 +520,10 @@ def test_supremix_gradcheck_module_and_bad_input():
     with pytest.raises(ValueError, match="labels"):
         supremix(f, y[:2])
     with pytest.raises(ValueError, match="distance"):
-        SupReMix(distance="cosine")
+        SupReMix(distance="cosine")(f, y)
 
 
-@pytest.mark.parametrize("name", ["mlcd", "supremix", "conr", "whitened_cse"])
+@pytest.mark.parametrize("name", ["mlcd", "supremix", "conr"])
 def test_engine_objectives_fp32_and_reductions(name):
     """fp32, sizes not multiples of the tile: tiled == dense; "sum" and "none" consistent."""
     g = _gen(40)
@@ -743,14 +540,11 @@ def test_engine_objectives_fp32_and_reductions(name):
         ml = 5 * torch.rand(38, 3, generator=g)
         args, leaves = (f.requires_grad_(), y, mix, mm, ml), [f]
         fn, kw = supremix, {}
-    elif name == "conr":
+    else:
         f = torch.randn(37, 24, generator=g)
         y = torch.randint(0, 10, (37,), generator=g).float()
         args, leaves = (f.requires_grad_(), y, y + 2 * torch.randn(37, generator=g)), [f]
         fn, kw = conr, {}
-    else:
-        zs = [torch.randn(37, 24, generator=g).requires_grad_() for _ in range(3)]
-        args, leaves, fn, kw = tuple(zs), zs, whitened_cse, {}
     dense = fn(*args, backend="dense", **kw)
     dense_g = torch.autograd.grad(dense, leaves)
     for chunk in (None, 5):
@@ -758,13 +552,438 @@ def test_engine_objectives_fp32_and_reductions(name):
         torch.testing.assert_close(tiled, dense, rtol=1e-5, atol=1e-6)
         for a, b in zip(torch.autograd.grad(tiled, leaves), dense_g):
             assert float((a - b).abs().max() / b.abs().max().clamp(min=1e-6)) <= 1e-5
-    if name == "whitened_cse":
-        return
     rows = fn(*args, backend="tiled", chunk_size=4, reduction="none", **kw)
     rows_d = fn(*args, backend="dense", reduction="none", **kw)
     total = fn(*args, backend="tiled", chunk_size=4, reduction="sum", **kw)
     torch.testing.assert_close(rows, rows_d, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(total, rows.sum(), rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# GroCo
+# ----------------------------------------------------------------------------------------------
+
+
+def ref_odd_even_matrices(n):
+    """Odd-even transposition network as (split_a, split_b, combine_min, combine_max) layers,
+    unpaired wires as self-comparators with weight 1/2 (the diffsort construction)."""
+    layers = []
+    for layer in range(n):
+        pairs = [(i, i + 1) for i in range(layer % 2, n - 1, 2)]
+        used = {w for p in pairs for w in p}
+        pairs += [(w, w) for w in range(n) if w not in used]
+        k = len(pairs)
+        sa, sb = torch.zeros(k, n, dtype=DT), torch.zeros(k, n, dtype=DT)
+        cmin, cmax = torch.zeros(n, k, dtype=DT), torch.zeros(n, k, dtype=DT)
+        for c, (a, b) in enumerate(pairs):
+            sa[c, a] = sb[c, b] = 1
+            f = 0.5 if a == b else 1.0
+            cmin[a, c] = f
+            cmax[b, c] = f
+        layers.append((sa, sb, cmin, cmax))
+    return layers
+
+
+def ref_diffsort(x, steepness):
+    """diffsort execute_sort with 'cauchy' interpolation; products written as broadcast sums
+    (tiny batched GEMMs stall under CPU contention)."""
+
+    def mm(u, m):  # u @ m over the last axis
+        return (u[..., :, None] * m).sum(-2)
+
+    X = torch.eye(x.shape[1], dtype=x.dtype).repeat(x.shape[0], 1, 1)
+    for sa, sb, cmin, cmax in ref_odd_even_matrices(x.shape[1]):
+        a, b = mm(x, sa.T), mm(x, sb.T)
+        alpha = torch.atan((b - a) * steepness) / math.pi + 0.5
+        aX, bX = mm(X, sa.T), mm(X, sb.T)
+        w_min = alpha.unsqueeze(-2) * aX + (1 - alpha).unsqueeze(-2) * bX
+        w_max = (1 - alpha).unsqueeze(-2) * aX + alpha.unsqueeze(-2) * bX
+        X = mm(w_max, cmax.T) + mm(w_min, cmin.T)
+        x = mm(alpha * a + (1 - alpha) * b, cmin.T) + mm((1 - alpha) * a + alpha * b, cmax.T)
+    return x, X
+
+
+def ref_groco(views, n_pos, topk, steepness=1.0):
+    """learning_by_sorting GroCo.forward / compute_loss (single process, stop_grad), written out."""
+    V = views.shape[0]
+    bce = torch.nn.BCELoss()
+    total = 0
+    for a in range(V):
+        anchor = views[a]
+        pos = torch.stack(
+            [F.cosine_similarity(anchor, views[p].detach(), dim=1) for p in range(n_pos) if p != a],
+            dim=1,
+        )
+        neg = F.cosine_similarity(anchor[:, None], anchor.detach()[None], dim=-1)
+        neg = neg.masked_fill(torch.eye(len(anchor), dtype=torch.bool), -float("inf"))
+        pos, _ = torch.sort(pos, dim=1)
+        neg, _ = torch.topk(neg, k=topk, dim=1)
+        sims = torch.cat((torch.flip(neg, dims=[1]), pos), dim=1)
+        _, perm = ref_diffsort(sims, steepness)
+        n = sims.shape[1]
+        target = torch.eye(n, dtype=DT)[None].repeat(len(anchor), 1, 1)
+        p_neg = perm[:, :, :topk].sum(2, keepdim=True).clip(0, 1)
+        p_pos = perm[:, :, topk:].sum(2, keepdim=True).clip(0, 1)
+        t_neg = target[:, :, :topk].sum(2, keepdim=True)
+        t_pos = target[:, :, topk:].sum(2, keepdim=True)
+        total = total + (bce(p_pos, t_pos) + bce(p_neg, t_neg)) / 2
+    return total / V
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 6])
+def test_soft_sort_matches_network_matrices(n):
+    x = _randn(3, n, seed=n)
+    got_x, got_X = soft_sort_permutation(x, 2.0)
+    want_x, want_X = ref_diffsort(x, 2.0)
+    torch.testing.assert_close(got_x, want_x)
+    torch.testing.assert_close(got_X, want_X)
+    # doubly stochastic: rows and columns of X sum to 1
+    torch.testing.assert_close(got_X.sum(1), torch.ones(3, n, dtype=DT))
+    torch.testing.assert_close(got_X.sum(2), torch.ones(3, n, dtype=DT))
+
+
+@pytest.mark.parametrize("V,n_pos", [(2, None), (4, None), (4, 2)])
+def test_groco_matches_official_port(V, n_pos):
+    views = _randn(V, 8, 5, seed=V)
+    want = ref_groco(views, n_pos or V, topk=4)
+    for chunk in (None, 3):
+        got = groco(views, n_pos_views=n_pos, topk_neg=4, chunk_size=chunk)
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    (g1,) = torch.autograd.grad(groco(views, n_pos_views=n_pos, topk_neg=4, chunk_size=5), views)
+    (g2,) = torch.autograd.grad(ref_groco(views, n_pos or V, topk=4), views)
+    torch.testing.assert_close(g1, g2)
+
+
+def test_groco_oracles():
+    # P_neg = 1 - P_pos (rows of X sum to 1), so the two BCE terms agree
+    x = _randn(4, 7, seed=3, grad=False)
+    _, X = soft_sort_permutation(x, 1.0)
+    torch.testing.assert_close(X[:, :, :3].sum(2), 1 - X[:, :, 3:].sum(2))
+    # steep sorting, already in target order with wide gaps: loss -> 0
+    B, d = 8, 16
+    base = torch.eye(d, dtype=DT)[:B] * 10  # orthogonal samples: negatives at cosine 0
+    views = torch.stack([base, base + 0.01 * torch.randn(B, d, generator=_gen(4), dtype=DT)])
+    steep = float(groco(views, topk_neg=3, steepness=1e4))
+    soft = float(groco(views, topk_neg=3, steepness=1.0))
+    assert steep < 1e-3 < soft
+    # swapped order (positives far, negatives close) costs more than the right order
+    anti = torch.stack([base, -base])
+    assert float(groco(anti, topk_neg=3)) > soft
+
+
+def test_groco_gradcheck_and_module():
+    views = _randn(3, 5, 3, seed=7)
+    assert torch.autograd.gradcheck(
+        lambda v: groco(v, topk_neg=2, stop_grad=False, chunk_size=2), (views,)
+    )
+    torch.testing.assert_close(GroCo(topk_neg=2)(list(views)), groco(views, topk_neg=2))
+
+
+def test_groco_bad_input():
+    v = torch.randn(2, 6, 4)
+    with pytest.raises(ValueError, match="topk_neg"):
+        groco(v, topk_neg=6)
+    with pytest.raises(ValueError, match="n_pos_views"):
+        groco(v, n_pos_views=3)
+    with pytest.raises(ValueError, match="positive view"):
+        groco(torch.randn(1, 6, 4), topk_neg=2)
+    with pytest.raises(ValueError, match="views"):
+        groco([torch.randn(6, 4), torch.randn(5, 4)])
+    with pytest.raises(ValueError, match="steepness"):
+        GroCo(steepness=0, topk_neg=2)(v)
+
+
+# ----------------------------------------------------------------------------------------------
+# CPRD
+# ----------------------------------------------------------------------------------------------
+
+
+def ref_cprd(q, t, neg, teacher, tau, n_valid=None):
+    """Plackett-Luce over the teacher's order, one contrastive step per ranked negative."""
+    q, t = F.normalize(q, dim=1), F.normalize(t, dim=1)
+    rows = []
+    for i in range(q.shape[0]):
+        order = sorted(range(neg.shape[1]), key=lambda j: -float(teacher[i, j]))
+        u = torch.stack([q[i] @ t[neg[i, j]] for j in order]) / tau
+        J = neg.shape[1] if n_valid is None else int(n_valid[i])
+        terms = [torch.logsumexp(u[j:], 0) - u[j] for j in range(J)]
+        rows.append(torch.stack(terms).sum() if terms else u.sum() * 0)
+    return torch.stack(rows).mean()
+
+
+def test_cprd_matches_reference_and_mining():
+    q, t = _randn(9, 6, seed=1), _randn(12, 6, seed=2)
+    neg = in_batch_hard_negatives(q, t, 5, chunk_size=4)
+    s = F.normalize(q, dim=1) @ F.normalize(t, dim=1).T
+    s[torch.arange(9), torch.arange(9)] = -float("inf")
+    torch.testing.assert_close(neg, s.topk(5, dim=1).indices)
+    teacher = torch.randn(9, 5, generator=_gen(3), dtype=DT)
+    n_valid = torch.tensor([5, 4, 0, 1, 2, 5, 3, 3, 5])
+    for nv in (None, n_valid):
+        got = partial_ranking_distillation(q, t, neg, teacher, temperature=0.1, n_valid=nv)
+        want = ref_cprd(q, t, neg, teacher, 0.1, nv)
+        torch.testing.assert_close(got, want)
+        (g1,) = torch.autograd.grad(got, q)
+        (g2,) = torch.autograd.grad(ref_cprd(q, t, neg, teacher, 0.1, nv), q)
+        torch.testing.assert_close(g1, g2)
+    m = PartialRankingDistillation(temperature=0.1)
+    torch.testing.assert_close(m(q, t, m.mine(q, t, 5), teacher), ref_cprd(q, t, neg, teacher, 0.1))
+
+
+def test_cprd_oracles_and_gradcheck():
+    # student order = teacher order with wide gaps -> 0 as tau -> 0; reversed order -> large
+    t = torch.eye(6, dtype=DT)
+    q = torch.tensor([[0.0, 5.0, 4.0, 3.0, 2.0, 1.0]], dtype=DT)
+    neg = torch.tensor([[1, 2, 3, 4, 5]])
+    teacher = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0]], dtype=DT)
+    assert float(partial_ranking_distillation(q, t, neg, teacher, temperature=0.002)) < 1e-12
+    assert float(partial_ranking_distillation(q, t, neg, -teacher, temperature=0.002)) > 100
+    # each step is an InfoNCE over the suffix: K = 2 is a single two-way cross-entropy
+    u = F.normalize(q, dim=1) @ t[[1, 2]].T / 0.5
+    want = F.cross_entropy(u, torch.tensor([0]))
+    got = partial_ranking_distillation(q, t, neg[:, :2], teacher[:, :2], temperature=0.5)
+    torch.testing.assert_close(got, want)
+    qq, tt = _randn(4, 3, seed=5), _randn(6, 3, seed=6)
+    nn = torch.randint(0, 6, (4, 3), generator=_gen(7))
+    assert torch.autograd.gradcheck(
+        lambda a, b: partial_ranking_distillation(
+            a, b, nn, torch.randn(4, 3, generator=_gen(8), dtype=DT)
+        ),  # fmt: skip
+        (qq, tt),
+    )
+
+
+def test_cprd_bad_input():
+    q, t = torch.randn(4, 3), torch.randn(6, 3)
+    neg = torch.zeros(4, 2, dtype=torch.long)
+    with pytest.raises(ValueError, match="teacher_scores"):
+        partial_ranking_distillation(q, t, neg, torch.randn(4, 3))
+    with pytest.raises(ValueError, match="negatives"):
+        partial_ranking_distillation(q, t, neg + 6, torch.randn(4, 2))
+    with pytest.raises(ValueError, match="n_valid"):
+        partial_ranking_distillation(q, t, neg, torch.randn(4, 2), n_valid=torch.full((4,), 3))
+    with pytest.raises(ValueError, match="k must"):
+        in_batch_hard_negatives(q, t, 6)
+    with pytest.raises(ValueError, match="temperature"):
+        PartialRankingDistillation(temperature=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# PamC
+# ----------------------------------------------------------------------------------------------
+
+
+def ref_feature_dis(x):
+    x_dis = x @ x.T
+    mask = torch.eye(x_dis.shape[0], dtype=x.dtype)
+    n = torch.sqrt((x**2).sum(1)).reshape(-1, 1)
+    return (1 - mask) * (x_dis * (n @ n.T) ** (-1))
+
+
+def ref_pamc_dense(z, q, adj_label, tau=1.0):  # tau multiplies (temperature = 1 / tau)
+    """PAMC train.py NcontrastCC on get_feature_dis, meta-nodes as in train_scgc_trimPOS_CC."""
+    x_dis = torch.exp(tau * ref_feature_dis(z))
+    x_pos = torch.sum(x_dis * adj_label, 1)
+    cc = torch.sum(z.unsqueeze(1) * F.one_hot(q.detach().argmax(1)).unsqueeze(2), dim=0)
+    x_neg = torch.sum(torch.exp(tau * ref_feature_dis(cc)), 1)
+    return -torch.log(x_pos + 1e-10).mean() + torch.log(x_neg + 1e-10).mean()
+
+
+def _graph(n=10, seed=0):
+    A = (torch.rand(n, n, generator=_gen(seed)) < 0.3).to(DT) + torch.eye(n, dtype=DT)
+    A = A / A.sum(1, keepdim=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return adjacency_power(A, 2), A @ A
+
+
+def test_pamc_matches_official_port():
+    Ar, dense = _graph()
+    torch.testing.assert_close(Ar.to_dense(), dense)
+    z = _randn(10, 4, seed=1)
+    q = torch.rand(10, 3, generator=_gen(2), dtype=DT)
+    q[:3, 0] += 2  # every cluster non-empty
+    q[3:6, 1] += 2
+    q[6:, 2] += 2
+    want = ref_pamc_dense(z, q, dense, tau=0.7)
+    for adj in (Ar, dense):
+        got = pamc(z, q, adj, temperature=1 / 0.7)
+        torch.testing.assert_close(got, want)
+        (g1,) = torch.autograd.grad(got, z)
+        (g2,) = torch.autograd.grad(ref_pamc_dense(z, q, dense, tau=0.7), z)
+        torch.testing.assert_close(g1, g2)
+    torch.testing.assert_close(PamC(temperature=1 / 0.7)(z, q, Ar), want)
+
+
+def test_pamc_oracles_and_gradcheck():
+    Ar, dense = _graph(seed=3)
+    z = _randn(10, 4, seed=4)
+    q = torch.rand(10, 5, generator=_gen(5), dtype=DT)
+    q[:, 4] = -1  # cluster 4 empty (NaN in the reference): dropped
+    v = pamc(z, q, Ar)
+    assert torch.isfinite(v)
+    q4 = q[:, :4]
+    torch.testing.assert_close(v, pamc(z, q4, Ar))
+    # rescaling every embedding by one positive constant changes nothing. (Per-node rescaling
+    # leaves the positive term unchanged but moves the meta-node sums, as the official code.)
+    torch.testing.assert_close(pamc(z * 3.7, q, Ar), v)
+    # one cluster: negative term log(1) = 0
+    one = torch.zeros(10, 1, dtype=DT)
+    want = -torch.log(torch.sum(torch.exp(ref_feature_dis(z)) * dense, 1) + 1e-10).mean()
+    torch.testing.assert_close(pamc(z, one, Ar), want)
+    assert torch.autograd.gradcheck(lambda a: pamc(a, q4, Ar, temperature=1 / 1.3), (z,))
+
+
+def test_pamc_bad_input():
+    Ar, _ = _graph()
+    z, q = torch.randn(10, 4, dtype=DT), torch.rand(10, 3, dtype=DT)
+    with pytest.raises(ValueError, match="adjacency"):
+        pamc(z, q, torch.eye(9, dtype=DT))
+    with pytest.raises(ValueError, match="q must"):
+        pamc(z, q[:9], Ar)
+    with pytest.raises(ValueError, match="temperature"):
+        PamC(temperature=0)
+    with pytest.raises(ValueError, match="order"):
+        adjacency_power(torch.eye(3), 0)
+    with pytest.raises(ValueError, match="non-negative"):
+        pamc(z, q, -Ar.to_dense())
+
+
+# ----------------------------------------------------------------------------------------------
+# One API style: module twins, reductions, aliases
+# ----------------------------------------------------------------------------------------------
+
+
+def _swav_case():
+    z = _randn(2 * 5, 6, seed=50)
+    W = F.normalize(torch.randn(7, 6, generator=_gen(51), dtype=DT), dim=1)
+    return (z, W), {"temperature": 0.2}, [z]
+
+
+def _mlcd_case():
+    e, W, pos = _mlcd_inputs(seed=52)
+    return (e, W, pos), {"scale": 2.0, "margin": 0.1}, [e, W]
+
+
+def _groco_case():
+    views = _randn(3, 8, 5, seed=53)
+    return (views,), {"topk_neg": 3}, [views]
+
+
+def _cprd_case():
+    q, t = _randn(6, 5, seed=54), _randn(9, 5, seed=55)
+    neg = in_batch_hard_negatives(q, t, 4)
+    teacher = torch.randn(6, 4, generator=_gen(56), dtype=DT)
+    return (q, t, neg, teacher), {"temperature": 0.1}, [q, t]
+
+
+def _conr_case():
+    f, y, yh, om = _conr_inputs(seed=57)
+    y[0] = 40.0  # an anchor without positives: 0, out of the mean's count
+    return (f, y, yh, om), {"temperature": 0.1}, [f]
+
+
+def _supremix_case():
+    f, y, mix, mm, ml = _supremix_inputs(seed=58)
+    return (f, y, mix, mm, ml), {"temperature": 0.3}, [f]
+
+
+def _pamc_case():
+    Ar, _ = _graph(seed=59)
+    z = _randn(10, 4, seed=60)
+    q = torch.rand(10, 3, generator=_gen(61), dtype=DT)
+    return (z, q, Ar), {"temperature": 0.8}, [z]
+
+
+TWINS = {
+    "mlcd": (mlcd, MLCD, _mlcd_case),
+    "groco": (groco, GroCo, _groco_case),
+    "partial_ranking_distillation": (
+        partial_ranking_distillation,
+        PartialRankingDistillation,
+        _cprd_case,
+    ),
+    "conr": (conr, ConR, _conr_case),
+    "supremix": (supremix, SupReMix, _supremix_case),
+    "pamc": (pamc, PamC, _pamc_case),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TWINS))
+def test_module_twin_equals_functional(name):
+    fn, Module, case = TWINS[name]
+    args, opts, leaves = case()
+    assert Module.functional is fn
+    got, want = Module(**opts)(*args), fn(*args, **opts)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    _close_grads(Module(**opts)(*args), fn(*args, **opts), leaves, rtol=1e-12, atol=1e-12)
+    # keyword arguments of a call override the module's options
+    other = {"reduction": "sum"}
+    torch.testing.assert_close(Module(**opts)(*args, **other), fn(*args, **opts, **other))
+
+
+def test_swav_module_equals_functional():
+    (z, _), opts, _ = _swav_case()
+    m = SwAV(6, 7, **opts).double()
+    W = F.normalize(m.prototypes.detach(), dim=1)
+    got = m(z)  # re-normalises its prototypes in place first
+    torch.testing.assert_close(got, swav(z, W, **opts), rtol=1e-12, atol=1e-12)
+    _close_grads(m(z), swav(z, W, **opts), [z], rtol=1e-12, atol=1e-12)
+    rows = SwAV(6, 7, reduction="none", **opts).double()
+    rows.load_state_dict(m.state_dict())
+    torch.testing.assert_close(rows(z), swav(z, W, reduction="none", **opts))
+
+
+def _conr_count(args):
+    y = args[1]
+    return int((((y[:, None] - y[None]).abs() <= 1.0).sum(1) > 1).sum())
+
+
+#: the count that divides the sum for "mean", when not every row (SupReMix: every anchor has its
+#: other view as a positive here)
+_MEAN_COUNT = {"conr": _conr_count}
+
+
+@pytest.mark.parametrize("name", sorted(TWINS) + ["swav"])
+def test_reductions_are_consistent(name):
+    fn, case = (swav, _swav_case) if name == "swav" else (TWINS[name][0], TWINS[name][2])
+    args, opts, leaves = case()
+    rows = fn(*args, **opts, reduction="none")
+    total = fn(*args, **opts, reduction="sum")
+    mean = fn(*args, **opts, reduction="mean")
+    assert rows.dim() == 1 and rows.shape[0] >= 2
+    torch.testing.assert_close(total, rows.sum(), rtol=1e-10, atol=1e-12)
+    if name in _MEAN_COUNT:  # anchors without positives are 0 and leave the mean's count
+        count = _MEAN_COUNT[name](args)
+        assert 0 < count < rows.shape[0]
+        torch.testing.assert_close(mean, rows.sum() / count, rtol=1e-10, atol=1e-12)
+    else:
+        torch.testing.assert_close(mean, rows.mean(), rtol=1e-10, atol=1e-12)
+    (g_rows,) = torch.autograd.grad(rows.sum(), leaves[0])
+    (g_sum,) = torch.autograd.grad(fn(*args, **opts, reduction="sum"), leaves[0])
+    torch.testing.assert_close(g_rows, g_sum, rtol=1e-10, atol=1e-12)
+
+
+def test_published_aliases_and_registry():
+    import contrastkit.losses.structured as family
+    from contrastkit.objective import entries
+
+    assert family.MLCDLoss is MLCD
+    found = {e.name: e for e in entries("structured")}
+    assert set(found) == {
+        "swav",
+        "sinkhorn_knopp",
+        "mlcd",
+        "groco",
+        "partial_ranking_distillation",
+        "conr",
+        "supremix",
+        "pamc",
+    }
+    assert found["mlcd"].module_aliases == ("MLCDLoss",)
+    assert found["sinkhorn_knopp"].module is None  # a helper of SwAV
+    for e in found.values():
+        assert getattr(e.functional, "exact_under_group", True) is False  # rank-local
 
 
 # ----------------------------------------------------------------------------------------------
@@ -776,9 +995,9 @@ def test_docs_examples_run():
     import pathlib
     import re
 
-    page = pathlib.Path(__file__).parents[1] / "docs/objectives/clustering-ranking-regression.md"
+    page = pathlib.Path(__file__).parents[1] / "docs/objectives/structured.md"
     blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
-    assert len(blocks) == 9
+    assert len(blocks) == 7
     for code in blocks:
         scope: dict = {}
         exec(compile(code, str(page), "exec"), scope)  # noqa: S102

@@ -149,7 +149,7 @@ def test_dcl_oracles():
     # DCLW with equal positive similarities equals DCL
     same = F.normalize(torch.randn(6, 4, generator=g, dtype=torch.float64), dim=-1)
     torch.testing.assert_close(ck.dclw(same, same, **ENG), ck.dcl(same, same, **ENG))
-    from contrastkit.losses.dcl import vmf_weights
+    from contrastkit.losses.infonce.dcl import vmf_weights
 
     w = vmf_weights(Z, 0.5)
     assert math.isclose(float(w.mean()), 1.0, rel_tol=1e-12)

@@ -85,7 +85,10 @@ def test_lightly(views, which):
         elif which == "DCLLoss":
             peer, ours = lightly.DCLLoss(temperature=0.1), ck.DCL(temperature=0.1)
         else:
-            peer, ours = lightly.DCLWLoss(temperature=0.1, sigma=0.5), ck.DCLW(0.1, sigma=0.5)
+            peer, ours = (
+                lightly.DCLWLoss(temperature=0.1, sigma=0.5),
+                ck.DCLW(temperature=0.1, sigma=0.5),
+            )
         ours.backend, ours.chunk_size = "tiled", 5
         _check_value_and_grad(ours, peer, views)
 

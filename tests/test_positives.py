@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from contrastkit.losses.info_nce import info_nce
-from contrastkit.negatives import info_nce_with_negatives
+from contrastkit.losses.infonce import info_nce_with_negatives
+from contrastkit.losses.infonce.info_nce import info_nce
 from contrastkit.positives import (
     FeatureTransformation,
     Hallucinator,
@@ -20,7 +20,6 @@ from contrastkit.positives import (
     SupReMixPairs,
     extrapolate_positives,
     halp_t_max,
-    mixup_contrastive_loss,
     slerp,
     spherical_kmeans,
     supremix_weight,
@@ -293,7 +292,7 @@ def test_supremix_pairs_oracles():
 
 
 def test_supremix_pairs_feed_the_supremix_loss():
-    from contrastkit.losses.supremix import supremix
+    from contrastkit.losses.structured.supremix import supremix
 
     feats = F.normalize(rand(5, 2, 4, seed=24), dim=-1).requires_grad_(True)
     t = torch.tensor([1.0, 2.0, 2.0, 3.5, 3.0], dtype=D64)
@@ -324,78 +323,25 @@ def test_supremix_pairs_feed_the_supremix_loss():
     torch.testing.assert_close(torch.autograd.grad(got, feats)[0], gw)
 
 
-# ------------------------------------------------------------------ M3CoL
+# ------------------------------------------------------------------ M3CoL mixing
 
 
-def ref_m3col(xm, y, perm, mix, tau=0.1, official=False):
-    B = xm.shape[0]
-    logits = F.normalize(xm, dim=-1) @ F.normalize(y, dim=-1).T / tau
-    P = torch.zeros(B, B, dtype=xm.dtype)
-    P[torch.arange(B), torch.arange(B)] = mix
-    P[torch.arange(B), perm] = 1 - mix  # the official assignment order (overwrites if perm(i)=i)
-    if not official:
-        selfp = perm == torch.arange(B)
-        P[selfp, selfp.nonzero().squeeze(1)] = 1.0
-    rows = -(P * torch.log_softmax(logits, 1)).sum(1).mean()
-    cols = -(P * torch.log_softmax(logits, 0)).sum(0).mean()
-    return (rows + cols) / 2
-
-
-def test_m3col_reference_and_reductions():
-    x, y = rand(7, 5, seed=17, grad=True), rand(7, 5, seed=18, grad=True)
-    mm = MultimodalMixup(prob=0.8)
-    _, perm0, mix = mm.mix(x.detach(), generator=gen(4))
-    perm = torch.tensor([1, 0, 2, 4, 3, 6, 5])  # one self pair (2)
-
-    def xm():
-        return mix[:, None] * x + (1 - mix[:, None]) * x[perm0]
-
-    for official in (False, True):
-        want = ref_m3col(xm(), y, perm, mix, official=official)
-        gw = torch.autograd.grad(want, (x, y))
-        for eng in ENGINES:
-            got = mixup_contrastive_loss(xm(), y, perm, mix, official_self_pair=official, **eng)
-            torch.testing.assert_close(got, want)
-            for a, b in zip(torch.autograd.grad(got, (x, y)), gw):
-                torch.testing.assert_close(a, b)
-    none = mixup_contrastive_loss(xm(), y, perm, mix, reduction="none")
-    torch.testing.assert_close(none.mean(), ref_m3col(xm(), y, perm, mix))
-
-
-def test_m3col_oracles():
-    x, y = rand(8, 5, seed=19), rand(8, 5, seed=20)
-    # no sample selected: bidirectional InfoNCE at tau = 0.1
-    off = MultimodalMixup(prob=0.0)
-    torch.testing.assert_close(
-        off(x, y, generator=gen(0)), info_nce(x, y, temperature=0.1, symmetric=True)
-    )
+def test_multimodal_mixup_mix_oracles():
+    # the loss of the mixed batch (MixupContrastive) is tested in test_objectives_infonce.py
+    x = rand(8, 5, seed=19)
     mm = MultimodalMixup()
     xm, perm, mix = mm.mix(x, generator=gen(1))
     sel = mix < 1
     torch.testing.assert_close(xm[~sel], x[~sel])
     torch.testing.assert_close(xm, mix[:, None] * x + (1 - mix[:, None]) * x[perm])
+    assert bool((MultimodalMixup(prob=0.0).mix(x, generator=gen(0))[2] == 1).all())
     # Beta(0.15, 0.15) concentrates near 0 and 1
     b = MultimodalMixup(prob=1.0).mix(rand(4000, 1, seed=21), generator=gen(2))[2]
     assert float(((b < 0.1) | (b > 0.9)).double().mean()) > 0.6
-    a1 = mm(x, y, generator=gen(5))
-    a2 = mm(x, y, generator=gen(5))
-    assert torch.equal(a1, a2)
-    with pytest.raises(ValueError, match="perm"):
-        mixup_contrastive_loss(x, y, perm[:4], mix)
+    a1, a2 = mm.mix(x, generator=gen(5)), mm.mix(x, generator=gen(5))
+    assert all(torch.equal(u, v) for u, v in zip(a1, a2))
     with pytest.raises(ValueError, match="prob"):
         MultimodalMixup(prob=2.0)
-
-
-def test_m3col_gradcheck():
-    x, y = rand(4, 3, seed=22, grad=True), rand(4, 3, seed=23, grad=True)
-    perm, mix = torch.tensor([2, 0, 1, 3]), torch.tensor([0.3, 1.0, 0.8, 0.6], dtype=D64)
-
-    def f(x, y):
-        return mixup_contrastive_loss(
-            x, y, perm, mix, temperature=0.5, backend="tiled", chunk_size=2
-        )
-
-    assert torch.autograd.gradcheck(f, (x, y))
 
 
 def test_supremix_pairs_deterministic_with_seed():

@@ -99,6 +99,7 @@ def _weights(run_dir):
     return load_checkpoint(latest_checkpoint(run_dir))[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["simclr-digits", "supcon-digits", "moco-digits", "clip-pairs"])
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path, recipe):
     args = SMALL + [f"recipe='{recipe}'", f"out_dir='{tmp_path}'"]
@@ -134,6 +135,7 @@ def test_run_writes_config_log_and_baseline_evaluation(tmp_path):
     assert metrics["eval"] == json.loads(json.dumps(summary["eval"]))
 
 
+@pytest.mark.slow
 def test_report_tensorboard_and_eval_command(tmp_path):
     """A run writes report.md with its four plots and TensorBoard events; ``contrastkit eval``
     recomputes the same metrics from the checkpoint."""
@@ -233,6 +235,7 @@ def test_simcse_text_recipe_runs_offline(tmp_path):
     assert enc is method.modules["encoder"]
 
 
+@pytest.mark.slow
 def test_deterministic_flag_is_scoped_to_the_run(tmp_path):
     assert not torch.are_deterministic_algorithms_enabled()
     seen = []

@@ -139,6 +139,7 @@ def test_overwrite_with_escaping_name_deletes_nothing(tmp_path):
     assert (victim / "keep.txt").read_text() == "precious" and (out / "sub").is_dir()
 
 
+@pytest.mark.slow
 def test_overwrite_removes_only_a_marked_run_inside_out_dir(tmp_path):
     out = tmp_path / "runs"
     plain = out / "plain"
@@ -187,6 +188,7 @@ def _damage(path, how):
         path.unlink()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "how,file",
     [
@@ -229,6 +231,7 @@ def test_resume_of_a_missing_run_is_an_error(tmp_path):
     assert not (tmp_path / "ghost").exists()
 
 
+@pytest.mark.slow
 def test_resume_takes_the_runs_own_config(tmp_path):
     out = f"out_dir='{tmp_path}'"
     code, text = _cli(
@@ -285,6 +288,7 @@ def test_kill_before_the_first_checkpoint_leaves_no_duplicate_rows(tmp_path, mon
     assert [json.loads(s)["step"] for s in snaps] == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_torn_last_log_lines_are_dropped_on_resume(tmp_path):
     args = ["max_steps=4", "checkpoint_every=2", "name='r'"]
     train(_cfg(tmp_path, *args))
@@ -493,6 +497,7 @@ def test_cuda_without_a_gpu_is_a_config_error():
     assert load_config(overrides=["device='auto'"]).device == "auto"
 
 
+@pytest.mark.slow
 def test_bf16_autocast_trains_and_resumes_exactly(tmp_path):
     args = ["max_steps=4", "checkpoint_every=2", "precision='bf16'", "recipe='clip-pairs'"]
     seen = []
@@ -549,6 +554,7 @@ def test_export_digit_encoder_gives_the_evaluated_features(tmp_path):
     assert (other / "keep.txt").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args,needle",
     [

@@ -183,9 +183,9 @@ def test_cwcl_soft_targets_from_embeddings(N, d):
         w = 0.5 / N
         spec = RowSpec(
             soft_targets=EmbeddingSoftTargets(pn, pn, 0.5, 0.5),
-            row_fn=lambda st, sd: w * (st["lse"][0] - st["tgt"] / st["mass"]),
+            row_fn=lambda st, sd: w * (st.lse[0] - st.tgt / st.mass),
             columns=True,
-            col_fn=lambda st, sd: w * (st["col_lse"] - st["col_tgt"] / st["col_mass"]),
+            col_fn=lambda st, sd: w * (st.lse - st.tgt / st.mass),
         )
         return gb.contrast_triton(pn, qn, spec, 1.0 / t)
 
@@ -194,9 +194,9 @@ def test_cwcl_soft_targets_from_embeddings(N, d):
     pn, qn = F.normalize(p, dim=1), F.normalize(q, dim=1)
     spec = RowSpec(
         soft_targets=EmbeddingSoftTargets(pn, pn, 0.5, 0.5),
-        row_fn=lambda st, sd: st["lse"][0] - st["tgt"] / st["mass"],
+        row_fn=lambda st, sd: st.lse[0] - st.tgt / st.mass,
         columns=True,
-        col_fn=lambda st, sd: st["col_lse"] - st["col_tgt"] / st["col_mass"],
+        col_fn=lambda st, sd: st.lse - st.tgt / st.mass,
     )
     a = contrast(pn, qn, spec, torch.tensor(10.0), backend="tiled", chunk_size=7)
     _close(gb.contrast_triton(pn.to(DEV), qn.to(DEV), spec, torch.tensor(10.0, device=DEV)), a)
@@ -246,9 +246,9 @@ def test_label_masks_compared_in_tile(mode):
         ex = PairMask(self_offset=3, row_labels=rl.to(dev), col_labels=cl.to(dev), labels=mode)
         return RowSpec(
             terms=(LSETerm(exclude=ex),),
-            row_fn=lambda st, sd: w.to(dev) * st["lse"][0],
+            row_fn=lambda st, sd: w.to(dev) * st.lse[0],
             columns=True,
-            col_fn=lambda st, sd: h.to(dev) * st["col_lse"],
+            col_fn=lambda st, sd: h.to(dev) * st.lse,
         )
 
     A, B = F.normalize(_randn(N, d, seed=20), dim=1), F.normalize(_randn(M, d, seed=21), dim=1)
@@ -263,7 +263,7 @@ def test_index_exclusions_2d_per_row_kappa_reduce_none():
 
     def spec(dev):
         ex = PairMask(index=idx.to(dev))
-        return RowSpec(terms=(LSETerm(exclude=ex),), row_fn=lambda st, sd: st["lse"][0])
+        return RowSpec(terms=(LSETerm(exclude=ex),), row_fn=lambda st, sd: st.lse[0])
 
     A, B = F.normalize(_randn(N, d, seed=22), dim=1), F.normalize(_randn(M, d, seed=23), dim=1)
     _engine_pair(spec, A, B, kap, reduce=False, config=SMALL)
@@ -278,9 +278,9 @@ def test_empty_rows_and_columns_are_minus_inf():
         terms=(
             LSETerm(exclude=PairMask(row_labels=lab, col_labels=lab + 100, labels="different")),
         ),
-        row_fn=lambda st, sd: st["lse"][0],
+        row_fn=lambda st, sd: st.lse[0],
         columns=True,
-        col_fn=lambda st, sd: st["col_lse"],
+        col_fn=lambda st, sd: st.lse,
     )
     (A,) = _leaves(_randn(N, d, seed=24))
     k = torch.tensor(3.0, device=DEV)
@@ -301,9 +301,9 @@ def test_diagonal_statistic_in_kernel(offset):
     def got(a, b, k):
         dev = a.device
         spec = RowSpec(
-            row_fn=lambda st, sd: w.to(dev) * (st["lse"][0] - st["diag"]),
+            row_fn=lambda st, sd: w.to(dev) * (st.lse[0] - st.diag),
             columns=True,
-            col_fn=lambda st, sd: h.to(dev) * (st["col_lse"] - st["col_diag"]),
+            col_fn=lambda st, sd: h.to(dev) * (st.lse - st.diag),
         )
         return gb.contrast_triton(a, b, spec, k, diagonal=offset, config=SMALL_TILES)
 
@@ -341,9 +341,7 @@ def test_column_shift_fallback_is_exact(monkeypatch):
     s = torch.tensor(100.0)
 
     def spec(dev):
-        return RowSpec(
-            row_fn=lambda st, sd: st["lse"][0], columns=True, col_fn=lambda st, sd: st["col_lse"]
-        )
+        return RowSpec(row_fn=lambda st, sd: st.lse[0], columns=True, col_fn=lambda st, sd: st.lse)
 
     # gradients reach 200 here: fp32 rounding of either path is ~1e-5 of that
     _engine_pair(spec, x, y, s, atol=2e-3)
@@ -358,9 +356,9 @@ def test_half_inputs_fp32_accumulation(dtype):
     a, b = _leaves(x, y)
     k = torch.tensor(20.0, device=DEV)
     spec = RowSpec(
-        row_fn=lambda st, sd: (st["lse"][0] - st["diag"]) / N,
+        row_fn=lambda st, sd: (st.lse[0] - st.diag) / N,
         columns=True,
-        col_fn=lambda st, sd: (st["col_lse"] - st["col_diag"]) / N,
+        col_fn=lambda st, sd: (st.lse - st.diag) / N,
     )
     loss = gb.contrast_triton(a, b, spec, k, diagonal=0)
     assert loss.dtype == torch.float32
@@ -423,7 +421,7 @@ def half_on_kernels(monkeypatch, on_kernels):
     """The objectives' GPU decision (``_common.half_path``) as on a CUDA device with a problem
     above the dense threshold, and a spy on the dtypes the kernels receive."""
     import contrastkit.engine.dispatch as dispatch
-    import contrastkit.losses._common as common
+    import contrastkit.objective.inputs as common
 
     monkeypatch.setattr(common, "gpu_device", lambda x: True)
     monkeypatch.setattr(dispatch, "DENSE_MAX_PAIRS", 0)
@@ -514,13 +512,13 @@ def test_gradcache_and_autocast_reach_the_kernels_in_half(half_on_kernels):
         a, b = enc(x), enc(y)
         k = torch.tensor(10.0, device=DEV)
         stats = gb._target_stats(a, b, k, EmbeddingSoftTargets(t, t), True)
-    assert all(v.dtype == torch.float32 for v in stats.values())
+    assert all(v.dtype == torch.float32 for v in stats)  # tgt, mass, col_tgt, col_mass
 
 
 def test_half_path_decision(monkeypatch):
     """Who keeps fp16/bf16: CUDA tensors (patched here), Triton enabled, backend='auto' without
     chunk_size, above the dense threshold, one dtype; everything else is upcast as before."""
-    import contrastkit.losses._common as common
+    import contrastkit.objective.inputs as common
 
     x = torch.zeros(4, 8, dtype=torch.bfloat16)
     eng = {"backend": "auto", "chunk_size": None}
@@ -551,7 +549,7 @@ def test_half_path_decision(monkeypatch):
 def test_row_dot_half_is_fp32_and_keeps_half_inputs(dtype):
     """Positive logits of half rows: fp32, the same values and gradients as the fp32 expression,
     and the autograd graph holds the half inputs only."""
-    import contrastkit.losses._common as common
+    import contrastkit.objective.inputs as common
 
     a0, b0 = _randn(30, 16, seed=76).to(dtype), _randn(30, 16, seed=77).to(dtype)
     a, b = _leaves(a0, b0)
@@ -674,9 +672,9 @@ def test_autotuned_launches_on_slices_are_exact(monkeypatch):
         )
         return RowSpec(
             terms=(LSETerm(exclude=ex),),
-            row_fn=lambda st, sd: st["lse"][0],
+            row_fn=lambda st, sd: st.lse[0],
             columns=True,
-            col_fn=lambda st, sd: 0.5 * st["col_lse"],
+            col_fn=lambda st, sd: 0.5 * st.lse,
         )
 
     A, B = F.normalize(_randn(N, d, seed=74), dim=1), F.normalize(_randn(M, d, seed=75), dim=1)
@@ -737,7 +735,7 @@ def test_covers_decision():
     with pytest.raises(ValueError, match="do not cover this problem: .*softplus"):
         gb.contrast_triton(A, B, no["softplus"], k)
     with pytest.raises(ValueError, match="precision"):
-        gb.contrast_triton(A, B, RowSpec(row_fn=lambda st, sd: st["lse"][0]), k, precision="x")
+        gb.contrast_triton(A, B, RowSpec(row_fn=lambda st, sd: st.lse[0]), k, precision="x")
 
 
 @pytest.mark.skipif(CUDA, reason="checks the CPU behaviour of the engine hook")
@@ -797,9 +795,9 @@ def test_clip_every_dtype_vs_float64(dtype):
     a, b = _leaves(x, y)
     k = torch.tensor(14.0, device=DEV, requires_grad=True)
     spec = RowSpec(
-        row_fn=lambda st, sd: (st["lse"][0] - st["diag"]) / (2 * N),
+        row_fn=lambda st, sd: (st.lse[0] - st.diag) / (2 * N),
         columns=True,
-        col_fn=lambda st, sd: (st["col_lse"] - st["col_diag"]) / (2 * N),
+        col_fn=lambda st, sd: (st.lse - st.diag) / (2 * N),
     )
     loss = gb.contrast_triton(a, b, spec, k, diagonal=0)
     loss.backward()

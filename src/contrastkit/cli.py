@@ -7,10 +7,11 @@ import os
 import sys
 from typing import Annotated
 
-import typer
-
 import contrastkit
 from contrastkit import bench as B
+from contrastkit._extras import require
+
+typer = require("typer", "train", "the contrastkit command line (contrastkit.cli)")
 
 app = typer.Typer(
     help="Exact, tiled contrastive objectives for PyTorch.",

@@ -1,52 +1,12 @@
-"""Functional twins of every objective in :mod:`contrastkit.losses` (as ``torch.nn.functional``)."""
+"""Functional twins of every objective (as ``torch.nn.functional``), generated from the catalogue
+(:mod:`contrastkit.objective.registry`): each registered functional under its name and its
+published aliases (``sinkhorn_knopp`` is registered as a helper without a twin), and the
+temperature converters."""
 
-from .losses import (
-    alignment_loss,
-    amcl,
-    batch_hard_triplet,
-    cacr,
-    clip_align_uniform,
-    clip_loss,
-    conr,
-    cross_uniformity_loss,
-    cwcl,
-    dcl,
-    dclw,
-    debiased_info_nce,
-    focal_info_nce,
-    groco,
-    group_whiten,
-    hard_negative_info_nce,
-    icnn_loss,
-    info_nce,
-    isogclr,
-    isogclr_bimodal,
-    max_margin_contrastive,
-    mlcd,
-    multiple_negatives_ranking,
-    mv_dhel,
-    mv_info_nce,
-    nt_xent,
-    one_to_k_contrastive,
-    pair_margin_contrastive,
-    pamc,
-    partial_ranking_distillation,
-    proto_triplet,
-    siglip_loss,
-    simctg_contrastive,
-    simctg_loss,
-    sinkhorn_knopp,
-    sogclr,
-    sogclr_bimodal,
-    supcon,
-    supremix,
-    swav,
-    symile,
-    triplet_margin,
-    uniformity_loss,
-    whitened_cse,
-)
-from .temperature import (
+from . import losses  # noqa: F401  (registers every objective)
+from .objective.registry import entries as _entries
+from .objective.registry import names as _names
+from .objective.scale import (  # noqa: F401  (published here as well)
     logit_scale_from_temperature,
     scale_from_logit_scale,
     scale_from_temperature,
@@ -54,54 +14,20 @@ from .temperature import (
     temperature_from_scale,
 )
 
-__all__ = [
-    "alignment_loss",
-    "amcl",
-    "batch_hard_triplet",
-    "cacr",
-    "clip_align_uniform",
-    "clip_loss",
-    "conr",
-    "cross_uniformity_loss",
-    "cwcl",
-    "dcl",
-    "dclw",
-    "debiased_info_nce",
-    "focal_info_nce",
-    "groco",
-    "group_whiten",
-    "hard_negative_info_nce",
-    "icnn_loss",
-    "info_nce",
-    "isogclr",
-    "isogclr_bimodal",
-    "logit_scale_from_temperature",
-    "max_margin_contrastive",
-    "mlcd",
-    "multiple_negatives_ranking",
-    "mv_dhel",
-    "mv_info_nce",
-    "nt_xent",
-    "one_to_k_contrastive",
-    "pair_margin_contrastive",
-    "pamc",
-    "partial_ranking_distillation",
-    "proto_triplet",
-    "scale_from_logit_scale",
-    "scale_from_temperature",
-    "siglip_loss",
-    "simctg_contrastive",
-    "simctg_loss",
-    "sinkhorn_knopp",
-    "sogclr",
-    "sogclr_bimodal",
-    "supcon",
-    "supremix",
-    "swav",
-    "symile",
-    "temperature_from_logit_scale",
-    "temperature_from_scale",
-    "triplet_margin",
-    "uniformity_loss",
-    "whitened_cse",
-]
+
+def _namespace() -> dict:
+    return {n: o for n, o in _names(_entries()).items() if not isinstance(o, type)}
+
+
+globals().update(_namespace())
+
+__all__ = sorted(
+    [
+        *_namespace(),
+        "logit_scale_from_temperature",
+        "scale_from_logit_scale",
+        "scale_from_temperature",
+        "temperature_from_logit_scale",
+        "temperature_from_scale",
+    ]
+)

@@ -10,7 +10,7 @@ contrastkit objective:
 * ``InfoNCE(temperature=0.05)`` on (anchor, positive[, negative]) is sentence-transformers'
   ``MultipleNegativesRankingLoss`` (``scale=20``; a negative column is shared by every anchor,
   as there); ``MultipleNegativesRanking()`` takes any number of negative columns;
-* ``CLIPLoss()`` adds a learnable temperature (the trainer optimises the loss's parameters too);
+* ``CLIP()`` adds a learnable temperature (the trainer optimises the loss's parameters too);
 * label-based objectives (``SupCon``) get the labels with ``use_labels=True``.
 
 With ``mini_batch_size`` the columns are embedded by :func:`contrastkit.gradcache.cached_embed`
@@ -109,10 +109,11 @@ class ContrastkitLoss(nn.Module):
     def get_config_dict(self) -> dict[str, Any]:
         """What sentence-transformers writes into the model card."""
         config: dict[str, Any] = {"loss": getattr(self.loss, "__name__", type(self.loss).__name__)}
-        for name in getattr(self.loss, "_option_names", ()):  # FunctionalLoss options
+        names = getattr(self.loss, "options", ())  # the options of an Objective twin
+        for name in names if isinstance(names, tuple) else ():
             config[name] = getattr(self.loss, name)
         scale = getattr(self.loss, "logit_scale", None)
-        if isinstance(scale, Tensor):  # CLIPLoss and the other ScaledLoss objectives
+        if isinstance(scale, Tensor):  # CLIP and the other objectives with a learnable scale
             config["temperature"] = float((-scale.detach()).exp())
         config.update(mini_batch_size=self.mini_batch_size, use_labels=self.use_labels)
         return config

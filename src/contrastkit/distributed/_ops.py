@@ -51,7 +51,7 @@ def exact_objective(fn):
     """Declare an objective exact under a process group.
 
     Use it on an objective whose every batch-level quantity goes through the helpers of
-    ``contrastkit.losses._common`` (``row_weight``, ``kappa``, ``global_rows``, ``gather_rows``,
+    ``contrastkit.objective`` (``row_weight``, ``kappa``, ``global_rows``, ``gather_rows``,
     ``row_offset``, ``sum_across_ranks``, ``replicated``, ``global_total``). Under an active
     group the call is recorded (its name and arguments, which the group's exchange compares
     across ranks), those helpers then work on the global batch, and an input error raised
@@ -253,18 +253,20 @@ def _bits_float(v: int) -> float:
 
 
 # value kinds of an option slot (_OTHER: a value not compared, e.g. an input tensor)
-_NONE, _BOOL, _FLOAT, _SHORT_STR, _LONG_STR, _OTHER = 1, 2, 3, 4, 5, 6
+_NONE, _BOOL, _FLOAT, _SHORT_STR, _LONG_STR, _OTHER, _INT = 1, 2, 3, 4, 5, 6, 7
 
 
 def _encode(name: str, value) -> tuple[int, int]:
     """``(kind, int64)`` of an argument: its value when it must match on every rank, else only
-    whether it is ``None`` (tensors with rows, integers other than a temperature / scale, ...)."""
+    whether it is ``None`` (tensors with rows, lists, ...)."""
     if value is None:
         return _NONE, 0
     if isinstance(value, bool):
         return _BOOL, int(value)
     if isinstance(value, float) or (isinstance(value, int) and name in ("temperature", "scale")):
         return _FLOAT, _float_bits(value)
+    if isinstance(value, int) and -(2**63) <= value < 2**63:
+        return _INT, value
     if isinstance(value, str):
         raw = value.encode()
         if len(raw) <= 8:
@@ -284,6 +286,8 @@ def _decode(kind: int, value: int) -> str:
         return f"{_bits_float(value):g}"
     if kind == _SHORT_STR:
         return repr(int(value).to_bytes(8, "little", signed=True).rstrip(b"\0").decode())
+    if kind == _INT:
+        return str(value)
     if kind == _OTHER:
         return "a value (not None)"
     return "another value"

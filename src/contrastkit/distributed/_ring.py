@@ -3,9 +3,10 @@
 Forward: ``W`` steps; at step ``t`` rank ``r`` holds shard ``s = (r - t) mod W``, merges the
 row statistics of its anchors against it (log-sum-exps with ``logaddexp``, sums added) and passes
 it on to rank ``r + 1``. Backward: the shards travel again, each with an accumulator of its
-gradient; at every step the engine's two-sweep backward turns the incoming ``d loss / d stat``
-and the *merged* statistics into this rank's ``dA`` and its contribution to the shard's ``dB``;
-after the last step every accumulator makes one more hop, to its owner.
+gradient; at every step the engine's two-sweep backward (the plain function
+``engine.recompute.row_statistics_backward``) turns the incoming ``d loss / d stat`` and the
+*merged* statistics into this rank's ``dA`` and its contribution to the shard's ``dB``; after
+the last step every accumulator makes one more hop, to its owner.
 Memory per rank: O((N + 2 M) d) instead of O(W M d); bytes per rank: ``(3 W - 2) M d`` elements
 against ``2 (W - 1) M d`` for all-gather + reduce-scatter.
 """
@@ -13,13 +14,18 @@ against ``2 (W - 1) M d`` for all-gather + reduce-scatter.
 from __future__ import annotations
 
 from dataclasses import replace
-from types import SimpleNamespace
 
 import torch
 from torch import Tensor
 
-from ..engine.recompute import RowStats, output_keys
-from ..engine.spec import PairMask, RowSpec
+from ..engine.recompute import (
+    flatten_statistics,
+    merge_statistics,
+    row_statistics_backward,
+    row_statistics_forward,
+    unflatten_statistics,
+)
+from ..engine.spec import PairMask, RowSpec, RowStatistics, map_statistics
 from . import _ops
 
 
@@ -62,58 +68,53 @@ def _ring_pass(ctx: _ops.Context, x: Tensor) -> Tensor:
 
 
 class RingRowStats(torch.autograd.Function):
-    """Row statistics of local anchors ``A`` against the global candidates (every rank's ``B``),
-    in the order of ``output_keys(spec)``; ``spec`` has no columns and masks in local columns."""
+    """Row statistics of local anchors ``A`` against the global candidates (every rank's ``B``)
+    as a flat tuple (``engine.recompute.flatten_statistics``); ``spec`` has no columns and
+    masks in local columns. Use :func:`ring_row_statistics`."""
 
     @staticmethod
     def forward(fctx, A, B, kappa, bias, ctx: _ops.Context, spec: RowSpec, tile):
         W, r, M = ctx.world, ctx.rank, B.shape[0]
-        keys = output_keys(spec)
         merged = None
         shard = B.detach()
         with torch.no_grad():
             for t in range(W):
                 s = (r - t) % W
-                outs = RowStats.apply(A, shard, kappa, bias, shard_spec(spec, (r - s) * M), tile)
+                shard_s = shard_spec(spec, (r - s) * M)
+                rows, _ = row_statistics_forward(A, shard, kappa, shard_s, tile)
                 if merged is None:
-                    merged = [o.clone() for o in outs]
+                    merged = map_statistics(lambda f, v: v.clone(), rows)
                 else:
-                    for k, m, o in zip(keys, merged, outs):
-                        if k == "lse":
-                            torch.logaddexp(m, o, out=m)
-                        else:
-                            m.add_(o)
+                    merge_statistics(merged, rows)
                 if t < W - 1:
                     shard = _ring_pass(ctx, shard)
-        fctx.meta = (ctx, spec, tile, keys)
-        fctx.save_for_backward(A, B, kappa, *merged)
-        return tuple(merged)
+        outs = flatten_statistics((merged, None))
+        fctx.meta = (ctx, spec, tile)
+        fctx.save_for_backward(A, B, kappa, *outs)
+        return tuple(outs)
 
     @staticmethod
     def backward(fctx, *grads):
-        ctx, spec, tile, keys = fctx.meta
-        A, B, kappa, *merged = fctx.saved_tensors
+        ctx, spec, tile = fctx.meta
+        A, B, kappa, *outs = fctx.saved_tensors
         W, r, M = ctx.world, ctx.rank, B.shape[0]
         need = fctx.needs_input_grad
+        stats, coefs = unflatten_statistics(spec, outs), unflatten_statistics(spec, grads)
         dA = torch.zeros_like(A)
         dk = torch.zeros_like(kappa) if need[2] else None
         db = None
         shard, acc = B.detach(), torch.zeros_like(B)
         for t in range(W):
             s = (r - t) % W
-            fake = SimpleNamespace(
-                saved_tensors=(A, shard, kappa, *merged),
-                spec=shard_spec(spec, (r - s) * M),
-                keys=keys,
-                tile=tile,
-                needs_input_grad=(True, True, need[2], need[3], False, False),
+            shard_s = shard_spec(spec, (r - s) * M)
+            gA, gB, gk, gb = row_statistics_backward(
+                A, shard, kappa, shard_s, tile, stats, coefs, kappa_grad=need[2]
             )
-            gA, gB, gk, gb, _, _ = RowStats.backward(fake, *grads)
             dA += gA
             acc += gB
             if gk is not None:
                 dk += gk
-            if gb is not None:
+            if need[3]:
                 db = gb if db is None else db + gb
             if t < W - 1:
                 both = _ring_pass(ctx, torch.cat([shard, acc]))
@@ -121,3 +122,11 @@ class RingRowStats(torch.autograd.Function):
         if W > 1:  # the accumulator now holds shard (r + 1)'s full gradient: send it home
             acc = _ring_pass(ctx, acc)
         return dA, acc, dk, db, None, None, None
+
+
+def ring_row_statistics(
+    A: Tensor, B: Tensor, kappa: Tensor, bias, ctx: _ops.Context, spec: RowSpec, tile
+) -> RowStatistics:
+    """Differentiable row statistics of local anchors ``A`` against every rank's ``B`` (ring)."""
+    outs = RingRowStats.apply(A, B, kappa, bias, ctx, spec, tile)
+    return unflatten_statistics(spec, outs)[0]

@@ -16,8 +16,15 @@ from dataclasses import replace
 
 from torch import Tensor
 
-from ..engine import LSETerm, PairMask, RowSpec, SoftTargets, contrast
-from ..engine.recompute import output_keys
+from ..engine import (
+    ColumnStatistics,
+    LSETerm,
+    PairMask,
+    RowSpec,
+    RowStatistics,
+    SoftTargets,
+    contrast,
+)
 from ..engine.spec import without_positive
 from . import _ops
 
@@ -55,13 +62,12 @@ def _rows_global(ctx, A, B, spec: RowSpec, k: Tensor, reduce: bool, engine_kw: d
     ``spec`` is one-sided with masks in local columns."""
     if ctx.strategy == "ring":
         from ..engine.dispatch import recompute_tile
-        from ._ring import RingRowStats
+        from ._ring import ring_row_statistics
 
         bias = spec.softplus_bias
         spec = without_positive(spec, A, B, k)  # positive columns are local ones here
         tile = recompute_tile(B.shape[0], engine_kw.get("chunk_size"))
-        outs = RingRowStats.apply(A, B, k, bias, ctx, spec, tile)
-        stats = dict(zip(output_keys(spec), outs))
+        stats = ring_row_statistics(A, B, k, bias, ctx, spec, tile)
         rows = spec.row_fn(stats, spec.row_side)
         return rows.sum() if reduce else (rows, None)
     Bg = _ops.gather(ctx, B)
@@ -74,12 +80,9 @@ def _rows_global(ctx, A, B, spec: RowSpec, k: Tensor, reduce: bool, engine_kw: d
     return contrast(A, Bg, spec, k, reduce=reduce, **engine_kw)
 
 
-def _as_columns(stats: dict) -> dict:
-    """Row statistics of the transposed problem under the names of column statistics."""
-    out = {"col_lse": stats["lse"][0]}
-    if "tgt" in stats:
-        out["col_tgt"], out["col_mass"] = stats["tgt"], stats["mass"]
-    return out
+def _as_columns(stats: RowStatistics) -> ColumnStatistics:
+    """Row statistics of the transposed problem as the column statistics of the original."""
+    return ColumnStatistics(lse=stats.lse[0], tgt=stats.tgt, mass=stats.mass)
 
 
 def run_distributed(

@@ -1,15 +1,15 @@
 """The tiled, exact contrast engine (torch only; imports nothing else of contrastkit)."""
 
-from .candidates import LocalCandidates
 from .dispatch import BACKENDS, choose_path, compute_dtype, contrast
-from .spec import LSETerm, PairMask, RowSpec, SoftTargets
+from .spec import ColumnStatistics, LSETerm, PairMask, RowSpec, RowStatistics, SoftTargets
 
 __all__ = [
     "BACKENDS",
+    "ColumnStatistics",
     "LSETerm",
-    "LocalCandidates",
     "PairMask",
     "RowSpec",
+    "RowStatistics",
     "SoftTargets",
     "choose_path",
     "compute_dtype",

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 
 from .fused import FusedRowLoss
-from .recompute import RowStats, output_keys
-from .spec import RowSpec, check_positive_index
+from .recompute import row_statistics
+from .spec import ColumnStatistics, RowSpec, RowStatistics, check_positive_index
 from .tiles import tile_stats
 
 BACKENDS = ("auto", "dense", "tiled")
@@ -37,12 +37,12 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _apply_fns(spec: RowSpec, stats: dict, reduce: bool):
-    row_stats = {k: v for k, v in stats.items() if not k.startswith("col_")}
+def _apply_fns(
+    spec: RowSpec, row_stats: RowStatistics, col_stats: Optional[ColumnStatistics], reduce: bool
+):
     rows = spec.row_fn(row_stats, spec.row_side) if spec.row_fn is not None else None
     cols = None
-    if spec.columns and spec.col_fn is not None:
-        col_stats = {k: v for k, v in stats.items() if k.startswith("col_")}
+    if spec.columns and spec.col_fn is not None and col_stats is not None:
         cols = spec.col_fn(col_stats, spec.col_side)
     if not reduce:
         return rows, cols
@@ -119,7 +119,7 @@ def contrast(
             return out
     if path == "dense":
         u = (A * (kappa if kappa.dim() == 0 else kappa[:, None])) @ B.t()
-        return _apply_fns(spec, tile_stats(u, spec, 0, N, 0, M), reduce)
+        return _apply_fns(spec, *tile_stats(u, spec, 0, N, 0, M), reduce)
     if path == "fused":
         sides = [("row", k, v) for k, v in spec.row_side.items()]
         if spec.columns:
@@ -129,5 +129,4 @@ def contrast(
         block = (fused_block_rows(M, chunk_size), fused_block_rows(N, chunk_size))
         return FusedRowLoss.apply(A, B, kappa, bias, spec, block, keys, *vals)
     tile = recompute_tile(M, chunk_size)
-    outs = RowStats.apply(A, B, kappa, bias, spec, tile)
-    return _apply_fns(spec, dict(zip(output_keys(spec), outs)), reduce)
+    return _apply_fns(spec, *row_statistics(A, B, kappa, bias, spec, tile), reduce)

@@ -24,21 +24,36 @@ nothing of the size of the logits is rounded (as in ``F.cross_entropy``).
 from __future__ import annotations
 
 import math
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from .recompute import add_kappa_grad, kappa_block
-from .spec import LSETerm, PairMask, RowSpec
+from .spec import (
+    ColumnStatistics,
+    LSETerm,
+    PairMask,
+    RowSpec,
+    RowStatistics,
+    StatsT,
+    differentiable,
+    map_statistics,
+    present_fields,
+)
 from .tiles import NEG_INF, _finite_or_zero, positive_entries, tile_grad, tile_stats
 
 LOG2E = 1.0 / math.log(2.0)
 LN2 = math.log(2.0)
 
 
-def row_coefficients(fn, stats: dict, side: dict, need_grad: bool):
-    """Evaluate ``fn`` on a block; return (sum of values, d/dstats, d/dside) via autograd."""
-    leaves = {k: v.detach().requires_grad_(need_grad and k != "mass") for k, v in stats.items()}
+def row_coefficients(fn, stats: StatsT, side: dict, need_grad: bool):
+    """Evaluate ``fn`` on a block's statistics record; return (sum of values, ``d/dstats`` as a
+    record of the same kind, ``d/dside``) via autograd. The gradient record holds ``None`` for
+    statistics without a gradient (``mass``); it is ``None`` altogether without ``need_grad``."""
+    leaves = map_statistics(
+        lambda f, v: v.detach().requires_grad_(need_grad and differentiable(f)), stats
+    )
     side_leaves = {
         k: v.detach().requires_grad_(need_grad and v.is_floating_point()) for k, v in side.items()
     }
@@ -46,17 +61,23 @@ def row_coefficients(fn, stats: dict, side: dict, need_grad: bool):
         val = fn(leaves, side_leaves).sum()
     if not need_grad:
         return val.detach(), None, {}
-    wrt = [v for v in list(leaves.values()) + list(side_leaves.values()) if v.requires_grad]
+    stat_leaves = [getattr(leaves, f.name) for f in present_fields(leaves)]
+    wrt = [v for v in stat_leaves + list(side_leaves.values()) if v.requires_grad]
+    grads: Sequence[Optional[Tensor]]
     if val.requires_grad:
         grads = torch.autograd.grad(val, wrt, allow_unused=True)
     else:
         grads = [None] * len(wrt)
     it = iter(grads)
-    coef, side_grad = {}, {}
-    for k, v in leaves.items():
-        if v.requires_grad:
-            g = next(it)
-            coef[k] = torch.zeros_like(v) if g is None else g
+
+    def coefficient(f, v):
+        if not v.requires_grad:
+            return None
+        g = next(it)
+        return torch.zeros_like(v) if g is None else g
+
+    coef = map_statistics(coefficient, leaves)
+    side_grad = {}
     for k, v in side_leaves.items():
         if v.requires_grad:
             g = next(it)
@@ -209,18 +230,21 @@ class FusedRowLoss(torch.autograd.Function):
         Bt = B.t()
         plain = spec.plain
         col_coef = None
+        col_shift: Optional[Tensor]
         if spec.columns:
             if not plain:
                 raise ValueError("the single-sweep path supports columns only for plain specs")
             col_lse = _column_lse(A, B, kappa, spec, block[1])
-            val, cc, sg = row_coefficients(spec.col_fn, {"col_lse": col_lse}, col_side, need_grad)
+            col_stats = ColumnStatistics(lse=col_lse)
+            val, cc, sg = row_coefficients(spec.col_fn, col_stats, col_side, need_grad)
             loss += val
             for k, g in sg.items():
                 side_grads[("col", k)] = g
-            col_coef = cc["col_lse"] if need_grad else None
+            col_coef = cc.lse if need_grad else None
             col_shift = _finite_or_zero(col_lse) * LOG2E
             fold = col_coef is not None and bool((col_coef > 0).all())
             if fold:  # G_j softmax_col = exp2(u2 - lse2_j + log2 G_j): saves a pass
+                assert col_coef is not None  # fold implies it
                 col_shift = col_shift - torch.log2(col_coef)
         block = block[0]
         buf = torch.empty(min(block, N) * M, dtype=A.dtype, device=A.device)
@@ -229,6 +253,7 @@ class FusedRowLoss(torch.autograd.Function):
         # the shared exponential shifts rows by a global constant, not by their positive
         shared = spec.columns and (fold or not need_grad) and spec.positive is None
         if shared:
+            assert col_shift is not None  # shared implies spec.columns
             C = float(col_shift.max())
             v = torch.exp2(col_shift - C)
             tmp = torch.empty(min(block, N), chunks[0][1], dtype=A.dtype, device=A.device)
@@ -250,30 +275,29 @@ class FusedRowLoss(torch.autograd.Function):
                 )
             if shared_out is not None:
                 lse, rowsum, E = shared_out
-                stats = {"lse": lse[None]}
+                stats = RowStatistics(lse=lse[None])
             elif plain:
                 if spec.columns and buf2 is None:
                     buf2 = torch.empty_like(buf)
                 lse, rowsum, scale, E, EC, ce = _plain_block(
                     buf, buf2, A[r0:r1] * (kb * LOG2E), B, spec, r0, r1, chunks, col_shift, col_mul
                 )
-                stats = {"lse": lse[None]}
-                if ce is not None:
-                    stats["ce"] = ce
+                stats = RowStatistics(lse=lse[None], ce=ce)
             else:
                 u = buf[: (r1 - r0) * M].view(r1 - r0, M)
                 torch.mm(A[r0:r1] * kb, Bt, out=u)
-                stats = tile_stats(u, spec, r0, r1, 0, M)
+                stats, _ = tile_stats(u, spec, r0, r1, 0, M)  # no columns here
             val, coef, sgrad = row_coefficients(spec.row_fn, stats, side_blk, need_grad)
             loss += val
             if not need_grad:
                 continue
+            assert dA is not None and dB is not None and dbias is not None  # need_grad
             for k, g in sgrad.items():
                 side_grads[("row", k)][r0:r1] = g
             a = A[r0:r1] * kb  # natural-unit scaled anchors: u = a @ B^T
             if shared_out is not None:
                 # du = E * (1 + f v^T), f_i = G_i / s_i: column plus row softmax terms
-                f = torch.where(rowsum > 0, coef["lse"][0] / rowsum, torch.zeros_like(rowsum))
+                f = torch.where(rowsum > 0, coef.lse[0] / rowsum, torch.zeros_like(rowsum))
                 gA = torch.zeros_like(a)
                 for ci, (c0, c1) in enumerate(chunks):
                     mod = tmp[: r1 - r0, : c1 - c0]
@@ -284,7 +308,7 @@ class FusedRowLoss(torch.autograd.Function):
                 gA.mul_(kb)
             elif plain:
                 # softmax_row = E_c * scale_c / rowsum: fold G / rowsum * scale_c into the GEMMs
-                g = coef["lse"][0] + coef["ce"] if "ce" in coef else coef["lse"][0]
+                g = coef.lse[0] + coef.ce if coef.ce is not None else coef.lse[0]
                 w = torch.where(rowsum > 0, g / rowsum, torch.zeros_like(rowsum))
                 f = w[:, None] * scale
                 gA = torch.zeros_like(a)
@@ -297,8 +321,8 @@ class FusedRowLoss(torch.autograd.Function):
                         du = EC[ci].addcmul_(E[ci], fc)
                         gA.addmm_(du, B[c0:c1])
                         dB[c0:c1].addmm_(du.t(), a)
-                if "ce" in coef:  # d ce / d u_i,pos(i) has a -1 besides the softmax
-                    p, gce = spec.positive[r0:r1], coef["ce"][:, None]
+                if coef.ce is not None:  # d ce / d u_i,pos(i) has a -1 besides the softmax
+                    p, gce = spec.positive[r0:r1], coef.ce[:, None]
                     gA.sub_(gce * B[p])
                     dB.index_add_(0, p, gce * a, alpha=-1)
                 gA.mul_(kb)

@@ -1,6 +1,6 @@
 """Objective specifications: what the engine needs to know about one row-wise objective.
 
-The unified row-wise form (methods card, section 1) for anchor ``i`` and candidates ``j``::
+The unified row-wise form for anchor ``i`` and candidates ``j``::
 
     u_ij   = kappa_i * <a_i, b_j>                 (kappa = 1 / temperature, scalar or per row)
     lse_k  = log sum_j w^k_ij exp(r_k * u_ij)     (K log-sum-exp reductions, masked by w^k)
@@ -11,6 +11,10 @@ The unified row-wise form (methods card, section 1) for anchor ``i`` and candida
 
     loss   = sum_i g(row stats_i, side_i)  [+ sum_j g_col(col stats_j, side_j)]
 
+``g`` (``RowSpec.row_fn``) receives the row statistics as a :class:`RowStatistics` record
+(``lse``, ``ce``, ``phi``, ``tgt``, ``mass``) and ``g_col`` (``RowSpec.col_fn``) the column
+statistics as a :class:`ColumnStatistics` record (``lse`` = ``col_lse`` above, ``tgt``, ``mass``).
+
 Linear target terms with one-hot or label targets (``u_i,pos``, ``sum_{j in P(i)} u_ij``) do not
 need the engine at all: they are ``O((N + M) d)`` algebra done with autograd by the objective and
 passed to ``g`` as *side inputs*. The engine only sweeps the reductions that need every pair.
@@ -18,7 +22,7 @@ The one exception is the cross-entropy with a single positive: ``lse_0,i - u_i,p
 badly when the positive dominates the row (near-identical views), so with ``RowSpec.positive``
 the engine reads ``u_i,pos(i)`` from the same logit tile as the LSE and reduces
 ``u_ij - u_i,pos(i)`` directly (as ``F.cross_entropy``'s log-softmax does): the statistic
-``"ce"`` is then as exact as a plain cross-entropy, and exactly 0 when the positive is alone.
+``ce`` is then as exact as a plain cross-entropy, and exactly 0 when the positive is alone.
 
 Pair functions (masks and soft targets) are evaluated per tile from O(N + M) data (indices,
 labels, a second pair of embeddings); a dense ``(N, M)`` mask may be given for convenience.
@@ -26,13 +30,21 @@ labels, a second pair of embeddings); a dense ``(N, M)`` mask may be given for c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Callable, Optional, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Callable, Optional, Sequence, TypeVar, Union
 
 import torch
 from torch import Tensor
 
-__all__ = ["PairMask", "LSETerm", "SoftTargets", "RowSpec", "without_positive"]
+__all__ = [
+    "ColumnStatistics",
+    "LSETerm",
+    "PairMask",
+    "RowSpec",
+    "RowStatistics",
+    "SoftTargets",
+    "without_positive",
+]
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,7 @@ class PairMask:
         if rr.numel():
             out[rr, cc] = True
         if self.labels is not None:
+            assert self.row_labels is not None and self.col_labels is not None
             same = self.row_labels[r0:r1, None] == self.col_labels[None, c0:c1]
             out |= same if self.labels == "same" else ~same
         if self.dense is not None:
@@ -141,22 +154,120 @@ class SoftTargets:
     transposed: Optional[Callable[[int, int, int, int], Tensor]] = None
 
 
-RowFn = Callable[[dict, dict], Tensor]
+#: how the engine merges a statistic's partial values across tiles
+LOGADDEXP, ADD = "logaddexp", "add"
 
 
-@dataclass
+def _stat(merge: Optional[str], differentiable: bool = True):
+    """A statistic field, absent (``None``) unless the spec asks for it. ``merge``: how the
+    torch paths merge its partial values across tiles (``None``: not swept by them)."""
+    return field(default=None, metadata={"merge": merge, "differentiable": differentiable})
+
+
+@dataclass(frozen=True)
+class RowStatistics:
+    """Row statistics of a block of ``b`` anchor rows: what ``RowSpec.row_fn`` receives.
+
+    A field the spec does not ask for is ``None``.
+
+    Attributes
+    ----------
+    lse:
+        ``(K, b)``: row ``k`` is ``lse_k`` of ``RowSpec.terms[k]`` (``None`` without terms).
+    ce:
+        ``(b,)``: ``lse_0 - u_i,positive(i)`` (``RowSpec.positive``).
+    phi:
+        ``(b,)``: ``sum_j softplus(u_ij + bias)`` (``RowSpec.softplus_bias``).
+    tgt, mass:
+        ``(b,)``: ``sum_j p_ij u_ij`` and ``sum_j p_ij`` (``RowSpec.soft_targets``); ``mass``
+        carries no gradient.
+    diag:
+        ``(b,)``: the paired logit ``u_i,i+o`` (only from the GPU backend's
+        ``contrast_triton(diagonal=o)``).
+    """
+
+    lse: Optional[Tensor] = _stat(LOGADDEXP)
+    ce: Optional[Tensor] = _stat(LOGADDEXP)
+    phi: Optional[Tensor] = _stat(ADD)
+    tgt: Optional[Tensor] = _stat(ADD)
+    mass: Optional[Tensor] = _stat(ADD, differentiable=False)
+    diag: Optional[Tensor] = _stat(None)  # Triton kernels only
+
+
+@dataclass(frozen=True)
+class ColumnStatistics:
+    """Column statistics of a block of ``t`` candidates: what ``RowSpec.col_fn`` receives.
+
+    A field the spec does not ask for is ``None``.
+
+    Attributes
+    ----------
+    lse:
+        ``(t,)``: ``log sum_i w^0_ij exp(u_ij)``, the column reduction of the first term.
+    tgt, mass:
+        ``(t,)``: ``sum_i p_ij u_ij`` and ``sum_i p_ij`` (``RowSpec.soft_targets``); ``mass``
+        carries no gradient.
+    diag:
+        ``(t,)``: the paired logit ``u_j-o,j`` (only from the GPU backend's
+        ``contrast_triton(diagonal=o)``).
+    """
+
+    lse: Optional[Tensor] = _stat(LOGADDEXP)
+    tgt: Optional[Tensor] = _stat(ADD)
+    mass: Optional[Tensor] = _stat(ADD, differentiable=False)
+    diag: Optional[Tensor] = _stat(None)  # Triton kernels only
+
+
+Statistics = Union[RowStatistics, ColumnStatistics]
+#: a statistics record of either kind, kept by functions that return the kind they were given
+StatsT = TypeVar("StatsT", RowStatistics, ColumnStatistics)
+
+
+def present_fields(stats: Statistics) -> list:
+    """The :class:`dataclasses.Field` objects of ``stats`` that hold a tensor, in field order."""
+    return [f for f in fields(stats) if getattr(stats, f.name) is not None]
+
+
+def merges_by_logaddexp(f) -> bool:
+    """Partial values of the statistic merge with ``logaddexp`` (else by addition)."""
+    return f.metadata["merge"] == LOGADDEXP
+
+
+def differentiable(f) -> bool:
+    """The statistic carries a gradient (``mass`` does not)."""
+    return f.metadata["differentiable"]
+
+
+def map_statistics(fn: Callable, stats: StatsT, *others: Statistics) -> StatsT:
+    """``stats`` with every present field ``f`` replaced by ``fn(f, value, *other values)``
+    (``others``: records with the same fields present); absent fields stay ``None``."""
+    return replace(
+        stats,
+        **{
+            f.name: fn(f, getattr(stats, f.name), *(getattr(o, f.name) for o in others))
+            for f in present_fields(stats)
+        },
+    )
+
+
+RowFn = Callable[[RowStatistics, dict], Tensor]
+ColumnFn = Callable[[ColumnStatistics, dict], Tensor]
+
+
+@dataclass(frozen=True)
 class RowSpec:
-    """A row-wise objective for the engine.
+    """A row-wise objective for the engine (immutable: derive variants with
+    :func:`dataclasses.replace`).
 
     ``row_fn(stats, side) -> (b,)`` per-row contributions to the loss (already weighted for the
-    reduction, so that the loss is their sum), given a dict of row statistics for a block of rows
-    (``"lse"``: ``(K, b)``, plus ``"phi"``, ``"tgt"``, ``"mass"`` when present) and the block's
-    slice of every side tensor. ``col_fn`` likewise for column statistics (``"col_lse"``,
-    ``"col_tgt"``, ``"col_mass"``) and column side tensors; it makes the objective two-sided, which
+    reduction, so that the loss is their sum), given the :class:`RowStatistics` of a block of
+    rows (``stats.lse``: ``(K, b)``, plus ``phi``, ``tgt``, ``mass`` when present) and the
+    block's slice of every side tensor. ``col_fn`` likewise for the :class:`ColumnStatistics`
+    (``lse``, ``tgt``, ``mass``) and column side tensors; it makes the objective two-sided, which
     the engine computes with the recompute path.
 
     ``positive`` (optional) is an ``(N,)`` integer tensor of global candidate columns, one per
-    row, that term 0 (``r = 1``) must not exclude; it adds the row statistic ``"ce"``
+    row, that term 0 (``r = 1``) must not exclude; it adds the row statistic ``ce``
     ``= lse_0,i - u_i,positive(i)``, with the positive logit read from the very tile values that
     enter the log-sum-exp, so that the two cancel exactly (``lse`` is not rounded to the size of
     the logits first). Paths that cannot read it from the tile (Triton kernels, the ring
@@ -167,11 +278,11 @@ class RowSpec:
     row_fn: Optional[RowFn] = None
     row_side: dict = field(default_factory=dict)
     columns: bool = False
-    col_fn: Optional[RowFn] = None
+    col_fn: Optional[ColumnFn] = None
     col_side: dict = field(default_factory=dict)
     softplus_bias: Optional[Tensor] = None  # enables phi_i = sum_j softplus(u_ij + bias)
     soft_targets: Optional[SoftTargets] = None
-    positive: Optional[Tensor] = None  # adds "ce" = lse_0 - u_i,positive(i), read in the tile
+    positive: Optional[Tensor] = None  # adds ce = lse_0 - u_i,positive(i), read in the tile
 
     @property
     def plain(self) -> bool:
@@ -209,7 +320,7 @@ def check_positive_index(spec: RowSpec, N: int, M: int) -> None:
 def without_positive(spec: RowSpec, A: Tensor, B: Tensor, kappa: Tensor) -> RowSpec:
     """The same objective for paths that do not read the positive from the logit tile.
 
-    ``"ce"`` becomes ``lse_0 - kappa_i <a_i, b_positive(i)>`` with the positive logit from a
+    ``ce`` becomes ``lse_0 - kappa_i <a_i, b_positive(i)>`` with the positive logit from a
     separate (differentiable) dot product passed as a side tensor: correct, but only as exact
     as ``lse`` itself. ``A``/``B``: the anchors and the candidates ``positive`` indexes (the
     indexed rows are converted to ``A``'s dtype, so fp16/bf16 candidates may be passed as
@@ -221,9 +332,9 @@ def without_positive(spec: RowSpec, A: Tensor, B: Tensor, kappa: Tensor) -> RowS
     pos = ((A * kr) * B[spec.positive].to(A.dtype)).sum(-1)  # only the N positives converted
     row_fn = spec.row_fn
 
-    def fn(stats: dict, side: dict) -> Tensor:
+    def fn(stats: RowStatistics, side: dict) -> Tensor:
         side = dict(side)
-        stats = {**stats, "ce": stats["lse"][0] - side.pop(POSITIVE_SIDE)}
-        return row_fn(stats, side)
+        assert stats.lse is not None and row_fn is not None
+        return row_fn(replace(stats, ce=stats.lse[0] - side.pop(POSITIVE_SIDE)), side)
 
     return replace(spec, positive=None, row_fn=fn, row_side={**spec.row_side, POSITIVE_SIDE: pos})

@@ -4,7 +4,7 @@ A tile is the block ``u[r0:r1, c0:c1]`` of logits ``u_ij = kappa_i <a_i, b_j>``.
 returns the tile's contribution to every row (and column) reduction of a :class:`RowSpec`;
 partial log-sum-exps are merged across tiles with ``logaddexp``, sums by addition.
 ``tile_grad`` returns ``d loss / d u`` on the tile given the *final* reductions and the
-coefficients ``d loss / d stat`` (methods card 1.2):
+coefficients ``d loss / d stat``:
 
     du_ij = sum_k G_k,i r_k w^k_ij exp(r_k u_ij - lse_k,i)   (softmax of each reduction)
           + Gphi_i sigmoid(u_ij + bias)                      (elementwise term)
@@ -13,7 +13,7 @@ coefficients ``d loss / d stat`` (methods card 1.2):
           + Gce_i (w^0_ij exp(u_ij - lse_0,i) - [j = pos(i)])  (cross-entropy, ``positive``)
 
 With ``RowSpec.positive`` the term-0 reduction is taken of ``u_ij - c_i``, ``c_i = u_i,pos(i)``
-read from the tile (:func:`positive_logits`): its partial sums are the ``"ce"`` statistic and
+read from the tile (:func:`positive_logits`): its partial sums are the ``ce`` statistic and
 ``lse_0 = ce + c`` (the shift is common to every tile of a row, so partials still merge).
 """
 
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .spec import RowSpec
+from .spec import ColumnStatistics, RowSpec, RowStatistics
 
 NEG_INF = float("-inf")
 
@@ -68,6 +68,7 @@ def _finite_or_zero(lse: Tensor) -> Tensor:
 
 def positive_entries(spec: RowSpec, r0: int, r1: int, c0: int, c1: int) -> tuple[Tensor, Tensor]:
     """(rows, cols) inside the tile, relative to its origin, of the rows' positive columns."""
+    assert spec.positive is not None  # callers check spec.positive first
     p = spec.positive[r0:r1]
     rows = ((p >= c0) & (p < c1)).nonzero().flatten()
     return rows, p[rows] - c0
@@ -89,44 +90,45 @@ def tile_stats(
     c0: int,
     c1: int,
     shift: Optional[Tensor] = None,
-) -> dict:
-    """Row (and column) statistics of one tile. Differentiable with plain autograd (dense path).
+) -> tuple[RowStatistics, Optional[ColumnStatistics]]:
+    """Row statistics (and column statistics when ``spec.columns``, else ``None``) of one tile.
+    Differentiable with plain autograd (dense path).
 
     With ``spec.positive``, ``shift`` (b,) holds the rows' positive logits ``c`` (read from the
     tile that holds them); ``None`` reads them from this tile, which must then hold them all.
     """
     dev = u.device
-    out: dict = {}
     lses = []
-    col_lse = None
+    ce = col_lse = phi = tgt = mass = col_tgt = col_mass = None
     if spec.positive is not None and shift is None:
         shift = positive_logits(u, spec, r0, r1, c0)
     for k, term in enumerate(spec.terms):
         log_w = _log_weights(term, r0, r1, c0, c1, u)
         x = _masked(u, term.r, term.exclude.tile(r0, r1, c0, c1, dev), log_w)
         if k == 0 and spec.positive is not None:
+            assert shift is not None  # set above when not given
             ce = _logsumexp(x - shift[:, None], dim=1)
-            out["ce"] = ce
             lses.append(ce + shift)
         else:
             lses.append(_logsumexp(x, dim=1))
         if k == 0 and spec.columns:
             col_lse = _logsumexp(x, dim=0)
-    if lses:
-        out["lse"] = torch.stack(lses)
-    if spec.columns:
-        out["col_lse"] = col_lse
     if spec.softplus_bias is not None:
-        out["phi"] = F.softplus(u + spec.softplus_bias).sum(dim=1)
+        phi = F.softplus(u + spec.softplus_bias).sum(dim=1)
     if spec.soft_targets is not None:
         p = spec.soft_targets.fn(r0, r1, c0, c1).to(u.dtype)
         pu = p * u
-        out["tgt"] = pu.sum(dim=1)
-        out["mass"] = p.sum(dim=1)
+        tgt = pu.sum(dim=1)
+        mass = p.sum(dim=1)
         if spec.columns:
-            out["col_tgt"] = pu.sum(dim=0)
-            out["col_mass"] = p.sum(dim=0)
-    return out
+            col_tgt = pu.sum(dim=0)
+            col_mass = p.sum(dim=0)
+    rows = RowStatistics(
+        lse=torch.stack(lses) if lses else None, ce=ce, phi=phi, tgt=tgt, mass=mass
+    )
+    if not spec.columns:
+        return rows, None
+    return rows, ColumnStatistics(lse=col_lse, tgt=col_tgt, mass=col_mass)
 
 
 def tile_grad(
@@ -136,41 +138,44 @@ def tile_grad(
     r1: int,
     c0: int,
     c1: int,
-    row: dict,
-    coef: dict,
-    col: Optional[dict] = None,
-    col_coef: Optional[dict] = None,
+    row: RowStatistics,
+    coef: RowStatistics,
+    col: Optional[ColumnStatistics] = None,
+    col_coef: Optional[ColumnStatistics] = None,
 ) -> tuple[Tensor, Optional[Tensor]]:
     """``d loss / d u`` on the tile, and the tile's contribution to ``d loss / d bias``.
 
     ``row``/``col``: final statistics sliced to the tile's rows/columns; ``coef``/``col_coef``:
-    ``d loss / d stat`` for the same keys (``"lse"`` is ``(K, b)``).
+    ``d loss / d stat`` in records of the same kind (``coef.lse`` is ``(K, b)``; ``None`` for a
+    statistic without a gradient).
     """
     dev = u.device
     du = torch.zeros_like(u)
     for k, term in enumerate(spec.terms):
+        assert row.lse is not None and coef.lse is not None  # present: the spec has terms
         mask = term.exclude.tile(r0, r1, c0, c1, dev)
         x = _masked(u, term.r, mask, _log_weights(term, r0, r1, c0, c1, u))
-        g = coef["lse"][k]
-        if k == 0 and "ce" in coef:
-            g = g + coef["ce"]
+        g = coef.lse[k]
+        if k == 0 and coef.ce is not None:
+            g = g + coef.ce
         if torch.any(g != 0):
-            du += (g * term.r)[:, None] * torch.exp(x - _finite_or_zero(row["lse"][k])[:, None])
-        if k == 0 and col_coef is not None and "col_lse" in col_coef:
-            du += col_coef["col_lse"][None, :] * torch.exp(
-                x - _finite_or_zero(col["col_lse"])[None, :]
-            )
-    if "ce" in coef:  # - Gce_i at the positive
+            du += (g * term.r)[:, None] * torch.exp(x - _finite_or_zero(row.lse[k])[:, None])
+        if k == 0 and col_coef is not None and col_coef.lse is not None:
+            assert col is not None and col.lse is not None
+            du += col_coef.lse[None, :] * torch.exp(x - _finite_or_zero(col.lse)[None, :])
+    if coef.ce is not None:  # - Gce_i at the positive
         rows, cols = positive_entries(spec, r0, r1, c0, c1)
-        du[rows, cols] -= coef["ce"][rows]
+        du[rows, cols] -= coef.ce[rows]
     dbias = None
     if spec.softplus_bias is not None:
-        sig = torch.sigmoid(u + spec.softplus_bias) * coef["phi"][:, None]
+        assert coef.phi is not None
+        sig = torch.sigmoid(u + spec.softplus_bias) * coef.phi[:, None]
         du += sig
         dbias = sig.sum()
     if spec.soft_targets is not None:
         p = spec.soft_targets.fn(r0, r1, c0, c1).to(u.dtype)
-        du += coef["tgt"][:, None] * p
-        if col_coef is not None and "col_tgt" in col_coef:
-            du += col_coef["col_tgt"][None, :] * p
+        assert coef.tgt is not None
+        du += coef.tgt[:, None] * p
+        if col_coef is not None and col_coef.tgt is not None:
+            du += col_coef.tgt[None, :] * p
     return du, dbias

@@ -1,4 +1,4 @@
-"""Memories and momentum encoders (Part A of ``sampling_and_evaluation.md``).
+"""Memories and momentum encoders.
 
 ``Queue`` (MoCo FIFO of keys), ``MomentumEncoder`` (EMA copy, constant or BYOL cosine momentum),
 ``CrossBatchMemory`` (XBM), ``DynamicClusteredMemory`` (BECLR DyCE) and

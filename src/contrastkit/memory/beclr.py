@@ -1,6 +1,6 @@
 """BECLR's memory and inference alignment (Poulakakis-Daktylidis & Jamali-Rad, "BECLR: Batch
-Enhanced Contrastive Few-Shot Learning", ICLR 2024; cards A5 and A6 of
-``sampling_and_evaluation.md``; checked against the official ``stypoumic/BECLR`` code:
+Enhanced Contrastive Few-Shot Learning", ICLR 2024, arXiv:2402.02444;
+checked against the official ``stypoumic/BECLR`` code:
 ``dyce.py``, ``utils/sinkhorn.py``, ``utils/optimal_transport.py``, ``evaluate.py``).
 
 * :class:`DynamicClusteredMemory` (DyCE): a FIFO memory partitioned into ``P`` equal-sized
@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._extras import require
 from .._validation import check_embeddings, check_labels
 from .queue import _check_size
 
@@ -107,7 +108,7 @@ class DynamicClusteredMemory(nn.Module):
         normalize_cost: cost on L2-normalised vectors (official ``eucl_norm=True``).
         exclude_self: drop the current batch's own two views from a sample's neighbours (the
             official code may return them, since the batch is written before the search).
-        official_quirks: reproduce the official code where it differs from the card: (a) Sinkhorn
+        official_quirks: reproduce the official code where it differs from the paper: (a) Sinkhorn
             on ``+cost`` (prefers *far* prototypes) without max-shift; (b) view 2 falls back to
             the global search only with ``< k`` members; (c) in-cluster neighbours are taken as
             ``bank[j]`` with ``j`` the rank position *inside the cluster's member list* (an
@@ -185,6 +186,7 @@ class DynamicClusteredMemory(nn.Module):
     def cluster(self, epoch: int = 0) -> bool:
         """k-means of the normalised memory into ``P`` clusters; sets prototypes and labels.
         Returns False (state kept) when re-clustering produced an empty cluster."""
+        require("sklearn", "metrics", "DynamicClusteredMemory (k-means)")
         from sklearn.cluster import KMeans
 
         x = F.normalize(self.bank.double(), dim=1).cpu().numpy()

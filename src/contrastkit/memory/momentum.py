@@ -4,8 +4,7 @@
 
 MoCo (He et al., CVPR 2020) uses a constant ``m = 0.999``; BYOL (Grill et al., "Bootstrap Your
 Own Latent", NeurIPS 2020) raises it with a cosine schedule
-``m_k = 1 - (1 - m_0) (cos(pi k / K) + 1) / 2`` (``final_momentum = 1``). Card A1 of
-``sampling_and_evaluation.md``.
+``m_k = 1 - (1 - m_0) (cos(pi k / K) + 1) / 2`` (``final_momentum = 1``; BYOL, arXiv:2006.07733).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """MoCo-style FIFO queue of keys (He et al., "Momentum Contrast for Unsupervised Visual
-Representation Learning", CVPR 2020; card A1 of ``sampling_and_evaluation.md``).
+Representation Learning", CVPR 2020, arXiv:1911.05722).
 
 The queue is a ring buffer of ``size`` rows held in registered buffers (so it is saved in a
 ``state_dict``). ``enqueue`` writes detached keys at the pointer with wrap-around, for any batch

@@ -1,5 +1,5 @@
-"""Cross-batch memory (XBM; Wang et al., "Cross-Batch Memory for Embedding Learning", CVPR 2020;
-card A4 of ``sampling_and_evaluation.md``).
+"""Cross-batch memory (XBM; Wang et al., "Cross-Batch Memory for Embedding Learning", CVPR 2020,
+arXiv:1912.06798).
 
 Embeddings and labels of past batches are kept (detached) as extra candidates of a pair-based
 loss. Per step: ``f = model(x)``; ``mem = xbm(f, y)`` enqueues ``sg(f), y`` (once past

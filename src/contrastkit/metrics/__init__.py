@@ -1,4 +1,4 @@
-"""Evaluation metrics on embeddings (spec Part H, ``sampling_and_evaluation.md``).
+"""Evaluation metrics on embeddings: geometry, k-NN, linear probe, retrieval, STS, zero-shot.
 
 Pure functions: tensors in, Python floats out (spectra and ranks as tensors). Bad inputs raise
 ``ValueError`` naming the argument and its shape.

@@ -1,7 +1,8 @@
 """Geometry of an embedding space: alignment, uniformity, effective rank, modality gap, isotropy.
 
-Card H1-H4 of ``sampling_and_evaluation.md``. Every function is a pure function on tensors,
-runs under ``no_grad`` and returns Python floats (or tensors for spectra).
+Alignment and uniformity (Wang & Isola, arXiv:2005.10242), spectra and collapse. Every function
+is a pure function on tensors, runs under ``no_grad`` and returns Python floats (or tensors for
+spectra).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from .._extras import require
 from ._checks import check_compatible, check_embeddings, check_positive, normalize
 
 __all__ = [
@@ -55,7 +57,7 @@ def uniformity(x: Tensor, t: float = 2.0, y: Optional[Tensor] = None) -> float:
 
     Over all unordered distinct pairs of the L2-normalised rows of ``x`` (``n >= 2``), in the
     log-sum-exp form. With ``y`` (e.g. the second view) the average of the two uniformities is
-    returned. Cost ``O(n^2 d)``: subsample large sets (the card suggests ~10k points).
+    returned. Cost ``O(n^2 d)``: subsample large sets (about 10k points suffice).
     """
     check_embeddings("x", x, min_rows=2)
     check_positive("t", t)
@@ -105,7 +107,7 @@ def collapse_spectrum(z: Tensor, threshold: float = 1e-6) -> tuple[Tensor, int]:
 
     Eigenvalues of the covariance ``(1/n)(z - mean)^T (z - mean)`` in float64, sorted descending
     (plot ``log`` of them), and the collapse count: how many eigenvalues are below
-    ``threshold * largest`` (``threshold`` is configurable; the card leaves the value open).
+    ``threshold * largest`` (``threshold`` is configurable; the literature fixes no value).
     """
     check_embeddings("z", z, min_rows=2)
     check_positive("threshold", threshold)
@@ -151,6 +153,7 @@ def modality_separability(
     predicts the modality from the L2-normalised embedding; stratified split of
     ``test_fraction``, seeded. About 1.0 = disjoint regions, about 0.5 = indistinguishable.
     """
+    require("sklearn", "metrics", "contrastkit.metrics.modality_separability")
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
 

@@ -1,4 +1,4 @@
-"""Weighted k-NN classifier accuracy (card H6): InstDisc (Wu et al. 2018), DINO (Caron et al.)."""
+"""Weighted k-NN classifier accuracy : InstDisc (Wu et al. 2018), DINO (Caron et al.)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def knn_accuracy(
     class score = sum of the weights of its neighbours; a test row is correct when its label is
     among the ``top`` highest class scores (``top=1``: argmax). Defaults: DINO reports
     ``k = 20``, InstDisc uses ``k = 200``; ``T = 0.07`` for both. Train and test are separate
-    sets (the card's protocol); nothing is excluded.
+    sets (the standard protocol); nothing is excluded.
     """
     check_embeddings("train_features", train_features)
     check_embeddings("test_features", test_features)

@@ -1,10 +1,11 @@
-"""Linear probe on frozen features (card H7, small-data protocol; MoCo linear evaluation)."""
+"""Linear probe on frozen features (small-data protocol; MoCo linear evaluation)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from .._extras import require
 from ._checks import check_compatible, check_embeddings, check_labels, normalize
 
 __all__ = ["linear_probe_accuracy"]
@@ -21,7 +22,7 @@ def linear_probe_accuracy(
     l2_normalize: bool = False,
     balanced: bool = False,
 ) -> float:
-    """Linear-probe accuracy in percent, fixed protocol of the card (H7 small-data protocol).
+    """Linear-probe accuracy in percent, fixed small-data protocol.
 
     Frozen features (extracted once); ``StandardScaler`` fit on the train features only;
     multinomial scikit-learn ``LogisticRegression`` (L2 penalty, ``C = 1.0``, ``lbfgs``,
@@ -29,6 +30,7 @@ def linear_probe_accuracy(
     accuracy (class imbalance). ``l2_normalize=True`` L2-normalises before standardising.
     Linearly separable features give 100.
     """
+    require("sklearn", "metrics", "contrastkit.metrics.linear_probe_accuracy")
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.preprocessing import StandardScaler

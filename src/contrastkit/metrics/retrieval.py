@@ -1,5 +1,5 @@
-"""Retrieval metrics (card H8): ground-truth ranks, hit rate / Recall@K, MRR@10, nDCG@10,
-MAP@K, Precision@K, mean/median rank, and Mean Rank Variance (card H10, Nie et al., KDD 2024).
+"""Retrieval metrics: ground-truth ranks, hit rate / Recall@K, MRR@10, nDCG@10,
+MAP@K, Precision@K, mean/median rank, and Mean Rank Variance (Nie et al., KDD 2024).
 
 Two Recall@K conventions exist and are named separately: :func:`hit_rate_at_k` is the
 cross-modal "R@K" (fraction of queries whose best correct item is in the top K, in %), and

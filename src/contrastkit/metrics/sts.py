@@ -1,4 +1,4 @@
-"""Spearman and Pearson correlations for semantic textual similarity (card H9; SimCSE / SentEval
+"""Spearman and Pearson correlations for semantic textual similarity (SimCSE / SentEval
 protocol)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import warnings
 import torch
 from torch import Tensor
 
+from .._extras import require
 from ._checks import check_compatible, check_embeddings, normalize
 
 __all__ = ["spearman_correlation", "pearson_correlation", "sts_spearman", "sts_pearson"]
@@ -38,6 +39,7 @@ def spearman_correlation(predictions: Tensor, gold: Tensor) -> float:
     sub-datasets of a year before calling (one correlation, not a mean of per-subset ones).
     Constant predictions (or gold) make the correlation undefined: returns NaN with a warning.
     """
+    require("scipy", "metrics", "contrastkit.metrics.spearman_correlation")
     from scipy.stats import spearmanr
 
     pg = _check_pair(predictions, gold)
@@ -55,6 +57,7 @@ def pearson_correlation(predictions: Tensor, gold: Tensor) -> float:
     Same inputs and conventions as :func:`spearman_correlation` (NaN with a warning when either
     side is constant).
     """
+    require("scipy", "metrics", "contrastkit.metrics.pearson_correlation")
     from scipy.stats import pearsonr
 
     pg = _check_pair(predictions, gold)

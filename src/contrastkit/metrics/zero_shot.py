@@ -1,4 +1,4 @@
-"""Zero-shot classification from class prototypes or prompt embeddings (card H11; CLIP,
+"""Zero-shot classification from class prototypes or prompt embeddings (CLIP,
 Radford et al. 2021, open_clip ``build_zero_shot_classifier``)."""
 
 from __future__ import annotations

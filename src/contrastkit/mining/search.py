@@ -26,6 +26,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from contrastkit._extras import require
+
 EXACT_INDEXES = ("flat", "torch")
 FAISS_GPU_MAX_K = 2048  # FAISS GPU indexes cannot return more neighbours per query
 DEFAULT_QUERY_BLOCK = 4096
@@ -196,14 +198,8 @@ def merge_topk(
 
 
 def _faiss():
-    try:
-        import faiss
-    except ImportError as exc:  # pragma: no cover - faiss is a dependency of mining
-        raise ImportError(
-            "FAISS is needed for index='flat'/'ivf': pip install faiss-cpu (or faiss-gpu), "
-            "or use index='torch' for brute-force search"
-        ) from exc
-    return faiss
+    # index='torch' (brute force) searches without FAISS
+    return require("faiss", "mining", "contrastkit.mining with index='flat'/'ivf'")
 
 
 def faiss_gpus() -> int:

@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from contrastkit._extras import require
 from contrastkit.mining.miner import MinedNegatives, mine_hard_negatives
 from contrastkit.mining.store import embed_to_memmap
 
@@ -81,6 +82,7 @@ def mine_triplets(
     def bar(total, desc, unit="text"):
         if not progress:
             return None
+        require("tqdm", "mining", "contrastkit.mining's progress bars")
         from tqdm.auto import tqdm
 
         return tqdm(total=total, desc=desc, unit=unit, leave=False)

@@ -5,7 +5,7 @@ negatives (``gather_negatives`` -> ``info_nce(..., negatives=)``), weights becom
 negative weights and synthetic negatives extra candidates (``info_nce_with_negatives``).
 """
 
-from .compose import info_nce_with_negatives, weight_function
+from .compose import weight_function
 from .filters import (
     FalseNegativeFilter,
     apply_filter,
@@ -13,7 +13,7 @@ from .filters import (
     relative_margin_filter,
     threshold_filter,
 )
-from .mining import MinedNegatives, TopKMiner, gather_negatives, mined_info_nce
+from .mining import MinedNegatives, TopKMiner, gather_negatives
 from .mixing import HardNegativeMixing, OnlineHardNegativeMixing, interpolate_negatives
 from .sampling import (
     BadPairMiner,
@@ -23,19 +23,16 @@ from .sampling import (
     combine_stage_labels,
     histogram_propensity,
 )
-from .subclass import SubclassBalancer, sbcl_loss
+from .subclass import SubclassBalancer
 from .weighting import (
     AdaMEOWWeights,
     ClusterNegativeWeights,
     CommunityNegativeWeights,
-    adameow_info_nce,
     community_centroids,
-    community_contrast,
     community_strength,
     community_weights,
     meow_cluster_labels,
     team_up_gamma,
-    team_up_loss,
 )
 
 __all__ = [
@@ -51,25 +48,45 @@ __all__ = [
     "OnlineHardNegativeMixing",
     "SubclassBalancer",
     "TopKMiner",
-    "adameow_info_nce",
     "apply_filter",
     "cluster_features",
     "combine_stage_labels",
     "community_centroids",
-    "community_contrast",
     "community_strength",
     "community_weights",
     "gather_negatives",
     "histogram_propensity",
-    "info_nce_with_negatives",
     "interpolate_negatives",
     "margin_filter",
     "meow_cluster_labels",
-    "mined_info_nce",
     "relative_margin_filter",
-    "sbcl_loss",
     "team_up_gamma",
-    "team_up_loss",
     "threshold_filter",
     "weight_function",
 ]
+
+
+# objectives that used to live here are losses now (contrastkit.losses); the old names still
+# resolve, lazily, so that this package never imports contrastkit.losses itself
+_MOVED = {
+    "info_nce_with_negatives",
+    "mined_info_nce",
+    "adameow_info_nce",
+    "community_contrast",
+    "team_up_loss",
+    "sbcl_loss",
+}
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        import importlib
+        import warnings
+
+        warnings.warn(
+            f"contrastkit.negatives.{name} moved to contrastkit.losses.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module("contrastkit.losses"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,13 +3,13 @@
 Every filter returns a **drop mask** (True = the candidate is a probable false negative and must not
 be used as a negative) of the same shape as ``scores`` (``(N, M)`` or ``(N, k)``), given the rows'
 reference positive scores ``(N,)`` where the rule needs them. Rules (sentence-transformers
-``mine_hard_negatives`` conventions, card C2/C3):
+``mine_hard_negatives`` conventions):
 
 * threshold:        drop ``s > max_score`` (and ``s < min_score`` when given);
 * absolute margin:  drop ``s + margin > s_pos``  (keep negatives at least ``margin`` below the
   positive; UniME's "``s > s_pos + beta``" rule is ``margin = -beta``);
 * relative margin:  drop ``s > s_pos - |s_pos| * r`` ("negative score < 95 % of the positive score"
-  is ``r = 0.05``, NV-Retriever's TopK-PercPos). The card writes ``s_pos (1 - r)``; the
+  is ``r = 0.05``, NV-Retriever's TopK-PercPos). The paper writes ``s_pos (1 - r)``; the
   sentence-transformers code subtracts ``|s_pos| r`` so a negative positive score does not loosen
   the rule; we follow the code (identical for ``s_pos >= 0``).
 """

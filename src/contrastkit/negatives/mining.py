@@ -1,4 +1,4 @@
-"""In-batch top-k hard-negative mining with false-negative filtering (UniME, card C1).
+"""In-batch top-k hard-negative mining with false-negative filtering (UniME, arXiv:2504.17432).
 
 For queries ``x`` (N, d) and keys ``y`` (M, d), with key ``i`` the positive of query ``i``::
 
@@ -7,7 +7,7 @@ For queries ``x`` (N, d) and keys ``y`` (M, d), with key ``i`` the positive of q
     H_i = the k largest remaining S_ij
 
 ``TopKMiner`` returns the indices (``MinedNegatives``); ``gather_negatives`` turns them into the
-per-anchor negatives ``(N, k, d)`` that :func:`contrastkit.losses.info_nce.info_nce` accepts
+per-anchor negatives ``(N, k, d)`` that :func:`contrastkit.losses.infonce.info_nce.info_nce` accepts
 (gradient flows into the gathered keys, as in UniME); :func:`mined_info_nce` is UniME's loss,
 logits ``[s_ii, s_i,n1..nk] / tau`` only (no other in-batch keys).
 """
@@ -26,11 +26,10 @@ from .._validation import (
     check_embeddings,
     check_index,
     check_labels,
-    check_temperature,
 )
 from .filters import FalseNegativeFilter
 
-__all__ = ["MinedNegatives", "TopKMiner", "gather_negatives", "mined_info_nce"]
+__all__ = ["MinedNegatives", "TopKMiner", "gather_negatives"]
 
 
 @dataclass(frozen=True)
@@ -193,7 +192,7 @@ def gather_negatives(candidates: Tensor, mined) -> Tensor:
 
     ``mined`` is a :class:`MinedNegatives` or an (N, k) long tensor; a ``-1`` slot is an error
     (``info_nce`` cannot mask per-anchor negatives; use :func:`mined_info_nce` or
-    :func:`contrastkit.negatives.info_nce_with_negatives` with ``extra_valid``).
+    :func:`contrastkit.losses.info_nce_with_negatives` with ``extra_valid``).
     """
     check_embeddings("candidates", candidates)
     idx = _indices(mined)
@@ -203,45 +202,3 @@ def gather_negatives(candidates: Tensor, mined) -> Tensor:
             f"mined indices hold {int((idx < 0).sum())} invalid (-1) slots; cannot gather"
         )
     return candidates[idx]
-
-
-def mined_info_nce(
-    query: Tensor,
-    key: Tensor,
-    mined,
-    *,
-    temperature=0.02,
-    reduction: str = "mean",
-    normalize: bool = True,
-) -> Tensor:
-    """UniME's loss: ``l_i = -log softmax([s_ii, s_i,n_1, ..., s_i,n_k] / tau)_0``.
-
-    Only O(N k d) work per call (k logits per row), so it needs no engine; invalid (-1) slots
-    are masked out. ``temperature`` 0.02 (UniME): a number, a 0-dim tensor or one per query
-    ``(N,)``.
-    """
-    from .._validation import check_reduction
-
-    check_reduction(reduction)
-    check_embeddings("query", query)
-    check_embeddings("key", key)
-    check_compatible("query", query, "key", key)
-    idx = _indices(mined)
-    N = query.shape[0]
-    if key.shape[0] < N:
-        raise ValueError(f"key needs at least N={N} rows, got {tuple(key.shape)}")
-    check_index("mined", idx, key.shape[0], ndim=2, rows=N, allow=(-1,), ref=query, what="keys")
-    # a (N,) temperature is one per query; any other shape would broadcast over the columns
-    check_temperature("temperature", temperature, N)
-    q = F.normalize(query, dim=-1) if normalize else query
-    k = F.normalize(key, dim=-1) if normalize else key
-    valid = idx >= 0
-    neg = k[idx.clamp(min=0)]
-    logits = torch.cat([(q * k[:N]).sum(-1, keepdim=True), torch.einsum("nd,nkd->nk", q, neg)], 1)
-    t = temperature
-    logits = logits / (t[:, None] if isinstance(t, Tensor) and t.dim() == 1 else t)
-    logits[:, 1:] = logits[:, 1:].masked_fill(~valid, float("-inf"))
-    rows = torch.logsumexp(logits, dim=1) - logits[:, 0]
-    if reduction == "none":
-        return rows
-    return rows.mean() if reduction == "mean" else rows.sum()

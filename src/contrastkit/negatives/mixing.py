@@ -1,7 +1,7 @@
 """Synthetic negatives: MoCHi hard-negative mixing, KaLM-V2 online mixing, negative interpolation.
 
 Every synthetic vector is a detached constant (never enqueued) returned as per-anchor negatives
-``(N, s, d)`` for :func:`contrastkit.negatives.info_nce_with_negatives` (``extra=``) or
+``(N, s, d)`` for :func:`contrastkit.losses.info_nce_with_negatives` (``extra=``) or
 ``info_nce(..., negatives=)``. Random draws are made on the CPU from the ``generator`` passed to
 the call (a CPU ``torch.Generator``; default the global one) and moved to the data's device, so
 a seed gives the same synthetic vectors on every device.
@@ -150,7 +150,7 @@ class OnlineHardNegativeMixing:
     """Online hard-negative mixing for retrieval fine-tuning (KaLM-Embedding-V2, Zhao et al. 2025,
     arXiv:2506.20923).
 
-    No official code; reconstruction of card B8: the candidates of query ``i`` are its own mined
+    No official code; reconstructed from the paper: the candidates of query ``i`` are its own mined
     hard negatives and every other query's positive and hard negatives; the ``n_hard`` most similar
     are mixed pairwise (MoCHi type 1, ``n_mix`` per query) and optionally with the query
     (``n_query_mix``, default 0). ``__call__(query, positive, hard_negatives=None,

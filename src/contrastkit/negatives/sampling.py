@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._extras import require
 from .._validation import check_embeddings, check_tensor
 
 __all__ = [
@@ -44,7 +45,7 @@ def histogram_propensity(surface: Tensor, n_bins: int = 10) -> Tensor:
 class DebCSESampler:
     """Inverse-propensity-weighted pair selection in the spirit of DebCSE (Miao et al., "DebCSE:
     Rethinking Unsupervised Contrastive Sentence Embedding Learning in the Debiasing
-    Perspective", CIKM 2023). No official code; card C8 is a sketch and so is this::
+    Perspective", CIKM 2023). No official code; the paper gives a sketch and so is this::
 
         w_pos = score / propensity,   w_neg = (1 - score) / propensity,   both clipped at clip
 
@@ -136,7 +137,8 @@ def cluster_features(
     n_init="auto",
 ) -> Tensor:
     """MCL's per-stage clustering: MiniBatch k-means (scikit-learn) of L2-normalised features."""
-    from sklearn.cluster import MiniBatchKMeans
+    cluster = require("sklearn.cluster", "metrics", "cluster_features")
+    MiniBatchKMeans = cluster.MiniBatchKMeans
 
     check_embeddings("features", features)
     x = torch.nn.functional.normalize(features.detach().double(), dim=-1).cpu().numpy()

@@ -7,7 +7,7 @@ term with per-class temperatures::
 
     M_c   = max(1, n_c // max(min_c n_c, L))                      (L = 10)
     tau_c = tau * rho_c / mean(rho),  rho_c = mean_i ||f_i - mu_c|| / log(n_c + 10),
-            clipped to its 10th-90th percentile (the code; the card says 20th-80th);
+            clipped to its 10th-90th percentile (the official code);
             tau_c = tau for classes with one sub-class
     L     = (tau / tau_base) * SupCon_sub(tau) + gamma * L_class
 
@@ -27,18 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._extras import require
 from .._validation import (
     check_embeddings,
     check_labels,
-    check_positive,
-    check_reduction,
     check_temperature,
 )
-from ..engine import LSETerm, PairMask, RowSpec
-from ..losses._common import engine_args, partner_logits, row_weight, run
-from ..losses.supcon import supcon
 
-__all__ = ["SubclassBalancer", "sbcl_loss"]
+__all__ = ["SubclassBalancer"]
 
 
 class SubclassBalancer:
@@ -53,6 +49,9 @@ class SubclassBalancer:
 
     ``fit(features, labels)`` -> sub-class labels (n,) (also stored as ``subclass_labels``;
     ``subclass_to_class`` (S,), ``class_temperatures`` (C,)). Re-fit every ``step`` (10) epochs.
+    The loss is :func:`contrastkit.sbcl` (module :class:`contrastkit.SBCL`), given the fitted
+    state: ``sbcl(features, labels, subclass_labels, balancer.class_temperatures,
+    temperature=balancer.temperature)``.
     """
 
     def __init__(
@@ -84,7 +83,7 @@ class SubclassBalancer:
         return [max(1, c // base) for c in counts]
 
     def fit(self, features: Tensor, labels: Tensor) -> Tensor:
-        from sklearn.cluster import KMeans
+        KMeans = require("sklearn.cluster", "metrics", "SubclassBalancer.fit").KMeans
 
         check_embeddings("features", features)
         check_labels("labels", labels, features.shape[0], features)
@@ -131,83 +130,3 @@ class SubclassBalancer:
         self.subclass_to_class = torch.tensor(owner, dtype=torch.long, device=labels.device)
         self.class_temperatures = torch.as_tensor(tau, dtype=features.dtype, device=labels.device)
         return self.subclass_labels
-
-    def loss(self, features: Tensor, labels: Tensor, subclass_labels: Tensor, **kw) -> Tensor:
-        """:func:`sbcl_loss` with this balancer's ``class_temperatures`` and ``temperature``."""
-        if self.class_temperatures is None:
-            raise ValueError("call fit(features, labels) before loss()")
-        kw.setdefault("temperature", self.temperature)
-        return sbcl_loss(features, labels, subclass_labels, self.class_temperatures, **kw)
-
-
-def sbcl_loss(
-    features: Tensor,
-    labels: Tensor,
-    subclass_labels: Tensor,
-    class_temperatures: Optional[Tensor] = None,
-    *,
-    temperature: float = 0.1,
-    base_temperature: float = 0.07,
-    gamma: float = 0.25,
-    reduction: str = "mean",
-    normalize: bool = True,
-    chunk_size: Optional[int] = None,
-    backend: str = "auto",
-) -> Tensor:
-    """SBCL ranking loss of ``features`` (B, 2, d) with class ``labels`` (B,) and
-    ``subclass_labels`` (B,); ``class_temperatures`` (C,) (default: ``temperature`` for all).
-    ``gamma = 0`` is SupCon on sub-class labels (times ``tau / tau_base``)."""
-    eng = engine_args(chunk_size, backend)
-    check_reduction(reduction)
-    check_temperature("temperature", temperature)
-    check_positive("base_temperature", base_temperature)
-    check_embeddings("features", features, ndim=3)
-    B = features.shape[0]
-    if features.shape[1] != 2:
-        raise ValueError(f"features must have two views (B, 2, d), got {tuple(features.shape)}")
-    check_labels("labels", labels, B, features)
-    check_labels("subclass_labels", subclass_labels, B, features)
-    n_classes = int(labels.max()) + 1
-    if class_temperatures is None:
-        class_temperatures = features.new_full((n_classes,), float(temperature))
-    if not isinstance(class_temperatures, Tensor) or class_temperatures.dim() != 1:
-        raise ValueError("class_temperatures must be a (C,) tensor")
-    if class_temperatures.shape[0] < n_classes:
-        raise ValueError(
-            f"class_temperatures has {class_temperatures.shape[0]} entries but labels reach "
-            f"class {n_classes - 1}"
-        )
-    check_positive("class_temperatures", class_temperatures)
-    term1 = supcon(
-        features,
-        subclass_labels,
-        temperature=temperature,
-        base_temperature=base_temperature,
-        reduction=reduction,
-        normalize=normalize,
-        chunk_size=chunk_size,
-        backend=backend,
-    )
-    if gamma == 0:
-        return term1
-    Z = torch.cat([features[:, 0], features[:, 1]])
-    if normalize:
-        Z = F.normalize(Z, dim=-1)
-    y, s = labels.repeat(2), subclass_labels.repeat(2)
-    k = (1.0 / class_temperatures.to(Z.dtype))[y]  # per-anchor kappa
-    S = int(s.max()) + 1
-    sub_sum = Z.new_zeros(S, Z.shape[1]).index_add(0, s, Z)
-    cls_sum = Z.new_zeros(n_classes, Z.shape[1]).index_add(0, y, Z)
-    n_sub = torch.bincount(s, minlength=S)[s]
-    n_cls = torch.bincount(y, minlength=n_classes)[y]
-    u_partner = partner_logits(Z, k)
-    pos_sum = k * (Z * (cls_sum[y] - sub_sum[s])).sum(-1) + u_partner
-    n_pos = (n_cls - n_sub + 1).to(Z.dtype)
-    w = row_weight(reduction, 2 * B) * gamma
-    spec = RowSpec(
-        terms=(LSETerm(exclude=PairMask(row_labels=s, col_labels=s, labels="same")),),
-        row_fn=lambda st, sd: w * (torch.logaddexp(st["lse"][0], sd["partner"]) - sd["pos"]),
-        row_side={"partner": u_partner, "pos": pos_sum / n_pos},
-    )
-    term2 = run(Z, Z, spec, k, reduction, eng)
-    return term1 + term2

@@ -2,7 +2,7 @@
 
 Hard weights become the engine's per-tile negative weights (:class:`ClusterNegativeWeights`,
 :class:`CommunityNegativeWeights` have ``tile(r0, r1, c0, c1)``; pass them as ``weights=`` to
-:func:`contrastkit.negatives.info_nce_with_negatives`): nothing ``N x N`` is stored, only labels.
+:func:`contrastkit.losses.info_nce_with_negatives`): nothing ``N x N`` is stored, only labels.
 """
 
 from __future__ import annotations
@@ -13,30 +13,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._extras import require
 from .._validation import (
     check_compatible,
     check_embeddings,
     check_index,
     check_labels,
-    check_reduction,
-    check_temperature,
     check_tensor,
 )
-from ..engine import LSETerm, PairMask, RowSpec
-from ..losses._common import engine_args, kappa, partner_logits, row_weight, run, two_views
 
 __all__ = [
     "ClusterNegativeWeights",
     "meow_cluster_labels",
     "AdaMEOWWeights",
-    "adameow_info_nce",
     "community_centroids",
     "community_weights",
     "CommunityNegativeWeights",
-    "community_contrast",
     "community_strength",
     "team_up_gamma",
-    "team_up_loss",
 ]
 
 
@@ -97,7 +91,7 @@ def meow_cluster_labels(
     as the official seeds). MEOW clusters with a FAISS inner-product index; on unit vectors
     Euclidean k-means differs only in that centroids are not re-normalised during assignment.
     """
-    from sklearn.cluster import KMeans
+    KMeans = require("sklearn.cluster", "metrics", "meow_cluster_labels").KMeans
 
     check_embeddings("features", features)
     x = F.normalize(features.detach().double(), dim=-1).cpu().numpy()
@@ -137,40 +131,6 @@ class AdaMEOWWeights(torch.nn.Module):
             for r0 in range(0, a.shape[0], self.chunk_size)
         ]
         return torch.cat(rows)
-
-
-def adameow_info_nce(
-    a: Tensor,
-    z: Tensor,
-    weights: Tensor,
-    *,
-    temperature=1.0,
-    normalize_weights: bool = False,
-    reduction: str = "mean",
-) -> Tensor:
-    """``l_i = -u_ii + log sum_j w_ij exp(u_ij)``, ``u = cos(a_i, z_j) / tau`` (diagonal weighted
-    too), with learned ``weights`` (N, N) from :class:`AdaMEOWWeights` (tau 1.0 on ACM, else 0.9).
-
-    Dense autograd rather than the engine: the weights are learned, so their gradient is needed,
-    and the engine's weights carry none. ``normalize_weights`` rescales rows to mean 1 (a guard
-    against weights shrinking to 0; not in the official code).
-    """
-    check_reduction(reduction)
-    check_temperature("temperature", temperature)
-    check_embeddings("a", a)
-    check_embeddings("z", z)
-    check_compatible("a", a, "z", z, same_rows=True)
-    N = a.shape[0]
-    check_tensor("weights", weights, kind="float", shape=(N, N), ref=a)
-    if bool((weights < 0).any()):
-        raise ValueError("weights must be >= 0 (their log enters the denominator)")
-    if normalize_weights:
-        weights = weights / weights.mean(1, keepdim=True)
-    u = F.normalize(a, dim=-1) @ F.normalize(z, dim=-1).T / temperature
-    rows = torch.logsumexp(u + torch.log(weights), dim=1) - u.diagonal()
-    if reduction == "none":
-        return rows
-    return rows.mean() if reduction == "mean" else rows.sum()
 
 
 # ---------------------------------------------------------------- gCooL (communities, ReSC)
@@ -227,50 +187,6 @@ class CommunityNegativeWeights:
         return self.tile(0, self.shape[0], 0, self.shape[1])
 
 
-def community_contrast(
-    h1: Tensor,
-    h2: Tensor,
-    assignment1: Tensor,
-    assignment2: Tensor,
-    n_communities: int,
-    *,
-    temperature: float = 0.2,
-    mode: str = "cosine",
-    gamma: float = 2e-5,
-) -> Tensor:
-    """gCooL's node <-> community cross-contrast ``L_com = mean_i (L12_i + L21_i) / 2``::
-
-        L12_i = -log( e(h1_i, C2[c]) / (e(h1_i, C2[c]) + sum_{c' != c} w(c, c') e(h1_i, C2[c'])) )
-
-    with ``c = assignment2[i]``, centroids ``C_v`` of each view (detached). ``mode="cosine"``:
-    ``e = exp(h.C / tau)``, ``w = 1`` (the official run); ``mode="rbf"``: ``e = exp(-||h - C||^2
-    / tau^2)``, ``w = exp(-gamma ||C_c - C_c'||^2)`` (ReSC). O(N C d): no engine needed.
-    """
-    if mode not in ("cosine", "rbf"):
-        raise ValueError(f"mode must be 'cosine' or 'rbf', got {mode!r}")
-    check_temperature("temperature", temperature)
-    check_embeddings("h1", h1)
-    check_embeddings("h2", h2)
-    check_compatible("h1", h1, "h2", h2, same_rows=True)
-    for name, a in (("assignment1", assignment1), ("assignment2", assignment2)):
-        check_index(name, a, n_communities, shape=(h1.shape[0],), ref=h1, what="communities")
-
-    def one_side(h, assign_other, C_other):
-        if mode == "cosine":
-            logit = h @ C_other.T / temperature
-            logw = torch.zeros(n_communities, n_communities, dtype=h.dtype, device=h.device)
-        else:
-            logit = -torch.cdist(h, C_other).pow(2) / temperature**2
-            logw = -gamma * torch.cdist(C_other, C_other).pow(2)
-        logit_w = logit + logw[assign_other]  # w(c, c') exp(.)
-        pos = logit.gather(1, assign_other[:, None]).squeeze(1)
-        return torch.logsumexp(logit_w, dim=1) - pos  # w(c, c) = 1 keeps the positive
-
-    C1 = community_centroids(h1, assignment1, n_communities)
-    C2 = community_centroids(h2, assignment2, n_communities)
-    return ((one_side(h1, assignment2, C2) + one_side(h2, assignment1, C1)) / 2).mean()
-
-
 # ------------------------------------------------------------------- CSGCL (team-up strength)
 
 
@@ -310,48 +226,3 @@ def community_strength(
 def team_up_gamma(epoch: int, t0: int = 0, gamma_max: float = 1.0) -> float:
     """CSGCL schedule ``gamma_t = min(max(0, (epoch - t0) / 100), gamma_max)``."""
     return min(max(0.0, (epoch - t0) / 100.0), gamma_max)
-
-
-def team_up_loss(
-    h1: Tensor,
-    h2: Tensor,
-    strength: Tensor,
-    gamma: float,
-    *,
-    temperature: float = 0.2,
-    reduction: str = "mean",
-    chunk_size: Optional[int] = None,
-    backend: str = "auto",
-) -> Tensor:
-    """CSGCL team-up contrast: GRACE's loss on ``s'_ij = cos(h_i, h_j) + gamma (cs_i + cs_j)``.
-
-    Anchors are both views' nodes (2N), candidates every other node of both views, positive the
-    same node in the other view; mean over 2N. On the engine: ``gamma cs_j / tau`` becomes the
-    column weight ``exp(gamma cs_j / tau)``, and ``gamma cs_i / tau`` a row shift. ``strength`` is
-    the node strength ``cs[communities]`` (N,). ``gamma = 0`` is GRACE (= NT-Xent).
-    """
-    eng = engine_args(chunk_size, backend)
-    check_temperature("temperature", temperature)
-    Z, partner = two_views(h1, h2, normalize=True, names=("h1", "h2"), min_rows=1)
-    N = h1.shape[0]
-    check_tensor("strength", strength, kind="float", shape=(N,), ref=h1)
-    cs = torch.cat([strength, strength]).to(Z.dtype).detach()
-    k = kappa(Z, temperature)
-    shift = gamma * cs / temperature
-    col_w = torch.exp(shift - shift.max())  # weights up to a constant factor, added back below
-    w = row_weight(reduction, 2 * N)
-    spec = RowSpec(
-        terms=(
-            LSETerm(
-                exclude=PairMask(self_offset=0),
-                weights=lambda r0, r1, c0, c1: col_w[None, c0:c1].expand(r1 - r0, c1 - c0),
-            ),
-        ),
-        row_fn=lambda st, sd: w * (st["lse"][0] + sd["const"] - sd["pos"] - sd["shift"]),
-        row_side={
-            "pos": partner_logits(Z, k),
-            "shift": shift,
-            "const": shift.max().expand(2 * N),
-        },
-    )
-    return run(Z, Z, spec, k, reduction, eng)

@@ -16,6 +16,16 @@ anchor index), never as the reference's dense ``R^3 x d`` tensor. Denominator we
 (``L1_inv`` default): ``|t_i - t~| + 1``; ``L1``: ``1 / (|D| + 1)``; ``L2``: ``1 / (D^2 + 1)``;
 ``L2_inv``: ``D^2 + 1``. The argparse help of the code says ``--beta 0`` is Beta(5, 5) but the
 code maps it to Beta(2, 8); we use the code's value.
+
+The split between the two SupReMix files: this module *builds the inputs* (the mixture pairs,
+their labels and the distance weights :func:`supremix_weight`, also used per tile by the loss)
+and never imports :mod:`contrastkit.losses`; the loss is
+:class:`contrastkit.losses.structured.supremix.SupReMix`, which consumes
+:meth:`SupReMixBatch.padded` (``mixtures, mixture_mask, mixture_labels``) as its optional
+inputs::
+
+    batch = SupReMixPairs(window=2.0)(features, labels)
+    loss = SupReMix(temperature=0.3)(features, labels, *batch.padded())
 """
 
 from __future__ import annotations
@@ -29,22 +39,34 @@ from torch import Tensor
 from .._validation import check_embeddings, check_tensor
 from ._random import beta
 
-__all__ = ["SupReMixPairs", "SupReMixBatch", "supremix_weight"]
+__all__ = ["DISTANCES", "SupReMixPairs", "SupReMixBatch", "distance_weight", "supremix_weight"]
+
+#: the distance-magnifying weights of SupReMix's denominator terms
+DISTANCES = ("L1_inv", "L2_inv", "L1", "L2")
 
 
-def supremix_weight(delta: Tensor, kind: str = "L1_inv") -> Tensor:
-    """Distance-magnifying weight of a denominator term with label distance ``delta``."""
-    check_tensor("delta", delta, kind="real", min_rows=0)
+def distance_weight(delta: Tensor, kind: str = "L1_inv") -> Tensor:
+    """The weight of :func:`supremix_weight` without input checks (``kind`` must be one of
+    :data:`DISTANCES`): the loss evaluates it on every tile of label differences."""
     d = delta.abs()
     if kind == "L1_inv":
         return d + 1
     if kind == "L1":
         return 1 / (d + 1)
     if kind == "L2":
-        return 1 / (d**2 + 1)
-    if kind == "L2_inv":
-        return d**2 + 1
-    raise ValueError(f"kind must be one of 'L1_inv', 'L1', 'L2', 'L2_inv', got {kind!r}")
+        return 1 / (d * d + 1)
+    return d * d + 1
+
+
+def supremix_weight(delta: Tensor, kind: str = "L1_inv") -> Tensor:
+    """Distance-magnifying weight of a denominator term with label distance ``delta``:
+    ``L1_inv`` ``|delta| + 1`` (default), ``L2_inv`` ``delta^2 + 1``, ``L1`` ``1 / (|delta| + 1)``,
+    ``L2`` ``1 / (delta^2 + 1)`` (the ``distance`` option of
+    :class:`contrastkit.losses.structured.supremix.SupReMix`)."""
+    check_tensor("delta", delta, kind="real", min_rows=0)
+    if kind not in DISTANCES:
+        raise ValueError(f"kind must be one of 'L1_inv', 'L1', 'L2', 'L2_inv', got {kind!r}")
+    return distance_weight(delta, kind)
 
 
 @dataclass
@@ -74,8 +96,8 @@ class SupReMixBatch:
     def padded(self) -> tuple[Tensor, Tensor, Tensor]:
         """Per-anchor padded ``(mixtures (R, Mx, d), mask (R, Mx), labels (R, Mx))``; mask 1 =
         positive (anchor-exclusive), 0 = negative (anchor-inclusive), -1 = padding: the
-        ``mixtures``, ``mixture_mask``, ``mixture_labels`` of
-        :func:`contrastkit.losses.supremix.supremix`."""
+        ``mixtures``, ``mixture_mask``, ``mixture_labels`` inputs of the loss
+        :class:`contrastkit.losses.structured.supremix.SupReMix`."""
         R, d = self.features.shape
         anchor = torch.cat([self.neg_anchor, self.pos_anchor])
         mix = torch.cat([self.neg_mix, self.pos_mix])
@@ -98,7 +120,10 @@ class SupReMixBatch:
 
 class SupReMixPairs:
     """``__call__(features (B, 2, d) or (R, d), labels (B,) or (R,), generator=None)`` ->
-    :class:`SupReMixBatch`. Args: ``window`` n (5 label units), ``beta`` (2, 8)."""
+    :class:`SupReMixBatch`. Args: ``window`` n (5 label units), ``beta`` (2, 8).
+
+    Builds the inputs of the loss :class:`contrastkit.losses.structured.supremix.SupReMix`
+    (pass ``*batch.padded()`` after its features and labels)."""
 
     def __init__(self, window: float = 5.0, beta_params=(2.0, 8.0)):
         if not isinstance(window, (int, float)) or window <= 0:

@@ -29,8 +29,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+
+from contrastkit._extras import require
+
+_st = require("safetensors.torch", "train", "contrastkit.train (checkpoints)")
+load_file, save_file = _st.load_file, _st.save_file
+SafetensorError = require("safetensors", "train", "contrastkit.train").SafetensorError
 
 KEEP = 2
 FORMAT = 1

@@ -15,10 +15,12 @@ from typing import Any, Optional
 
 import torch
 
+from contrastkit._extras import require
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
-    import tomli as tomllib
+    tomllib = require("tomli", "train", "reading TOML config files on Python 3.10")
 
 
 @dataclass
@@ -174,10 +176,10 @@ def _loss_parameters(cls) -> Optional[set]:
     """Keyword parameters of a loss class's constructor (None if it takes ``**kwargs``)."""
     import inspect
 
-    params = inspect.signature(cls.__init__).parameters.values()
+    params = inspect.signature(cls).parameters.values()
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return None
-    return {p.name for p in params if p.name != "self" and p.kind is not p.VAR_POSITIONAL}
+    return {p.name for p in params if p.kind is not p.VAR_POSITIONAL}
 
 
 def _check_loss(cfg: TrainConfig) -> None:
@@ -267,8 +269,7 @@ def _read_file(path: str) -> dict:
         if p.suffix == ".toml":
             data = tomllib.loads(text)
         else:
-            import yaml
-
+            yaml = require("yaml", "train", "reading YAML config files")
             data = yaml.safe_load(text) or {}
     except UnicodeDecodeError as exc:
         raise ValueError(f"config file {path!r} is not UTF-8 text ({exc.reason})") from None

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from contrastkit._extras import require
+
 PROFILE_DIM = 46
 
 
@@ -33,6 +35,7 @@ class Split:
 
 def load_digits_split(test_fraction: float = 0.25, seed: int = 0) -> Split:
     """scikit-learn's digits (1,797 images), stratified fixed split."""
+    require("sklearn", "train", "the digits recipes")
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

@@ -22,6 +22,7 @@ from typing import Callable, Optional
 
 from torch import nn
 
+from .._extras import require
 from .model import MLPEncoder
 
 META = "contrastkit_export.json"
@@ -64,6 +65,7 @@ def export_run(
         fmt = "sentence-transformers"
     else:
         enc = method.encoder("trained")
+        require("safetensors", "train", "exporting a run")
         from safetensors.torch import save_file
 
         save_file(
@@ -127,6 +129,7 @@ def _export_sentence_transformer(method, target: Path) -> None:
 def load_encoder(path: str | Path) -> nn.Module:
     """The encoder of a digit-run export (``encoder.json`` + ``encoder.safetensors``), in eval
     mode. Only the JSON's numbers are read; nothing in the directory is executed."""
+    require("safetensors", "train", "loading an exported encoder")
     from safetensors.torch import load_file
 
     path = Path(path)

@@ -22,6 +22,7 @@ from typing import Callable, Optional
 
 import torch
 
+from .._extras import require
 from .checkpoint import (
     CheckpointError,
     checkpoint_dirs,
@@ -119,6 +120,7 @@ class _Board:
     def __init__(self, run_dir: Path, enabled: bool, start: int):
         self.writer = None
         if enabled:
+            require("tensorboard", "train", "TensorBoard logging")
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(
@@ -320,6 +322,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warn)
 
     bar = None
     if cfg.progress:
+        require("tqdm", "train", "the progress bar")
         from tqdm import tqdm
 
         bar = tqdm(total=total, initial=start, desc=cfg.name or cfg.recipe, unit="step")

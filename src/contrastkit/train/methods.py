@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import losses
+from .._extras import require
 from .config import TrainConfig
 from .data import PROFILE_DIM, augment, load_digits_split, projections
 from .model import MLPEncoder, ProjectionHead
@@ -293,6 +294,7 @@ class SimCSE(Method):
     def tfidf(self):
         """The raw-input baseline: TF-IDF fitted on the training sentences (fitted once)."""
         if getattr(self, "_tfidf", None) is None:
+            require("sklearn", "train", "the TF-IDF baseline")
             from sklearn.feature_extraction.text import TfidfVectorizer
 
             self._tfidf = TfidfVectorizer().fit(self.data.train)

@@ -18,8 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from contrastkit._extras import require
+
 
 def _plt():
+    require("matplotlib", "train", "the run report's plots")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,6 +111,7 @@ def plot_align_uniform(snaps: list[dict], out: Path) -> None:
 def _tsne(x: np.ndarray, seed: int) -> np.ndarray:
     """2-D t-SNE (PCA init, perplexity 30, 500 iterations) on one thread: OpenMP threads on a
     busy machine make it ten times slower."""
+    require("sklearn", "train", "the run report's t-SNE plot")
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
 

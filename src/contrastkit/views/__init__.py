@@ -1,4 +1,4 @@
-"""View builders (Part F of ``sampling_and_evaluation.md``): text (SimCSE dropout, ESimCSE word
+"""View builders: text (SimCSE dropout, ESimCSE word
 repetition), images (multi-crop), graphs (edge dropping, feature masking, LightGCL SVD view) and
 time series (jitter, scaling, segment permutation, time masking). Pure torch; every random
 choice comes from an optional seeded ``torch.Generator``.

@@ -1,4 +1,4 @@
-"""Graph views (cards F5, F6 of ``sampling_and_evaluation.md``).
+"""Graph views: edge dropping and feature masking (GRACE), and the LightGCL SVD view.
 
 * Edge dropping and feature masking as in GRACE (Zhu et al., "Deep Graph Contrastive
   Representation Learning", arXiv:2006.04131): every directed edge is removed independently

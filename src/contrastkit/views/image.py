@@ -1,5 +1,5 @@
 """Multi-crop views of image tensors (SwAV: Caron et al., "Unsupervised Learning of Visual
-Features by Contrasting Cluster Assignments", NeurIPS 2020; card F3), pure torch.
+Features by Contrasting Cluster Assignments", NeurIPS 2020, arXiv:2006.09882), pure torch.
 
 Crops are random resized crops (area fraction uniform in ``scale``, log aspect ratio uniform in
 ``log ratio``, 10 attempts, then a central crop: the rule of torchvision's

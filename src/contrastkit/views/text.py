@@ -2,10 +2,10 @@
 
 * SimCSE (Gao, Yao, Chen, "SimCSE: Simple Contrastive Learning of Sentence Embeddings",
   EMNLP 2021): the two views of a sentence are two train-mode forwards of the same input; the
-  independent dropout masks are the only augmentation. Card F1.
+  independent dropout masks are the only augmentation (arXiv:2104.08821).
 * ESimCSE (Wu et al., "ESimCSE: Enhanced Sample Building Method for Contrastive Learning of
   Unsupervised Sentence Embedding", COLING 2022): the second view duplicates a few tokens in
-  place, so that the two views differ in length. Card F2 (official ``caskcsg/sentemb``
+  place, so that the two views differ in length (arXiv:2109.04380; official ``caskcsg/sentemb``
   ``ESimCSE/train.py``, ``dup_type="bpe"``).
 """
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import triton
 from torch import Tensor
 
-from ..spec import RowSpec, without_positive
+from ..spec import ColumnStatistics, RowSpec, RowStatistics, without_positive
 from . import kernels as K
 from .coverage import EmbeddingSoftTargets, covers
 
@@ -215,7 +215,10 @@ def _upcast(A: Tensor) -> bool:
 def _mask_args(spec: RowSpec, N: int, device) -> dict:
     ex = spec.terms[0].exclude
     dummy_i = torch.zeros(1, dtype=torch.int64, device=device)
-    out = {"has_self": ex.self_offset is not None, "self_off": int(ex.self_offset or 0)}
+    out: dict[str, Any] = {
+        "has_self": ex.self_offset is not None,
+        "self_off": int(ex.self_offset or 0),
+    }
     if ex.index is not None:
         idx = ex.index if ex.index.dim() == 2 else ex.index[:, None]
         out["idx"] = idx.to(device=device, dtype=torch.int64).contiguous()
@@ -223,6 +226,7 @@ def _mask_args(spec: RowSpec, N: int, device) -> dict:
     else:
         out["idx"], out["P"] = dummy_i, 0
     if ex.labels is not None:
+        assert ex.row_labels is not None and ex.col_labels is not None  # checked by covers()
         out["rl"] = ex.row_labels.to(device=device, dtype=torch.int64).contiguous()
         out["cl"] = ex.col_labels.to(device=device, dtype=torch.int64).contiguous()
         out["labels"] = 1 if ex.labels == "same" else 2
@@ -452,8 +456,9 @@ class TritonStats(torch.autograd.Function):
 
 
 def _target_stats(A: Tensor, B: Tensor, kappa: Tensor, st: EmbeddingSoftTargets, columns: bool):
-    """Closed forms of ``tgt``/``mass`` (and column twins) for ``p_ij = alpha <t_i, s_j> + beta``
-    (differentiable in ``A``, ``B``, ``kappa``; computed in fp32 or wider, also under autocast)."""
+    """Closed forms of ``(tgt, mass, col_tgt, col_mass)`` (the column ones ``None`` without
+    ``columns``) for ``p_ij = alpha <t_i, s_j> + beta`` (differentiable in ``A``, ``B``,
+    ``kappa``; computed in fp32 or wider, also under autocast)."""
     with torch.autocast(A.device.type, enabled=False):
         return _target_stats_wide(A, B, kappa, st, columns)
 
@@ -464,18 +469,14 @@ def _target_stats_wide(A, B, kappa, st: EmbeddingSoftTargets, columns: bool):
     T, S = st.rows.to(dt), st.cols.to(dt)
     N, M = A.shape[0], B.shape[0]
     kr = kap if kap.dim() == 0 else kap[:, None]
-    out = {}
-    out["tgt"] = kap * (
-        st.alpha * ((T @ (S.t() @ B)) * A).sum(dim=1) + st.beta * (A @ B.sum(dim=0))
-    )
-    out["mass"] = (st.alpha * (T @ S.sum(dim=0)) + st.beta * M).detach()
+    tgt = kap * (st.alpha * ((T @ (S.t() @ B)) * A).sum(dim=1) + st.beta * (A @ B.sum(dim=0)))
+    mass = (st.alpha * (T @ S.sum(dim=0)) + st.beta * M).detach()
+    col_tgt = col_mass = None
     if columns:
         Ak = A * kr
-        out["col_tgt"] = st.alpha * ((S @ (T.t() @ Ak)) * B).sum(dim=1) + st.beta * (
-            B @ Ak.sum(dim=0)
-        )
-        out["col_mass"] = (st.alpha * (S @ T.sum(dim=0)) + st.beta * N).detach()
-    return out
+        col_tgt = st.alpha * ((S @ (T.t() @ Ak)) * B).sum(dim=1) + st.beta * (B @ Ak.sum(dim=0))
+        col_mass = (st.alpha * (S @ T.sum(dim=0)) + st.beta * N).detach()
+    return tgt, mass, col_tgt, col_mass
 
 
 def contrast_triton(
@@ -493,12 +494,14 @@ def contrast_triton(
 
     ``anchors``/``candidates`` keep their dtype (fp16/bf16 are accumulated in fp32); fp32 dots
     are exact (``precision="ieee"``) unless ``torch.backends.cuda.matmul.allow_tf32`` is set or
-    ``precision="tf32"`` is given. ``diagonal=o`` adds the statistic ``"diag"`` (N,), the logit
-    ``u_i,i+o`` of each row's paired column (0 where it does not exist; exclusions do not apply),
-    and for two-sided specs ``"col_diag"`` (M,): its gradient is folded into the kernels, so a
-    paired positive (InfoNCE, CLIP) costs no ``(N, d)`` temporaries. ``spec.positive`` is served
-    by :func:`~contrastkit.engine.spec.without_positive` (a separate dot product, so ``"ce"`` is
-    only as exact as ``lse``). Raises ``ValueError`` for a spec the kernels do not cover
+    ``precision="tf32"`` is given. ``diagonal=o`` adds the row statistic ``diag`` (N,)
+    (:class:`~contrastkit.engine.RowStatistics`), the logit ``u_i,i+o`` of each row's paired
+    column (0 where it does not exist; exclusions do not apply), and for two-sided specs the
+    column statistic ``diag`` (M,) (:class:`~contrastkit.engine.ColumnStatistics`): its gradient
+    is folded into the kernels, so a paired positive (InfoNCE, CLIP) costs no ``(N, d)``
+    temporaries. ``spec.positive`` is served by
+    :func:`~contrastkit.engine.spec.without_positive` (a separate dot product, so ``ce`` is only
+    as exact as ``lse``). Raises ``ValueError`` for a spec the kernels do not cover
     (:func:`covers` says why).
     """
     if not isinstance(kappa, Tensor):
@@ -517,27 +520,30 @@ def contrast_triton(
         spec = without_positive(spec, anchors.to(dt), candidates, kap.to(dt))
     columns = bool(spec.columns)
     outs = TritonStats.apply(anchors, candidates, kap, spec, columns, cfg, precision, diagonal)
-    stats = {"lse": outs[0][None]}
-    if columns:
-        stats["col_lse"] = outs[1]
+    diag = col_diag = tgt = mass = col_tgt = col_mass = None
     if diagonal is not None:
         N, M = anchors.shape[0], candidates.shape[0]
-        stats["diag"] = outs[-1]
+        diag = outs[-1]
         if columns:  # column j's pair (j - diagonal, j)
-            rows = torch.arange(M, device=anchors.device) - diagonal
-            ok = (rows >= 0) & (rows < N)
-            stats["col_diag"] = torch.where(ok, outs[-1][rows.clamp(0, N - 1)], 0.0)
+            pair = torch.arange(M, device=anchors.device) - diagonal
+            valid = (pair >= 0) & (pair < N)
+            col_diag = torch.where(valid, outs[-1][pair.clamp(0, N - 1)], 0.0)
     if spec.soft_targets is not None:
-        stats.update(_target_stats(anchors, candidates, kap, spec.soft_targets, spec.columns))
-    row_stats = {k: v for k, v in stats.items() if not k.startswith("col_")}
-    rows = spec.row_fn(row_stats, spec.row_side) if spec.row_fn is not None else None
+        assert isinstance(spec.soft_targets, EmbeddingSoftTargets)  # checked by covers()
+        tgt, mass, col_tgt, col_mass = _target_stats(
+            anchors, candidates, kap, spec.soft_targets, spec.columns
+        )
+    rows = RowStatistics(lse=outs[0][None], tgt=tgt, mass=mass, diag=diag)
     cols = None
-    if spec.columns and spec.col_fn is not None:
-        col_stats = {k: v for k, v in stats.items() if k.startswith("col_")}
-        cols = spec.col_fn(col_stats, spec.col_side)
+    if columns:
+        cols = ColumnStatistics(lse=outs[1], tgt=col_tgt, mass=col_mass, diag=col_diag)
+    row_vals = spec.row_fn(rows, spec.row_side) if spec.row_fn is not None else None
+    col_vals = None
+    if spec.columns and spec.col_fn is not None and cols is not None:
+        col_vals = spec.col_fn(cols, spec.col_side)
     if not reduce:
-        return rows, cols
-    total = rows.sum() if rows is not None else torch.zeros((), device=anchors.device)
-    if cols is not None:
-        total = total + cols.sum()
+        return row_vals, col_vals
+    total = row_vals.sum() if row_vals is not None else torch.zeros((), device=anchors.device)
+    if col_vals is not None:
+        total = total + col_vals.sum()
     return total

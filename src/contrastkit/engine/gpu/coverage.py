@@ -39,6 +39,12 @@ class EmbeddingSoftTargets(SoftTargets):
     transposed problem, for ``contrastkit.distributed``).
     """
 
+    # set in __init__ (frozen: through object.__setattr__); declared here for the type checker
+    rows: Tensor
+    cols: Tensor
+    alpha: float
+    beta: float
+
     def __init__(
         self,
         rows: Tensor,
