@@ -47,7 +47,8 @@ test-slow: install-test
 lint: install-test
 	$(BIN)/ruff check .
 
-# mypy, configured in pyproject.toml ([tool.mypy]: src/contrastkit/engine for now)
+# mypy, configured in pyproject.toml ([tool.mypy] files: src/contrastkit/engine, objective and
+# losses; run by .ci/run between lint and test)
 typecheck: install-test
 	$(BIN)/mypy
 

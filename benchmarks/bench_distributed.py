@@ -82,7 +82,7 @@ def _worker(rank, world, rdzv, out, method, batch, threads):
             with ckd.group("world", strategy="ring"):
                 loss = ck.info_nce(q, k, scale=scale)
         elif method == "ck_clip":
-            loss = ck.clip_loss(q, k, scale=scale)
+            loss = ck.clip(q, k, scale=scale)
         else:
             loss = loss_fn(F.normalize(q, dim=-1), F.normalize(k, dim=-1), scale)
         loss.backward()

@@ -13,7 +13,7 @@ import torch
 import contrastkit as ck
 from contrastkit.engine import RowSpec, choose_path
 
-OBJECTIVES = {"info_nce": ck.info_nce, "clip": ck.clip_loss, "nt_xent": ck.nt_xent}
+OBJECTIVES = {"info_nce": ck.info_nce, "clip": ck.clip, "nt_xent": ck.nt_xent}
 
 
 def best_ms(fn, q, k, backend: str, reps: int) -> float:

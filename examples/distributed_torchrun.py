@@ -2,7 +2,7 @@
 
     torchrun --standalone --nproc-per-node 2 examples/distributed_torchrun.py [--check]
 
-Every rank embeds its shard of the batch; ``CLIPLoss`` sees that torch.distributed is
+Every rank embeds its shard of the batch; ``CLIP`` sees that torch.distributed is
 initialised and computes the loss of the *global* batch (the same value on every rank), with
 the default ``gradients="ddp"`` convention: DDP's average of the encoder gradients and the
 logit scale's gradient are those of one process on the whole batch. ``--check`` re-runs the
@@ -51,7 +51,7 @@ def main() -> int:
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
-    loss_fn = ck.CLIPLoss()
+    loss_fn = ck.CLIP()
     ref_model, ref_loss = copy.deepcopy(model), copy.deepcopy(loss_fn)
     losses = train(model, loss_fn, world, rank, DDP(model))
     status = 0

@@ -26,8 +26,8 @@ try:
 except ImportError:  # the package's older name
     import pytorch_lightning as L
 
+from contrastkit import CLIP
 from contrastkit.gradcache import cached_embed
-from contrastkit.losses.infonce.clip import CLIPLoss
 
 
 def tower(d_in: int, d_out: int) -> nn.Module:
@@ -38,7 +38,7 @@ class CLIPModule(L.LightningModule):
     def __init__(self, d_a: int, d_b: int, dim: int = 32, lr: float = 3e-3, chunk_size=None):
         super().__init__()
         self.image_tower, self.text_tower = tower(d_a, dim), tower(d_b, dim)
-        self.loss_fn = CLIPLoss(init_temperature=0.1)  # learnable logit scale
+        self.loss_fn = CLIP(init_temperature=0.1)  # learnable logit scale
         self.lr, self.chunk_size = lr, chunk_size
         self.history: list[float] = []
 

@@ -1,7 +1,7 @@
 """A plain PyTorch training loop with a contrastkit objective (and, optionally, GradCache).
 
 Two towers embed paired views of synthetic data (each view is a fixed random mixing of a shared
-latent plus noise); CLIPLoss, whose logit scale is a learnable parameter, pulls each pair
+latent plus noise); CLIP, whose logit scale is a learnable parameter, pulls each pair
 together. Nothing beyond torch and contrastkit is needed:
 
     python examples/plain_pytorch.py                      # ordinary step
@@ -21,8 +21,8 @@ import argparse
 import torch
 from torch import nn
 
+from contrastkit import CLIP
 from contrastkit.gradcache import cached_embed
-from contrastkit.losses.infonce.clip import CLIPLoss
 
 
 def tower(d_in: int, d_out: int) -> nn.Module:
@@ -43,7 +43,7 @@ def main(argv=None) -> float:
     latent, d_a, d_b = 16, 48, 40
     mix_a, mix_b = torch.randn(latent, d_a), torch.randn(latent, d_b)
     image_tower, text_tower = tower(d_a, args.dim), tower(d_b, args.dim)
-    loss_fn = CLIPLoss(init_temperature=0.1)  # learnable logit scale, clamped at 100
+    loss_fn = CLIP(init_temperature=0.1)  # learnable logit scale, clamped at 100
     params = [*image_tower.parameters(), *text_tower.parameters(), *loss_fn.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr)
 

@@ -267,11 +267,12 @@ def _misc(rank, world):
     except ValueError as e:
         res["cwcl"] = str(e)
     # a declared objective whose rows need no other rank (global_total)
-    from contrastkit.objective import global_total, row_weight
+    from contrastkit.objective import global_total, objective_group, row_weight
 
     @ckd.exact_objective
     def mean_of(v):
-        return global_total((v * row_weight("mean", v.shape[0])).sum())
+        group = objective_group()
+        return global_total((v * row_weight("mean", v.shape[0], group=group)).sum(), group=group)
 
     v = torch.full((3,), float(rank + 1), requires_grad=True)
     with ckd.group("world", gradients="ddp"):

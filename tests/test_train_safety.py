@@ -623,5 +623,5 @@ def test_clipping_warmup_and_tensorboard_scalars(tmp_path, monkeypatch):
     lrs = [e.value for e in events.Scalars("train/lr")]
     assert lrs == pytest.approx([2e-3 * f for f in (1.0, 1.0, 0.0)], rel=1e-6)
     temps = [e.value for e in events.Scalars("train/temperature")]
-    assert 0.06 < temps[0] < 0.08  # CLIPLoss starts at 0.07 and learns
+    assert 0.06 < temps[0] < 0.08  # CLIP starts at 0.07 and learns
     assert any(tag.startswith("config") for tag in events.Tags()["tensors"])  # hyperparameters

@@ -91,7 +91,7 @@ def _setup(method: str, n: int, d: int, seed: int, block: int):
         backend = "tiled" if method == "infonce" else "auto"
         return [A, B], lambda: _backward(ck.info_nce(A, B, temperature=TAU, backend=backend))
     if method == "clip":
-        return [A, B], lambda: _backward(ck.clip_loss(A, B, temperature=TAU, backend="tiled"))
+        return [A, B], lambda: _backward(ck.clip(A, B, temperature=TAU, backend="tiled"))
     if method == "supcon":
         labels = torch.randint(0, max(1, n // 4), (n,), generator=g)
         return [A], lambda: _backward(ck.supcon(A, labels, temperature=TAU, backend="tiled"))

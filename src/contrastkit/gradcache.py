@@ -309,7 +309,7 @@ class GradCache:
 
     Args:
         encoders: one module shared by every batch, or one per batch (query / document towers).
-        loss_fn: any callable on the embeddings, e.g. ``InfoNCE()`` or ``CLIPLoss()`` (its
+        loss_fn: any callable on the embeddings, e.g. ``InfoNCE()`` or ``CLIP()`` (its
             learnable parameters receive their gradient in the same backward).
         chunk_size: rows per encoder call, one integer or one per batch.
         get_rep_fn: picks the embeddings from an encoder's output (default: the output).

@@ -118,7 +118,7 @@ class PairMask:
         if rr.numel():
             out[rr, cc] = True
         if self.labels is not None:
-            assert self.row_labels is not None and self.col_labels is not None
+            assert self.row_labels is not None and self.col_labels is not None  # labels= needs both
             same = self.row_labels[r0:r1, None] == self.col_labels[None, c0:c1]
             out |= same if self.labels == "same" else ~same
         if self.dense is not None:

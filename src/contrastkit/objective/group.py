@@ -11,8 +11,9 @@ An objective computes over a process group only if it says so where it is define
   ``ValueError`` unless the caller asks for a per-rank loss with
   ``with contrastkit.distributed.local():``.
 
-Every helper receives the group explicitly (``group=``, the :class:`Context` returned by
-:func:`objective_group`, ``None`` locally); nothing reads the caller's module or stack frames.
+Every helper receives the group explicitly: ``group=`` is a required keyword (the
+:class:`Context` returned by :func:`objective_group`, ``None`` for this rank's batch only, or
+:data:`ACTIVE` to look it up at that point); nothing reads the caller's module or stack frames.
 Without ``torch.distributed`` (or with one rank) every helper is the identity.
 """
 
@@ -97,33 +98,33 @@ def rank_local_objective(fn):
     return wrapper
 
 
-def global_rows(n: int, group=ACTIVE) -> int:
+def global_rows(n: int, *, group) -> int:
     """The number of rows over every rank of ``group`` (``n`` locally)."""
     ctx = resolve_group(group)
     return n if ctx is None else _ops.global_int(ctx, n)
 
 
-def replicated(x: Tensor, group=ACTIVE) -> Tensor:
+def replicated(x: Tensor, *, group) -> Tensor:
     """A tensor every rank holds a copy of (a temperature, a bias): under a group its gradient
     becomes that of the global loss on every rank (identity locally)."""
     ctx = resolve_group(group)
     return x if ctx is None else _ops.replicated(ctx, x)
 
 
-def gather_rows(x: Tensor, name: str = "x", group=ACTIVE) -> Tensor:
+def gather_rows(x: Tensor, name: str = "x", *, group) -> Tensor:
     """Rank-major concatenation of ``x`` over ``group`` (gradients flow back); ``x`` itself
     locally. Every rank must pass the same shape (checked, ValueError on every rank)."""
     ctx = resolve_group(group)
     return x if ctx is None else _ops.gather(ctx, x, check=name)
 
 
-def row_offset(n: int, group=ACTIVE) -> int:
+def row_offset(n: int, *, group) -> int:
     """Global index of this rank's first row (``rank * n``; 0 locally)."""
     ctx = resolve_group(group)
     return 0 if ctx is None else ctx.rank * n
 
 
-def sum_across_ranks(x: Tensor, name: str = "x", group=ACTIVE) -> Tensor:
+def sum_across_ranks(x: Tensor, name: str = "x", *, group) -> Tensor:
     """Sum over the ranks of ``group``, gradients all-reduced back (``x`` locally). Every rank
     must pass the same shape (checked, ValueError on every rank)."""
     ctx = resolve_group(group)
@@ -133,7 +134,7 @@ def sum_across_ranks(x: Tensor, name: str = "x", group=ACTIVE) -> Tensor:
     return _ops.sum_across(ctx, x)
 
 
-def global_total(x: Tensor, group=ACTIVE) -> Tensor:
+def global_total(x: Tensor, *, group) -> Tensor:
     """For an objective whose rows need no other rank's data (computed without :func:`run`):
     under a group the scalar loss becomes the sum over ranks (the global loss on every rank)
     and per-row outputs get the group's gradient convention; identity locally."""
@@ -141,9 +142,7 @@ def global_total(x: Tensor, group=ACTIVE) -> Tensor:
     return x if ctx is None else _ops.global_loss_checked(ctx, x)
 
 
-def check_has_negatives(
-    name: str, x: Tensor, objective: str, unit: str = "row", group=ACTIVE
-) -> None:
+def check_has_negatives(name: str, x: Tensor, objective: str, unit: str = "row", *, group) -> None:
     """A batch of one has no negatives: ``ValueError`` when ``x`` has a single row (sample),
     unless other ranks of ``group`` contribute candidates (no collective)."""
     if x.shape[0] >= 2:
@@ -157,7 +156,7 @@ def check_has_negatives(
     )
 
 
-def local_contrast(*args, group=ACTIVE, **kwargs):
+def local_contrast(*args, group, **kwargs):
     """``engine.contrast`` for objectives that reduce the engine's rows themselves (not through
     :func:`run`): they are per-rank only, so under a process group this raises instead of
     silently computing a per-rank loss."""
@@ -180,7 +179,8 @@ def run(
     k: Tensor,
     reduction: str,
     engine_kw: dict,
-    group=ACTIVE,
+    *,
+    group,
 ):
     """Hand a spec to the engine (over ``group`` when one is given); for ``reduction="none"``
     add each row's and column's terms (the objective's row and column functions already carry

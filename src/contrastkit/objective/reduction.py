@@ -13,7 +13,7 @@ from typing import Union
 from torch import Tensor
 
 from .._validation import check_reduction
-from .group import ACTIVE, global_total, resolve_group
+from .group import global_total, resolve_group
 
 __all__ = ["REDUCTIONS", "reduce", "row_weight"]
 
@@ -21,7 +21,7 @@ __all__ = ["REDUCTIONS", "reduce", "row_weight"]
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def row_weight(reduction: str, count: Union[int, Tensor], min_count: int = 0, group=ACTIVE):
+def row_weight(reduction: str, count: Union[int, Tensor], min_count: int = 0, *, group):
     """The factor that turns per-row terms into the requested reduction when they are summed.
 
     ``count`` is this rank's number of rows (under ``group`` the mean is over the global
@@ -39,7 +39,7 @@ def row_weight(reduction: str, count: Union[int, Tensor], min_count: int = 0, gr
     return 1.0 / max(int(count), min_count, 1)
 
 
-def reduce(rows: Tensor, reduction: str, count=None, group=ACTIVE, min_count: int = 0) -> Tensor:
+def reduce(rows: Tensor, reduction: str, count=None, *, group, min_count: int = 0) -> Tensor:
     """Reduce per-row terms computed without the engine.
 
     ``"none"`` returns ``rows``; ``"sum"`` their sum; ``"mean"`` the sum divided by ``count``

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .._validation import check_positive, check_temperature
 from ..engine import compute_dtype
-from .group import ACTIVE, replicated
+from .group import replicated
 
 __all__ = [
     "LogitScale",
@@ -38,7 +38,8 @@ def kappa(
     temperature=None,
     scale=None,
     n_rows: Optional[int] = None,
-    group=ACTIVE,
+    *,
+    group,
 ) -> Tensor:
     """The logit multiplier 1/tau as a tensor: from ``scale`` if given, else ``temperature``.
 

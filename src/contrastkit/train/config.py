@@ -72,7 +72,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "momentum": 0.999,
         "queue_size": 1024,
     },
-    "clip-pairs": {"method": "clip", "loss": "CLIPLoss", "loss_params": {}},
+    "clip-pairs": {"method": "clip", "loss": "CLIP", "loss_params": {}},
     "simcse-text": {
         "method": "simcse",
         "loss": "InfoNCE",

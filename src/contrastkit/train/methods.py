@@ -202,7 +202,7 @@ class MoCo(TwoView):
 
 
 class DualEncoder(_DigitsMethod):
-    """CLIP on digits: an image tower and a sinogram tower, aligned with ``CLIPLoss``."""
+    """CLIP on digits: an image tower and a sinogram tower, aligned by ``CLIP`` (learned scale)."""
 
     kind = "clip"
 

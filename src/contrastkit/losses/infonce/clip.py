@@ -41,7 +41,7 @@ def clip(
     check_embeddings("image", image)
     check_embeddings("text", text)
     check_compatible("image", image, "text", text, same_rows=True)
-    check_has_negatives("image", image, "CLIP")
+    check_has_negatives("image", image, "CLIP", group=group)
     return _info_nce(  # the symmetric InfoNCE
         image,
         text,

@@ -127,7 +127,7 @@ def _info_nce(
                 f"per-anchor negatives must have shape (N={N}, h, d), got {tuple(negatives.shape)}"
             )
     if negatives is None and M < 2:  # one query, one key, nothing else: the loss would be 0
-        check_has_negatives("query", query, "InfoNCE")
+        check_has_negatives("query", query, "InfoNCE", group=group)
     if not in_batch_negatives:
         if negatives is None:
             raise ValueError("in_batch_negatives=False needs negatives (e.g. a queue's keys)")
@@ -290,7 +290,7 @@ def multiple_negatives_ranking(
         cols.extend([n] if n.dim() == 2 else list(n.unbind(1)))
     negs = torch.cat(cols) if cols else None
     if negs is None:
-        check_has_negatives("anchor", anchor, "MNRL")
+        check_has_negatives("anchor", anchor, "MNRL", group=group)
     return _info_nce(
         anchor,
         positive,

@@ -45,7 +45,7 @@ def nt_xent(
     group = objective_group()
     eng = engine_args(chunk_size, backend)
     Z, partner = two_views(z1, z2, normalize, eng=eng)  # fp16/bf16 kept for the kernels
-    check_has_negatives("z1", z1, "NT-Xent")
+    check_has_negatives("z1", z1, "NT-Xent", group=group)
     n2 = Z.shape[0]
     k = kappa(Z, temperature, group=group)
     w = row_weight(reduction, n2, group=group) * (

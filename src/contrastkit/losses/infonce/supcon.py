@@ -70,7 +70,7 @@ def supcon(
             "features needs at least 2 vectors (N * V) to contrast, "
             f"got shape {tuple(features.shape)}"
         )
-    check_has_negatives("features", features, "SupCon", unit="sample")
+    check_has_negatives("features", features, "SupCon", unit="sample", group=group)
     # under a process group: labels, class sums and counts over the global batch (rank offset)
     off = row_offset(N, group=group)
     if labels is None:
