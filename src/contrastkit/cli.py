@@ -196,6 +196,9 @@ def _print_eval(summary: dict) -> None:
 
     for who, knn, probe in summary_rows(summary["eval"]):
         typer.echo(f"  {who:12s} kNN top-1 {knn:.1f} %   linear probe {probe:.1f} %")
+    if summary["eval"].get("held_out") is not None:  # method pairs
+        for who, r in summary["eval"]["retrieval"].items():
+            typer.echo(f"  {who:12s} Recall@1 {100 * r['recall@1']:.1f} % ({r['pairs']} pairs)")
     if "report" in summary:
         typer.echo(f"report: {summary['report']}")
 

@@ -28,7 +28,7 @@ class TrainConfig:
     recipe: str = "simclr-digits"
     name: Optional[str] = None  # run directory runs/<name>; default: the recipe name
     out_dir: str = "runs"
-    method: str = "two-view"  # two-view | moco | clip | simcse (see contrastkit.train.methods)
+    method: str = "two-view"  # two-view | moco | clip | simcse | pairs (contrastkit.train.methods)
     loss: str = "NTXent"
     loss_params: dict = field(default_factory=lambda: {"temperature": 0.1})
     labels: bool = False  # pass class labels to the loss (SupCon)
@@ -45,7 +45,12 @@ class TrainConfig:
     momentum: float = 0.99  # moco: key encoder EMA
     queue_size: int = 1024  # moco: negatives kept (below the 1,347 training digits)
     dropout: float = 0.1  # simcse: MiniLM hidden and attention dropout (the augmentation)
-    max_length: int = 32  # simcse: tokens per sentence
+    max_length: int = 32  # simcse, pairs: tokens per sentence
+    data: str = ""  # pairs: JSONL / CSV / TSV / Parquet file of pairs (contrastkit.data.TextPairs)
+    columns: dict = field(default_factory=dict)  # pairs: column overrides, e.g. {anchor="q"}
+    model: str = ""  # pairs: local transformers / sentence-transformers dir ("": offline MiniLM)
+    mini_batch: Optional[int] = None  # pairs: GradCache chunk (peak memory of mini_batch rows)
+    holdout: int = 256  # pairs: the last pairs of the file (at most a fifth) kept for Recall@1
     seed: int = 0  # initialisation, augmentation and data order
     split_seed: int = 0  # train/test split and probe views: fixed, so seeds compare on one split
     deterministic: bool = True  # torch.use_deterministic_algorithms during the run
@@ -73,6 +78,19 @@ RECIPES: dict[str, dict[str, Any]] = {
         "queue_size": 1024,
     },
     "clip-pairs": {"method": "clip", "loss": "CLIP", "loss_params": {}},
+    "text-pairs": {
+        "method": "pairs",
+        "loss": "MultipleNegativesRanking",
+        "loss_params": {},
+        "epochs": 1,
+        "batch_size": 32,
+        "lr": 2e-5,
+        "weight_decay": 0.01,
+        "warmup_steps": 10,
+        "max_length": 128,
+        "checkpoint_every": 100,
+        "snapshot_every": 50,
+    },
     "simcse-text": {
         "method": "simcse",
         "loss": "InfoNCE",
@@ -86,7 +104,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 
-METHOD_NAMES = ("two-view", "moco", "clip", "simcse")
+METHOD_NAMES = ("two-view", "moco", "clip", "simcse", "pairs")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "linear", "constant")
 
@@ -109,7 +127,7 @@ def _check_types(cfg: TrainConfig) -> None:
     for f in fields(cfg):
         value = getattr(cfg, f.name)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if f.name in ("name", "threads", "max_steps", "grad_clip"):
+        if f.name in ("name", "threads", "max_steps", "grad_clip", "mini_batch"):
             if f.name == "grad_clip":
                 if value is not None and (
                     isinstance(value, bool) or not isinstance(value, (int, float))
@@ -153,7 +171,7 @@ def _check_ranges(cfg: TrainConfig) -> None:
         raise ValueError(
             f"config field 'grad_clip' must be positive and finite, got {cfg.grad_clip}"
         )
-    for name in ("threads", "max_steps"):
+    for name in ("threads", "max_steps", "mini_batch"):
         value = getattr(cfg, name)
         if value is not None and value < 1:
             raise ValueError(f"config field {name!r} must be >= 1 when given, got {value}")
@@ -214,6 +232,31 @@ def _check_loss(cfg: TrainConfig) -> None:
         ) from None
 
 
+def _check_pairs(cfg: TrainConfig) -> None:
+    """The fields of method ``pairs`` (the data file itself is read, never executed, when the
+    run starts: a bad row is a ``DataError`` naming file, line and column)."""
+    if cfg.method != "pairs":
+        for name in ("data", "model", "columns", "mini_batch"):
+            if getattr(cfg, name) not in ("", {}, None):
+                raise ValueError(
+                    f"config field {name!r} is only used by method 'pairs', not {cfg.method!r}"
+                )
+        return
+    if not cfg.data:
+        raise ValueError(
+            "config field 'data' is required by method 'pairs': the path of a JSONL, CSV, TSV "
+            "or Parquet file of (anchor, positive) pairs, e.g. --set data='pairs.jsonl'"
+        )
+    if cfg.holdout < 0:
+        raise ValueError(f"config field 'holdout' must be >= 0, got {cfg.holdout}")
+    from ..data.text import _check_overrides
+
+    try:
+        _check_overrides(cfg.columns)
+    except ValueError as exc:
+        raise ValueError(f"config field 'columns': {exc}") from None
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check every field; names the field in the error."""
     from .. import losses
@@ -253,6 +296,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ValueError(f"config field {name!r} must be >= 1, got {getattr(cfg, name)}")
     if cfg.batch_size < 2:
         raise ValueError(f"config field 'batch_size' must be >= 2, got {cfg.batch_size}")
+    _check_pairs(cfg)
     _check_ranges(cfg)
     _check_loss(cfg)
     return cfg

@@ -46,6 +46,8 @@ def retrieval_scores(a: torch.Tensor, b: torch.Tensor) -> dict:
 
 def evaluate(method) -> dict:
     """All scores of a :class:`~contrastkit.train.methods.Method` (see the module docstring)."""
+    if method.kind == "pairs":
+        return _evaluate_pairs(method)
     names = ["trained", "random_init", method.input_name]
     out: dict = {"representation": {}}
     for name in names:
@@ -86,6 +88,31 @@ def evaluate(method) -> dict:
     return out
 
 
+def pair_retrieval(a: torch.Tensor, b: torch.Tensor) -> dict:
+    """Anchors ``a_i`` retrieving their positives ``b_i`` among all ``b``: Recall@1 (and
+    Recall@10, MRR@10 when there are more than 10 pairs), mean rank."""
+    scores = M.cosine_scores(a, b)
+    rel = torch.eye(a.shape[0])
+    out = {"recall@1": M.recall_at_k(scores, rel, k=1), "pairs": int(a.shape[0])}
+    if a.shape[0] > 10:
+        out["recall@10"] = M.recall_at_k(scores, rel, k=10)
+        out["mrr@10"] = M.mrr_at_k(scores, rel, k=10)
+    out["mean_rank"] = M.mean_rank(M.retrieval_ranks(a, b))
+    return out
+
+
+def _evaluate_pairs(method) -> dict:
+    """Method ``pairs``: retrieval of the held-out positives by their anchors, for the model
+    before (``random_init``: the loaded model) and after training."""
+    out: dict = {"retrieval": {}, "held_out": method.held_out}
+    for name in ("trained", "random_init"):
+        a, b = method.probe_pairs(method.encoder(name))
+        out["retrieval"][name] = pair_retrieval(a, b)
+    a, b = method.probe_pairs()
+    out["probe_pairs"] = {"alignment": M.alignment(a.double(), b.double())}
+    return out
+
+
 def _text_pairs(method, enc, a, b):
     from .methods import _cpu, _eval_mode
 
@@ -110,5 +137,6 @@ def _isotropy(method, enc, n: int = 256) -> float:
 def summary_rows(result: dict) -> list[tuple[str, float, float]]:
     """``(name, kNN top-1, linear probe)`` for printing."""
     return [
-        (name, s["knn_top1"], s["linear_probe"]) for name, s in result["representation"].items()
+        (name, s["knn_top1"], s["linear_probe"])
+        for name, s in result.get("representation", {}).items()
     ]

@@ -1,9 +1,9 @@
 """Export a run's trained encoder for use outside contrastkit (``contrastkit export RUN``).
 
-* Text runs (``simcse``) become a **sentence-transformers model directory**: the transformer and
-  tokenizer saved with ``save_pretrained`` (safetensors), ``modules.json`` with a Transformer and
-  a mean Pooling module, ``sentence_bert_config.json`` (``max_seq_length`` = the run's
-  ``max_length``). ``SentenceTransformer(path).encode(texts)`` and mean-pooling
+* Text runs (``simcse``, ``pairs``) become a **sentence-transformers model directory**: the
+  transformer and tokenizer saved with ``save_pretrained`` (safetensors), ``modules.json`` with
+  a Transformer and a mean Pooling module, ``sentence_bert_config.json`` (``max_seq_length`` =
+  the run's ``max_length``). ``SentenceTransformer(path).encode(texts)`` and mean-pooling
   ``AutoModel.from_pretrained(path)`` give the embeddings contrastkit evaluated. No Normalize
   module is added, since contrastkit's features are not normalised; normalise the embeddings
   yourself (or pass ``normalize_embeddings=True``) for cosine search.
@@ -60,7 +60,7 @@ def export_run(
     method, run_dir, state = load_run(run, warn)
     target = _target(run_dir, out)
     cfg = method.cfg
-    if method.kind == "simcse":
+    if method.kind in ("simcse", "pairs"):
         _export_sentence_transformer(method, target)
         fmt = "sentence-transformers"
     else:

@@ -12,6 +12,8 @@ diagnostics (similarity histograms, alignment/uniformity) and the evaluation use
 * ``clip`` (clip-pairs): a dual encoder aligning an image with its own 4-angle sinogram
   (:func:`~contrastkit.train.data.projections`), both augmented independently.
 * ``simcse`` (simcse-text): unsupervised SimCSE; two dropout passes of MiniLM (mean pooling).
+* ``pairs`` (text-pairs): a local text model fine-tuned on the user's own (anchor, positive)
+  file (mean pooling; GradCache with ``mini_batch``); probed on held-out pairs.
 """
 
 from __future__ import annotations
@@ -315,7 +317,150 @@ class SimCSE(Method):
         }
 
 
-METHODS: dict[str, type[Method]] = {m.kind: m for m in (TwoView, MoCo, DualEncoder, SimCSE)}
+class TextPairsMethod(Method):
+    """Fine-tune a text encoder on the user's own (anchor, positive[, negatives]) file.
+
+    The file is read with :class:`contrastkit.data.TextPairs` (JSONL / CSV / TSV / Parquet,
+    its column names and ``columns`` overrides; a bad row is a ``DataError`` naming file, line
+    and column). The last ``holdout`` pairs (at most a fifth of the file) are held out: the
+    probe pairs and the Recall@1 of anchors retrieving their positives, before vs after
+    training. With ``mini_batch`` smaller than ``batch_size`` the embeddings are computed with
+    :func:`contrastkit.gradcache.cached_embed` (same loss and gradients, encoder memory of
+    ``mini_batch`` rows)."""
+
+    kind = "pairs"
+    input_name = ""  # no raw-input baseline
+
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg)
+        self._pairs: dict | None = None  # the file is read on first use (export needs none)
+        self.y_train = self.y_test = None
+        encoder, self.tokenizer = load_pairs_model(cfg.model, cfg.dropout)
+        self.random_init = copy.deepcopy(encoder)  # the model before fine-tuning
+        self.modules = nn.ModuleDict({"encoder": encoder})
+
+    def _data(self) -> dict:
+        if self._pairs is not None:
+            return self._pairs
+        from ..data import DataError, TextPairs
+
+        cfg = self.cfg
+        examples = list(TextPairs(cfg.data, columns=cfg.columns or None))
+        counts = len(examples[0].negatives)
+        for e in examples:
+            if len(e.negatives) != counts:
+                raise DataError.at(
+                    e.location,
+                    f"{len(e.negatives)} negatives where the first row has {counts}; every row "
+                    "needs the same number of negatives",
+                )
+        if counts:  # the configured loss was checked on (anchor, positive) only
+            a, b = loss_inputs(cfg)
+            try:
+                _build_loss(cfg)(a, b, *([b] * counts))
+            except (TypeError, ValueError, RuntimeError, IndexError) as exc:
+                raise ValueError(
+                    f"config field 'loss': {cfg.loss} does not accept hard negatives, and "
+                    f"{cfg.data} has {counts} per row (pass columns={{negatives=[]}} to drop "
+                    f"them): {exc}"
+                ) from None
+        held = min(cfg.holdout, len(examples) // 5)
+        train = examples[: len(examples) - held]
+        # probe / Recall@1: the held-out pairs, or (holdout = 0) the first training pairs
+        probe = examples[len(examples) - held :] if held else train[:256]
+        self._pairs = {
+            "train": train,
+            "negatives": counts,
+            "held_out": held > 0,
+            "probe": ([e.anchor for e in probe], [e.positive for e in probe]),
+        }
+        return self._pairs
+
+    @property
+    def n_train(self) -> int:
+        return len(self._data()["train"])
+
+    @property
+    def held_out(self) -> bool:
+        """Whether the probe pairs were held out of training (``holdout`` > 0)."""
+        return self._data()["held_out"]
+
+    def _tokens(self, texts: list[str]) -> dict:
+        tok = self.tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.cfg.max_length,
+            return_tensors="pt",
+        )
+        return {k: v.to(self.device) for k, v in tok.items()}
+
+    def encode(self, texts: list[str], encoder: nn.Module | None = None, batch: int = 256):
+        from .text_model import mean_pooled
+
+        enc = encoder if encoder is not None else self.modules["encoder"]
+        return torch.cat(
+            [
+                mean_pooled(enc, self._tokens(texts[i : i + batch]))
+                for i in range(0, len(texts), batch)
+            ]
+        )
+
+    def embed(self, texts: list[str]) -> Tensor:
+        """Training embeddings (on the graph); GradCache when ``mini_batch`` < the batch."""
+        from .text_model import mean_pooled
+
+        enc, tok, mb = self.modules["encoder"], self._tokens(texts), self.cfg.mini_batch
+        if mb is not None and mb < len(texts):
+            from ..gradcache import cached_embed
+
+            return cached_embed(lambda **t: mean_pooled(enc, t), tok, mb)
+        return mean_pooled(enc, tok)
+
+    def batch_loss(self, idx, gen):
+        data = self._data()
+        rows = [data["train"][i] for i in idx.tolist()]
+        a = self.embed([e.anchor for e in rows])
+        p = self.embed([e.positive for e in rows])
+        negs = [self.embed([e.negatives[j] for e in rows]) for j in range(data["negatives"])]
+        return self.loss_fn(a, p, *negs)
+
+    def probe_pairs(self, encoder: nn.Module | None = None):
+        a, b = self._data()["probe"]
+        enc = encoder if encoder is not None else self.modules["encoder"]
+        out = _eval_mode(lambda: (_cpu(self.encode(a, enc)), _cpu(self.encode(b, enc))), enc)
+        return F.normalize(out[0], dim=-1), F.normalize(out[1], dim=-1)
+
+    def features(self, which: str = "trained") -> dict:
+        """Embeddings of the probe anchors (``train``) and positives (``test``)."""
+        a, b = self.probe_pairs(self.encoder(which))
+        return {"train": a, "test": b}
+
+
+def load_pairs_model(path: str, dropout: float) -> tuple[nn.Module, object]:
+    """``(transformers model, tokenizer)`` of a local transformers or sentence-transformers
+    directory (``""``: the offline MiniLM), loaded as :class:`contrastkit.models.TextEncoder`
+    does (local files, safetensors only, no remote code); every dropout set to ``dropout``."""
+    from ..models.text import TextEncoder
+
+    try:
+        te = TextEncoder.from_pretrained(path or None)
+    except ValueError as exc:
+        raise ValueError(f"config field 'model': {exc}") from None
+    model = te.model
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = dropout
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        if hasattr(model.config, key):
+            setattr(model.config, key, dropout)
+    model.train()
+    return model, te.tokenizer
+
+
+METHODS: dict[str, type[Method]] = {
+    m.kind: m for m in (TwoView, MoCo, DualEncoder, SimCSE, TextPairsMethod)
+}
 
 
 def build_method(cfg: TrainConfig) -> Method:

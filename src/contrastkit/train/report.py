@@ -174,14 +174,15 @@ def write_report(method, run_dir: Path, summary: dict) -> Path:
             ),
             ("Alignment-uniformity trajectory", "alignment_uniformity.png"),
         ]
-    feats = {
-        name: method.features(name)["test"].numpy()
-        for name in ("trained", "random_init", method.input_name)
-    }
-    plot_projection(
-        feats, method.y_test.numpy(), plots / "projection.png", seed=method.cfg.seed % 2**32
-    )
-    figures.append(("t-SNE of the test features, coloured by label", "projection.png"))
+    if method.y_test is not None:  # labelled recipes (not the user's own pairs)
+        feats = {
+            name: method.features(name)["test"].numpy()
+            for name in ("trained", "random_init", method.input_name)
+        }
+        plot_projection(
+            feats, method.y_test.numpy(), plots / "projection.png", seed=method.cfg.seed % 2**32
+        )
+        figures.append(("t-SNE of the test features, coloured by label", "projection.png"))
 
     cfg = method.cfg
     res = summary["eval"]
@@ -198,19 +199,38 @@ def write_report(method, run_dir: Path, summary: dict) -> Path:
             f"Training took {summary['train_seconds']:.1f} s "
             f"({summary['samples_per_s']:.0f} samples/s end to end)."
         )
+    if "representation" in res:
+        lines += [
+            "",
+            "## Evaluation against baselines from the same run",
+            "",
+            f"`trained` is the encoder after training, `random_init` the same encoder before "
+            f"it, `{method.input_name}` the raw input. Same split, same kNN (temperature 0.07) "
+            "and linear-probe protocols.",
+            "",
+            *_table(res),
+        ]
     lines += [
-        "",
-        "## Evaluation against baselines from the same run",
-        "",
-        f"`trained` is the encoder after training, `random_init` the same encoder before it, "
-        f"`{method.input_name}` the raw input. Same split, same kNN (temperature 0.07) and "
-        "linear-probe protocols.",
-        "",
-        *_table(res),
         "",
         f"Alignment of the probe pairs after training: {res['probe_pairs']['alignment']:.3f}.",
     ]
-    if "retrieval" in res:
+    if "held_out" in res:  # method pairs
+        where = "held-out pairs" if res["held_out"] else "first training pairs (holdout = 0)"
+        lines += [
+            "",
+            f"### Anchors retrieving their positives ({where} of `{cfg.data}`)",
+            "",
+            "`random_init` is the model before fine-tuning, `trained` after it.",
+            "",
+            "| model | pairs | R@1 | R@10 | MRR@10 | mean rank |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, r in res["retrieval"].items():
+            extra = " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in ("recall@10", "mrr@10"))
+            lines.append(
+                f"| {name} | {r['pairs']} | {r['recall@1']:.3f} | {extra} | {r['mean_rank']:.1f} |"
+            )
+    elif "retrieval" in res:
         lines += [
             "",
             "### Image -> sinogram retrieval (test split)",
@@ -243,7 +263,8 @@ def write_report(method, run_dir: Path, summary: dict) -> Path:
         "## Reproduce",
         "",
         "```",
-        f"contrastkit train --recipe {cfg.recipe} --name {run_dir.name}",
+        f"contrastkit train --recipe {cfg.recipe} --name {run_dir.name}"
+        + (f" --set data={json.dumps(cfg.data)}" if cfg.method == "pairs" else ""),
         f"contrastkit eval --checkpoint {run_dir}",
         "```",
         "",

