@@ -635,6 +635,133 @@ def module_case(make, base: str, pos=None, drop=(), add=None, values=None, skip=
     return Case(call, vals, args, sk)
 
 
+CASES.update(
+    {
+        "embedding_distillation": fn_case(
+            CF.embedding_distillation,
+            ("student", "teacher"),
+            {"student": _E, "teacher": _ER},
+            values=lambda: dict(student=r(N, D), teacher=r(N, D, seed=1)),
+        ),
+        "in_batch_kl_distillation": fn_case(
+            CF.in_batch_kl_distillation,
+            ("query", "candidates", "teacher_query", "teacher_candidates"),
+            {
+                "query": _E,
+                "candidates": _E,
+                "teacher_query": _ER,
+                "teacher_candidates": _ER,
+                "temperature": _T,
+            },
+            values=lambda: dict(
+                query=r(N, D),
+                candidates=r(N + 2, D, seed=1),
+                teacher_query=r(N, 5, seed=2),
+                teacher_candidates=r(N + 2, 5, seed=3),
+                temperature=0.5,
+            ),
+        ),
+        "kl_distillation": fn_case(
+            CF.kl_distillation,
+            ("query", "candidates", "teacher_scores"),
+            {
+                "query": _E,
+                "candidates": _ER,
+                "teacher_scores": Arg("real", rows=True, inf_ok=True),  # -inf pads a list
+                "temperature": _T,
+                "teacher_temperature": _T,
+            },
+            values=lambda: dict(
+                query=r(N, D),
+                candidates=r(N, 3, D, seed=1),
+                teacher_scores=r(N, 3, seed=2),
+                temperature=0.5,
+                teacher_temperature=1.0,
+            ),
+        ),
+        "margin_mse": fn_case(
+            CF.margin_mse,
+            ("query", "candidates", "teacher"),
+            {"query": _E, "candidates": _ER, "teacher": Arg("real", rows=True)},
+            values=lambda: dict(
+                query=r(N, D), candidates=r(N, 3, D, seed=1), teacher=r(N, 3, seed=2)
+            ),
+        ),
+    }
+)
+
+
+def _ranking_grades():
+    return torch.tensor(
+        [
+            [3.0, 1.0, 0.0, 2.0, 0.0],
+            [0.0, 1.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0, 0.0],
+            [1.0, 1.0, 2.0, 0.0, 0.0],
+        ]
+    )
+
+
+CASES.update(
+    {
+        "angle": fn_case(
+            CF.angle,
+            ("x1", "x2", "labels"),
+            {"x1": _E, "x2": _ER, "labels": Arg("real", rows=True), "scale": _T},
+            values=lambda: dict(
+                x1=r(N, D),
+                x2=r(N, D, seed=1),
+                labels=torch.tensor([0.1, 0.9, 0.5, 0.5]),
+                scale=20.0,
+            ),
+        ),
+        "cosent": fn_case(
+            CF.cosent,
+            ("x1", "x2", "labels"),
+            {"x1": _E, "x2": _ER, "labels": Arg("real", rows=True), "temperature": _T},
+            values=lambda: dict(
+                x1=r(N, D),
+                x2=r(N, D, seed=1),
+                labels=torch.tensor([0.1, 0.9, 0.5, 0.5]),
+                temperature=0.05,
+            ),
+        ),
+        "list_net": fn_case(
+            CF.list_net,
+            ("query", "candidates", "relevance"),
+            {
+                "query": _E,
+                "candidates": _E,
+                "relevance": Arg("real", rows=True),
+                "temperature": _T,
+            },
+            values=lambda: dict(
+                query=r(N, D),
+                candidates=r(5, D, seed=1),
+                relevance=_ranking_grades(),
+                temperature=0.05,
+            ),
+        ),
+        "plackett_luce": fn_case(
+            CF.plackett_luce,
+            ("query", "candidates", "relevance"),
+            {
+                "query": _E,
+                "candidates": _E,
+                "relevance": Arg("real", rows=True),
+                "temperature": _T,
+            },
+            values=lambda: dict(
+                query=r(N, D),
+                candidates=r(5, D, seed=1),
+                relevance=_ranking_grades(),
+                temperature=0.05,
+            ),
+        ),
+    }
+)
+
+
 # Objective twins forward their inputs and keyword options to their functional: the same
 # case with the module in place of the function.
 for _name in CL.__all__:
@@ -1186,6 +1313,9 @@ CASES.update(
 )
 
 EXCLUDED = {
+    "matryoshka": "a wrapper: its embeddings are checked by the wrapped objective; dims, weights "
+    "and objective checks in tests/test_objectives_ranking.py",
+    "Matryoshka": "the module twin of matryoshka (see above)",
     "LogitScale": "no tensor input (forward() returns the scale); init_temperature is checked in "
     "test_validation",
     "MinedNegatives": "a result container (dataclass) built by TopKMiner",

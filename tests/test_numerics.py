@@ -109,6 +109,51 @@ def _state(size=16, value=0.0):
 # cast to the dtype under test. Sharpness: temperature 0.01 / scale 100 where the objective has
 # one; otherwise the parameter that multiplies its logits (noted).
 CASES = {
+    "angle": (
+        lambda: [_r(N, D), _r(N, D, seed=1)],
+        [torch.tensor([0.0, 1.0, 0.5, 0.5, 0.2, 0.9, 0.1, 0.7])],
+        {"scale": 100.0},
+    ),
+    "cosent": (
+        lambda: [_r(N, D), _r(N, D, seed=1)],
+        [torch.tensor([0.0, 1.0, 0.5, 0.5, 0.2, 0.9, 0.1, 0.7])],
+        {"scale": 100.0},
+    ),
+    "list_net": (
+        lambda: [_r(N, D), _r(N, D, seed=1)],
+        [torch.eye(N) * 2 + torch.diag(torch.ones(N - 1), 1)],
+        {"temperature": TAU},
+    ),
+    "matryoshka": (  # wraps InfoNCE at temperature 0.01
+        lambda: [_r(N, D), _r(N, D, seed=1)],
+        [],
+        {"objective": lambda a, b: CF.info_nce(a, b, temperature=TAU), "dims": (16, 8, 4)},
+    ),
+    "plackett_luce": (
+        lambda: [_r(N, D), _r(N, D, seed=1)],
+        [torch.eye(N) * 2 + torch.diag(torch.ones(N - 1), 1)],
+        {"temperature": TAU},
+    ),
+    "embedding_distillation": (  # cosine: scale-free; the MSE form is a plain difference
+        lambda: [_r(N, D)],
+        [_r(N, D, seed=1)],
+        {"distance": "cosine"},
+    ),
+    "in_batch_kl_distillation": (  # cosine scores at temperature 0.01; fp32 teacher rows
+        lambda: [_r(N, D), _r(N, D, seed=1)],
+        [_r(N, 24, seed=2), _r(N, 24, seed=3)],
+        {"temperature": TAU, "normalize": True},
+    ),
+    "kl_distillation": (  # cosine scores at temperature 0.01; row 1 of each list ~ row 0
+        lambda: [_r(N, D), _r(N, 4, D, seed=1)],
+        [_r(N, 4, seed=2)],
+        {"temperature": TAU, "normalize": True},
+    ),
+    "margin_mse": (  # dot products of norm-40 rows (scores ~ 1,600): no temperature
+        lambda: [_r(N, D), _r(N, 4, D, seed=1)],
+        [_r(N, 4, seed=2)],
+        {},
+    ),
     "adameow_info_nce": (  # weights as a leaf: they are learned
         lambda: [_r(N, D), _r(N, D, seed=1), _r(N, N, seed=2, scale=1.0).abs() + 0.5],
         [],

@@ -33,7 +33,16 @@ from contrastkit.objective.registry import names
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "contrastkit"
-FAMILIES = ("infonce", "weighting", "multiview", "margin", "structured", "shaping")
+FAMILIES = (
+    "infonce",
+    "weighting",
+    "multiview",
+    "margin",
+    "structured",
+    "shaping",
+    "distillation",
+    "ranking",
+)
 ENTRIES = entries()
 IDS = [e.name for e in ENTRIES]
 

@@ -18,7 +18,16 @@ from __future__ import annotations
 
 import importlib
 
-FAMILIES = ("infonce", "weighting", "multiview", "margin", "structured", "shaping")
+FAMILIES = (
+    "infonce",
+    "weighting",
+    "multiview",
+    "margin",
+    "structured",
+    "shaping",
+    "distillation",
+    "ranking",
+)
 
 CASES: dict = {}
 for _family in FAMILIES:

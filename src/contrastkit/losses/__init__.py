@@ -4,10 +4,12 @@ Each objective is a functional and its module twin (:mod:`contrastkit.objective`
 """
 
 from ..objective import LogitScale  # noqa: F401  (published here as well)
-from . import infonce, margin, multiview, shaping, structured, weighting
+from . import distillation, infonce, margin, multiview, ranking, shaping, structured, weighting
+from .distillation import *  # noqa: F401,F403
 from .infonce import *  # noqa: F401,F403
 from .margin import *  # noqa: F401,F403
 from .multiview import *  # noqa: F401,F403
+from .ranking import *  # noqa: F401,F403
 from .shaping import *  # noqa: F401,F403
 from .structured import *  # noqa: F401,F403
 from .weighting import *  # noqa: F401,F403
@@ -21,5 +23,7 @@ __all__ = sorted(
         *margin.__all__,
         *structured.__all__,
         *shaping.__all__,
+        *distillation.__all__,
+        *ranking.__all__,
     ]
 )
