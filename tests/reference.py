@@ -134,3 +134,27 @@ def mnrl(a, p, *negs, scale=20.0):
     cands = torch.cat([p, *negs])
     logits = scale * F.normalize(a, dim=-1) @ F.normalize(cands, dim=-1).T
     return F.cross_entropy(logits, torch.arange(a.shape[0]), reduction="none")
+
+
+def ref_info_nce(q, k, queue=None, extra=None, valid=None, weights=None, tau=0.07, in_batch=True):
+    """Plain logits matrix and cross-entropy at column i; weights enter as log w."""
+    q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+    N, M = q.shape[0], k.shape[0]
+    u = q @ k.T / tau
+    logw = torch.zeros(N, M, dtype=q.dtype)
+    if weights is not None:
+        logw = torch.log(weights)
+    if not in_batch:
+        eye = torch.zeros(N, M, dtype=torch.bool)
+        eye[torch.arange(N), torch.arange(N)] = True
+        logw = logw.masked_fill(~eye, float("-inf"))
+    parts = [u + logw]
+    if queue is not None:
+        parts.append(q @ F.normalize(queue, dim=-1).T / tau)
+    if extra is not None:
+        e = torch.einsum("nd,nhd->nh", q, F.normalize(extra, dim=-1)) / tau
+        if valid is not None:
+            e = e.masked_fill(~valid, float("-inf"))
+        parts.append(e)
+    logits = torch.cat(parts, 1)
+    return torch.logsumexp(logits, 1) - u.diagonal()

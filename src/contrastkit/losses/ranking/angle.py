@@ -7,9 +7,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..._validation import check_compatible, check_embeddings
-from ...objective import EPS, Objective, exact_objective, objective_group, prepare
-from .cosent import _check_labels, _scale, global_ranked_pairs_lse
+from ...objective import EPS, Objective, exact_objective, prepare
+from .cosent import ranked_pair_loss
 
 __all__ = ["angle", "AnglE", "angle_similarity"]
 
@@ -42,13 +41,7 @@ def angle(
 ) -> Tensor:
     """AnglE angle loss of the pairs ``(x1_i, x2_i)`` with gold similarities ``labels``; see
     :class:`AnglE`."""
-    group = objective_group()
-    check_embeddings("x1", x1)
-    check_embeddings("x2", x2)
-    check_compatible("x1", x1, "x2", x2, same_rows=True)
-    labels = _check_labels(labels, x1.shape[0], x1)
-    k = _scale(x1, scale, temperature, group=group)
-    return global_ranked_pairs_lse(angle_similarity(x1, x2), labels, k, group=group)
+    return ranked_pair_loss(x1, x2, labels, scale, temperature, angle_similarity)
 
 
 class AnglE(Objective, functional=angle):

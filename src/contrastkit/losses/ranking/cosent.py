@@ -80,14 +80,24 @@ def cosent(
 ) -> Tensor:
     """CoSENT loss of the pairs ``(x1_i, x2_i)`` with gold similarities ``labels``; see
     :class:`CoSENT`."""
+    return ranked_pair_loss(x1, x2, labels, scale, temperature, _cosine)
+
+
+def _cosine(x1: Tensor, x2: Tensor) -> Tensor:
+    return row_dot(prepare(x1, True), prepare(x2, True))
+
+
+def ranked_pair_loss(x1, x2, labels, scale, temperature, similarity) -> Tensor:
+    """``log(1 + sum_{y_a > y_b} exp(k (s_b - s_a)))`` with ``s_i = similarity(x1_i, x2_i)``,
+    over the pairs of every rank of the running objective's group: the computation CoSENT and
+    AnglE share (inputs checked here, only the O(N) scores and labels are gathered)."""
     group = objective_group()
     check_embeddings("x1", x1)
     check_embeddings("x2", x2)
     check_compatible("x1", x1, "x2", x2, same_rows=True)
     labels = _check_labels(labels, x1.shape[0], x1)
     k = _scale(x1, scale, temperature, group=group)
-    cos = row_dot(prepare(x1, True), prepare(x2, True))
-    return global_ranked_pairs_lse(cos, labels, k, group=group)
+    return global_ranked_pairs_lse(similarity(x1, x2), labels, k, group=group)
 
 
 class CoSENT(Objective, functional=cosent):
