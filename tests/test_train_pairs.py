@@ -187,3 +187,93 @@ def test_csv_with_hard_negatives(tmp_path, tiny_model):
     assert summary["steps"] == 1 and summary["eval"]["retrieval"]["trained"]["pairs"] == 3
     with pytest.raises(ValueError, match="does not accept hard negatives"):
         train(_cfg(tmp_path, tiny_model, f"data='{data}'", "loss='NTXent'", "name='ntx'"))
+
+
+def _write_beir(root, n: int = 12) -> None:
+    (root / "qrels").mkdir(parents=True)
+    with open(root / "corpus.jsonl", "w") as fh:
+        for i in range(n):
+            t = TOPICS[i % len(TOPICS)]
+            fh.write(json.dumps({"_id": f"d{i}", "title": "", "text": f"the {t} {i} is here."}))
+            fh.write("\n")
+    with open(root / "queries.jsonl", "w") as fh:
+        for i in range(n):
+            t = TOPICS[i % len(TOPICS)]
+            fh.write(json.dumps({"_id": f"q{i}", "text": f"what about the {t} number {i}?"}))
+            fh.write("\n")
+    lines = ["query-id\tcorpus-id\tscore"] + [f"q{i}\td{i}\t1" for i in range(n)]
+    (root / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
+
+
+def test_eval_data_is_evaluated_before_and_after(tmp_path, tiny_model):
+    from contrastkit.evaluation import evaluate
+
+    beir = tmp_path / "beir"
+    _write_beir(beir)
+    summary = train(_cfg(tmp_path, tiny_model, f"eval_data='{beir}'", "max_steps=1", "report=true"))
+    ev = summary["eval"]["eval_data"]
+    assert ev["task"] == "retrieval"
+    assert ev["trained"]["queries"] == ev["random_init"]["queries"] == 12
+    # the model before training, evaluated by `contrastkit eval` on its own: the same figures
+    direct = evaluate(str(tiny_model), beir)["metrics"]
+    for k in ("ndcg@10", "recall@10", "mrr@10"):
+        assert ev["random_init"][k] == pytest.approx(direct[k], abs=1e-6)
+    report = (tmp_path / "runs" / "text-pairs" / "report.md").read_text()
+    assert "nDCG@10 after minus before" in report
+    with pytest.raises(ValueError, match="eval_data"):
+        train(_cfg(tmp_path, tiny_model, f"eval_data='{tmp_path}'", "name='bad'"))
+
+
+def test_holdout_is_drawn_with_split_seed(tmp_path, tiny_model):
+    from contrastkit.train.methods import build_method
+
+    held = []
+    for seed in (0, 1):
+        m = build_method(_cfg(tmp_path, tiny_model, f"split_seed={seed}"))
+        data = m._data()
+        probe, train_anchors = set(data["probe"][0]), {e.anchor for e in data["train"]}
+        assert len(probe) == 4 and not probe & train_anchors and len(train_anchors) == 20
+        held.append(probe)
+    assert held[0] != held[1]
+
+
+def test_pooling_is_exported_and_sentence_transformers_agrees(tmp_path, tiny_model):
+    pytest.importorskip("sentence_transformers")
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from contrastkit.train.loop import load_run
+
+    train(_cfg(tmp_path, tiny_model, "pooling='cls'", "max_steps=1"))
+    run = tmp_path / "runs" / "text-pairs"
+    out = export_run(run, tmp_path / "export")
+    pooling = json.loads((out / "1_Pooling" / "config.json").read_text())
+    assert pooling["pooling_mode_cls_token"] and not pooling["pooling_mode_mean_tokens"]
+    method, _, _ = load_run(run)
+    texts = ["the dog 1 is here.", "what about the river?"]
+    ours = method.text_encoder().encode(texts)
+    theirs = SentenceTransformer(str(out), device="cpu").encode(texts, normalize_embeddings=True)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_docstring_task_recipe(tmp_path, tiny_model, monkeypatch):
+    import contrastkit.data.docstrings as D
+
+    monkeypatch.setattr(
+        D, "DEFAULT_MODULES", ("json", "textwrap", "shutil", "heapq", "difflib", "tarfile",
+                               "zipfile", "statistics", "string", "csv", "functools")
+    )  # fmt: skip
+    cfg = load_config(
+        "docstring-retrieval",
+        overrides=[f"model='{tiny_model}'", f"out_dir='{tmp_path}'", "batch_size=8",
+                   "max_steps=1", "max_length=16", *QUIET],
+    )  # fmt: skip
+    summary = train(cfg)
+    ev = summary["eval"]["eval_data"]
+    assert ev["task"] == "retrieval" and 0.0 <= ev["trained"]["ndcg@10"] <= 1.0
+    task_dir = tmp_path / "docstring-retrieval" / "task"
+    manifest = json.loads((task_dir / "manifest.json").read_text())
+    assert ev["trained"]["queries"] == manifest["counts"]["test_queries"]
+    assert (task_dir / "test" / "qrels" / "test.tsv").is_file()
+    with pytest.raises(ValueError, match="leave 'data' and 'eval_data' empty"):
+        load_config("docstring-retrieval", overrides=["data='x.jsonl'"])

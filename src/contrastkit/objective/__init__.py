@@ -12,11 +12,14 @@
   :func:`run` and the helpers that take the group explicitly);
 * :mod:`~contrastkit.objective.module`: the module bases (:class:`Objective`,
   :class:`ScaledObjective`) that turn a functional into its module twin;
-* :mod:`~contrastkit.objective.registry`: the catalogue the public namespaces are built from.
+* :mod:`~contrastkit.objective.registry`: the catalogue the public namespaces are built from;
+* :mod:`~contrastkit.objective.combine`: weighted sums of objectives (:class:`WeightedSum`,
+  :func:`parse_weighted_sum`).
 
 ``docs/architecture.md`` ("Writing an objective") walks through a complete example.
 """
 
+from .combine import WeightedSum, parse_weighted_sum
 from .group import (
     ACTIVE,
     Context,
@@ -65,6 +68,7 @@ __all__ = [
     "EPS",
     "HALF",
     "LogitScale",
+    "WeightedSum",
     "Objective",
     "ObjectiveEntry",
     "REDUCTIONS",
@@ -85,6 +89,7 @@ __all__ = [
     "local_contrast",
     "logit_scale_from_temperature",
     "objective_group",
+    "parse_weighted_sum",
     "partner_logits",
     "prepare",
     "rank_local_objective",

@@ -50,7 +50,12 @@ class TrainConfig:
     columns: dict = field(default_factory=dict)  # pairs: column overrides, e.g. {anchor="q"}
     model: str = ""  # pairs: local transformers / sentence-transformers dir ("": offline MiniLM)
     mini_batch: Optional[int] = None  # pairs: GradCache chunk (peak memory of mini_batch rows)
-    holdout: int = 256  # pairs: the last pairs of the file (at most a fifth) kept for Recall@1
+    holdout: int = (
+        256  # pairs: pairs held out for Recall@1 (at most a fifth; drawn with split_seed)
+    )
+    pooling: str = ""  # pairs: mean | cls | last ("": the model's own, mean for a plain model)
+    eval_data: str = ""  # pairs: BEIR folder or STS file evaluated before and after training
+    task: str = ""  # pairs: "docstrings" builds the docstring retrieval task (data + eval_data)
     seed: int = 0  # initialisation, augmentation and data order
     split_seed: int = 0  # train/test split and probe views: fixed, so seeds compare on one split
     deterministic: bool = True  # torch.use_deterministic_algorithms during the run
@@ -90,6 +95,23 @@ RECIPES: dict[str, dict[str, Any]] = {
         "max_length": 128,
         "checkpoint_every": 100,
         "snapshot_every": 50,
+    },
+    # fine-tune MiniLM on the docstring retrieval task (contrastkit.data.docstrings): nDCG@10
+    # on held-out modules before vs after
+    "docstring-retrieval": {
+        "method": "pairs",
+        "task": "docstrings",
+        "loss": "MultipleNegativesRanking",
+        "loss_params": {},
+        "epochs": 1,
+        "batch_size": 32,
+        "lr": 5e-5,
+        "weight_decay": 0.01,
+        "warmup_steps": 5,
+        "max_length": 96,
+        "holdout": 0,
+        "checkpoint_every": 10,
+        "snapshot_every": 10,
     },
     "simcse-text": {
         "method": "simcse",
@@ -200,24 +222,72 @@ def _loss_parameters(cls) -> Optional[set]:
     return {p.name for p in params if p.kind is not p.VAR_POSITIONAL}
 
 
+def loss_terms(cfg: TrainConfig) -> list[tuple[float, str, dict]]:
+    """``(weight, class name, parameters)`` of each term of ``cfg.loss``: one loss name
+    (``"InfoNCE"``, parameters ``loss_params``) or a weighted sum (``"Alignment + Uniformity"``,
+    ``"InfoNCE + 0.1 * FLOPS"``; parameters ``loss_params.<name>`` per term)."""
+    from .. import losses
+    from ..objective import parse_weighted_sum
+
+    try:
+        terms = parse_weighted_sum(cfg.loss)
+    except ValueError as exc:
+        raise ValueError(f"config field 'loss': {exc}") from None
+    for _, name in terms:
+        if not isinstance(getattr(losses, name, None), type):
+            raise ValueError(f"config field 'loss': unknown loss {name!r} in contrastkit.losses")
+    if len(terms) == 1:
+        return [(terms[0][0], terms[0][1], dict(cfg.loss_params))]
+    names = [name for _, name in terms]
+    extra = sorted(set(cfg.loss_params) - set(names))
+    if extra:
+        raise ValueError(
+            f"config field 'loss_params': with a sum of losses, give each term's parameters "
+            f"under its name (loss_params.{names[0]}.temperature = ...); {extra} is not a term "
+            f"of {cfg.loss!r}"
+        )
+    out = []
+    for weight, name in terms:
+        params = cfg.loss_params.get(name, {})
+        if not isinstance(params, dict):
+            raise ValueError(f"config field 'loss_params.{name}' must be a table, got {params!r}")
+        out.append((weight, name, dict(params)))
+    return out
+
+
+def build_loss(cfg: TrainConfig) -> torch.nn.Module:
+    """The loss module of ``cfg``: one loss, or a :class:`~contrastkit.objective.WeightedSum`
+    when ``cfg.loss`` is a sum or carries a weight."""
+    from .. import losses
+    from ..objective import WeightedSum
+
+    terms = loss_terms(cfg)
+    built = []
+    for weight, name, params in terms:
+        cls = getattr(losses, name)
+        known = _loss_parameters(cls)
+        where = "loss_params" if len(terms) == 1 else f"loss_params.{name}"
+        if known is not None:
+            extra = sorted(set(params) - known)
+            if extra:
+                raise ValueError(
+                    f"config field {where!r}: {name} does not take {extra}; "
+                    f"its parameters are {sorted(known)}"
+                )
+        try:
+            built.append((weight, cls(**params)))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"config field {where!r} for {name}: {exc}") from None
+    if len(built) == 1 and built[0][0] == 1.0:
+        return built[0][1]
+    return WeightedSum(built)
+
+
 def _check_loss(cfg: TrainConfig) -> None:
     """The loss exists, takes the given parameters, and accepts the method's inputs."""
-    from .. import losses
     from .methods import loss_inputs
 
-    cls = getattr(losses, cfg.loss)
-    known = _loss_parameters(cls)
-    if known is not None:
-        extra = sorted(set(cfg.loss_params) - known)
-        if extra:
-            raise ValueError(
-                f"config field 'loss_params': {cfg.loss} does not take {extra}; "
-                f"its parameters are {sorted(known)}"
-            )
-    try:
-        loss_fn = cls(**cfg.loss_params)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"config field 'loss_params' for {cfg.loss}: {exc}") from None
+    loss_fn = build_loss(cfg)
     inputs = loss_inputs(cfg)
     try:
         value = loss_fn(*inputs)
@@ -236,16 +306,28 @@ def _check_pairs(cfg: TrainConfig) -> None:
     """The fields of method ``pairs`` (the data file itself is read, never executed, when the
     run starts: a bad row is a ``DataError`` naming file, line and column)."""
     if cfg.method != "pairs":
-        for name in ("data", "model", "columns", "mini_batch"):
+        for name in ("data", "model", "columns", "mini_batch", "pooling", "eval_data", "task"):
             if getattr(cfg, name) not in ("", {}, None):
                 raise ValueError(
                     f"config field {name!r} is only used by method 'pairs', not {cfg.method!r}"
                 )
         return
-    if not cfg.data:
+    if cfg.task not in ("", "docstrings"):
+        raise ValueError(f"config field 'task' must be '' or 'docstrings', got {cfg.task!r}")
+    if cfg.task and (cfg.data or cfg.eval_data):
+        raise ValueError(
+            f"config field 'task' ({cfg.task!r}) builds the training and evaluation data; "
+            "leave 'data' and 'eval_data' empty"
+        )
+    if not cfg.data and not cfg.task:
         raise ValueError(
             "config field 'data' is required by method 'pairs': the path of a JSONL, CSV, TSV "
             "or Parquet file of (anchor, positive) pairs, e.g. --set data='pairs.jsonl'"
+        )
+    if cfg.pooling not in ("", "mean", "cls", "last"):
+        raise ValueError(
+            f"config field 'pooling' must be 'mean', 'cls', 'last' or '' (the model's own), "
+            f"got {cfg.pooling!r}"
         )
     if cfg.holdout < 0:
         raise ValueError(f"config field 'holdout' must be >= 0, got {cfg.holdout}")
@@ -259,13 +341,10 @@ def _check_pairs(cfg: TrainConfig) -> None:
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check every field; names the field in the error."""
-    from .. import losses
-
     _check_types(cfg)
     if cfg.recipe not in RECIPES:
         raise ValueError(f"unknown recipe {cfg.recipe!r}; choose one of {sorted(RECIPES)}")
-    if not isinstance(getattr(losses, cfg.loss, None), type):
-        raise ValueError(f"config field 'loss': unknown loss {cfg.loss!r} in contrastkit.losses")
+    loss_terms(cfg)  # the loss names exist (their parameters are checked below)
     if cfg.method not in METHOD_NAMES:
         raise ValueError(f"config field 'method' must be one of {METHOD_NAMES}, got {cfg.method!r}")
     if cfg.method == "moco" and cfg.loss not in ("InfoNCE", "MultipleNegativesRanking"):

@@ -110,6 +110,15 @@ def _evaluate_pairs(method) -> dict:
         out["retrieval"][name] = pair_retrieval(a, b)
     a, b = method.probe_pairs()
     out["probe_pairs"] = {"alignment": M.alignment(a.double(), b.double())}
+    if method.eval_data is not None:
+        from ..evaluation import evaluate_retrieval, evaluate_sts
+
+        task, data = method.eval_data
+        run = evaluate_retrieval if task == "retrieval" else evaluate_sts
+        out["eval_data"] = {
+            "task": task,
+            **{name: run(method.text_encoder(name), data) for name in ("trained", "random_init")},
+        }
     return out
 
 

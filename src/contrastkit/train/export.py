@@ -90,6 +90,7 @@ def export_run(
 
 def _export_sentence_transformer(method, target: Path) -> None:
     enc = method.modules["encoder"]
+    pooling = getattr(method, "pooling", "mean")
     enc.save_pretrained(str(target), safe_serialization=True)
     method.tokenizer.save_pretrained(str(target))
     _write_json(
@@ -118,10 +119,11 @@ def _export_sentence_transformer(method, target: Path) -> None:
         target / "1_Pooling" / "config.json",
         {
             "word_embedding_dimension": enc.config.hidden_size,
-            "pooling_mode_cls_token": False,
-            "pooling_mode_mean_tokens": True,
+            "pooling_mode_cls_token": pooling == "cls",
+            "pooling_mode_mean_tokens": pooling == "mean",
             "pooling_mode_max_tokens": False,
             "pooling_mode_mean_sqrt_len_tokens": False,
+            "pooling_mode_lasttoken": pooling == "last",
         },
     )
 

@@ -278,6 +278,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warn)
         raise ValueError(f"config field 'batch_size' ({cfg.batch_size}) exceeds the {n} samples")
     ckpt = _prepare_run_dir(cfg, run_dir, resume, overwrite, warn)
     _write_config(run_dir, cfg)  # a resume changes only RESUME_SAFE fields
+    method.on_run_dir(run_dir)
     opt = torch.optim.AdamW(method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:

@@ -25,9 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import losses
 from .._extras import require
-from .config import TrainConfig
+from .config import TrainConfig, build_loss
 from .data import PROFILE_DIM, augment, load_digits_split, projections
 from .model import MLPEncoder, ProjectionHead
 
@@ -35,7 +34,7 @@ HIST_BINS = 40  # similarity histograms over [-1, 1]
 
 
 def _build_loss(cfg: TrainConfig) -> nn.Module:
-    return getattr(losses, cfg.loss)(**cfg.loss_params)
+    return build_loss(cfg)
 
 
 @torch.no_grad()
@@ -84,6 +83,9 @@ class Method:
 
     def after_step(self, step: int) -> None:
         """Hook after the optimiser step (momentum update, enqueue)."""
+
+    def on_run_dir(self, run_dir) -> None:
+        """Hook once the run directory exists (write built inputs there)."""
 
     def state_dict(self) -> dict:
         out = dict(self.modules.state_dict())
@@ -322,11 +324,16 @@ class TextPairsMethod(Method):
 
     The file is read with :class:`contrastkit.data.TextPairs` (JSONL / CSV / TSV / Parquet,
     its column names and ``columns`` overrides; a bad row is a ``DataError`` naming file, line
-    and column). The last ``holdout`` pairs (at most a fifth of the file) are held out: the
-    probe pairs and the Recall@1 of anchors retrieving their positives, before vs after
-    training. With ``mini_batch`` smaller than ``batch_size`` the embeddings are computed with
+    and column). ``holdout`` pairs (at most a fifth of the file, drawn with ``split_seed``) are
+    held out: the probe pairs and the Recall@1 of anchors retrieving their positives, before vs
+    after training. ``eval_data`` (a BEIR folder or an STS file) is evaluated before and after
+    training with :mod:`contrastkit.evaluation`. ``task = "docstrings"`` builds the docstring
+    retrieval task (:mod:`contrastkit.data.docstrings`) instead: its training pairs, and its
+    held-out modules as ``eval_data`` (written to ``task/`` in the run directory). With
+    ``mini_batch`` smaller than ``batch_size`` the embeddings are computed with
     :func:`contrastkit.gradcache.cached_embed` (same loss and gradients, encoder memory of
-    ``mini_batch`` rows)."""
+    ``mini_batch`` rows). Pooling is the model's own (a sentence-transformers directory's
+    pooling mode) unless ``pooling`` is set."""
 
     kind = "pairs"
     input_name = ""  # no raw-input baseline
@@ -335,16 +342,20 @@ class TextPairsMethod(Method):
         super().__init__(cfg)
         self._pairs: dict | None = None  # the file is read on first use (export needs none)
         self.y_train = self.y_test = None
-        encoder, self.tokenizer = load_pairs_model(cfg.model, cfg.dropout)
+        encoder, self.tokenizer, own_pooling = load_pairs_model(cfg.model, cfg.dropout)
+        self.pooling = cfg.pooling or own_pooling
         self.random_init = copy.deepcopy(encoder)  # the model before fine-tuning
         self.modules = nn.ModuleDict({"encoder": encoder})
 
     def _data(self) -> dict:
         if self._pairs is not None:
             return self._pairs
+        cfg = self.cfg
+        if cfg.task == "docstrings":
+            self._pairs = self._docstring_task()
+            return self._pairs
         from ..data import DataError, TextPairs
 
-        cfg = self.cfg
         examples = list(TextPairs(cfg.data, columns=cfg.columns or None))
         counts = len(examples[0].negatives)
         for e in examples:
@@ -365,16 +376,48 @@ class TextPairsMethod(Method):
                     f"them): {exc}"
                 ) from None
         held = min(cfg.holdout, len(examples) // 5)
-        train = examples[: len(examples) - held]
+        order = torch.randperm(
+            len(examples), generator=torch.Generator().manual_seed(cfg.split_seed)
+        )
+        is_held = torch.zeros(len(examples), dtype=torch.bool)
+        is_held[order[:held]] = True
+        train = [e for e, h in zip(examples, is_held.tolist()) if not h]
         # probe / Recall@1: the held-out pairs, or (holdout = 0) the first training pairs
-        probe = examples[len(examples) - held :] if held else train[:256]
+        probe = [e for e, h in zip(examples, is_held.tolist()) if h] if held else train[:256]
         self._pairs = {
             "train": train,
             "negatives": counts,
             "held_out": held > 0,
             "probe": ([e.anchor for e in probe], [e.positive for e in probe]),
+            "eval": _read_eval_data(cfg.eval_data) if cfg.eval_data else None,
         }
         return self._pairs
+
+    def _docstring_task(self) -> dict:
+        from ..data import TextExample
+        from ..data.docstrings import docstring_task
+
+        task = docstring_task(seed=self.cfg.split_seed)
+        beir = task.test
+        qids = list(beir.queries)[:256]
+        probe = (
+            [beir.queries[q] for q in qids],
+            [beir.corpus[next(iter(beir.qrels[q]))]["text"] for q in qids],
+        )
+        return {
+            "train": [TextExample(p.query, p.document) for p in task.train],
+            "negatives": 0,
+            "held_out": True,
+            "probe": probe,
+            "eval": ("retrieval", beir),
+            "task": task,
+        }
+
+    def on_run_dir(self, run_dir) -> None:
+        """Write the built task (``task = "docstrings"``) into ``run_dir/task``."""
+        task = self._data().get("task")
+        if task is not None:
+            task.write(run_dir / "task")
 
     @property
     def n_train(self) -> int:
@@ -384,6 +427,11 @@ class TextPairsMethod(Method):
     def held_out(self) -> bool:
         """Whether the probe pairs were held out of training (``holdout`` > 0)."""
         return self._data()["held_out"]
+
+    @property
+    def eval_data(self):
+        """``(task, data)`` evaluated before and after training, or ``None``."""
+        return self._data()["eval"]
 
     def _tokens(self, texts: list[str]) -> dict:
         tok = self.tokenizer(
@@ -395,27 +443,28 @@ class TextPairsMethod(Method):
         )
         return {k: v.to(self.device) for k, v in tok.items()}
 
-    def encode(self, texts: list[str], encoder: nn.Module | None = None, batch: int = 256):
-        from .text_model import mean_pooled
+    def _pooled(self, enc: nn.Module, tokens: dict) -> Tensor:
+        from ..models.text import pool
 
+        return pool(enc(**tokens).last_hidden_state, tokens["attention_mask"], self.pooling)
+
+    def encode(self, texts: list[str], encoder: nn.Module | None = None, batch: int = 256):
         enc = encoder if encoder is not None else self.modules["encoder"]
         return torch.cat(
             [
-                mean_pooled(enc, self._tokens(texts[i : i + batch]))
+                self._pooled(enc, self._tokens(texts[i : i + batch]))
                 for i in range(0, len(texts), batch)
             ]
         )
 
     def embed(self, texts: list[str]) -> Tensor:
         """Training embeddings (on the graph); GradCache when ``mini_batch`` < the batch."""
-        from .text_model import mean_pooled
-
         enc, tok, mb = self.modules["encoder"], self._tokens(texts), self.cfg.mini_batch
         if mb is not None and mb < len(texts):
             from ..gradcache import cached_embed
 
-            return cached_embed(lambda **t: mean_pooled(enc, t), tok, mb)
-        return mean_pooled(enc, tok)
+            return cached_embed(lambda **t: self._pooled(enc, t), tok, mb)
+        return self._pooled(enc, tok)
 
     def batch_loss(self, idx, gen):
         data = self._data()
@@ -431,16 +480,45 @@ class TextPairsMethod(Method):
         out = _eval_mode(lambda: (_cpu(self.encode(a, enc)), _cpu(self.encode(b, enc))), enc)
         return F.normalize(out[0], dim=-1), F.normalize(out[1], dim=-1)
 
+    def text_encoder(self, which: str = "trained"):
+        """An object with ``encode(texts, batch_size) -> (n, d) float32 numpy`` (eval mode,
+        L2-normalised) for :mod:`contrastkit.evaluation`."""
+        return _MethodEncoder(self, self.encoder(which))
+
     def features(self, which: str = "trained") -> dict:
         """Embeddings of the probe anchors (``train``) and positives (``test``)."""
         a, b = self.probe_pairs(self.encoder(which))
         return {"train": a, "test": b}
 
 
-def load_pairs_model(path: str, dropout: float) -> tuple[nn.Module, object]:
-    """``(transformers model, tokenizer)`` of a local transformers or sentence-transformers
-    directory (``""``: the offline MiniLM), loaded as :class:`contrastkit.models.TextEncoder`
-    does (local files, safetensors only, no remote code); every dropout set to ``dropout``."""
+class _MethodEncoder:
+    def __init__(self, method: TextPairsMethod, enc: nn.Module):
+        self.method, self.enc = method, enc
+
+    def encode(self, texts, batch_size: int = 64):
+        out = _eval_mode(
+            lambda: _cpu(self.method.encode(list(texts), self.enc, batch_size)), self.enc
+        )
+        return F.normalize(out, dim=-1).numpy()
+
+
+def _read_eval_data(path: str):
+    """``(task, data)`` of an evaluation path: a BEIR folder or an STS file."""
+    from ..data import load_beir, load_sts
+    from ..evaluation import detect_task
+
+    try:
+        task = detect_task(path)
+    except ValueError as exc:
+        raise ValueError(f"config field 'eval_data': {exc}") from None
+    return task, (load_beir(path) if task == "retrieval" else load_sts(path))
+
+
+def load_pairs_model(path: str, dropout: float) -> tuple[nn.Module, object, str]:
+    """``(transformers model, tokenizer, pooling mode)`` of a local transformers or
+    sentence-transformers directory (``""``: the offline MiniLM), loaded as
+    :class:`contrastkit.models.TextEncoder` does (local files, safetensors only, no remote
+    code); every dropout set to ``dropout``."""
     from ..models.text import TextEncoder
 
     try:
@@ -455,7 +533,7 @@ def load_pairs_model(path: str, dropout: float) -> tuple[nn.Module, object]:
         if hasattr(model.config, key):
             setattr(model.config, key, dropout)
     model.train()
-    return model, te.tokenizer
+    return model, te.tokenizer, te.pooling
 
 
 METHODS: dict[str, type[Method]] = {

@@ -156,6 +156,34 @@ def _table(result: dict) -> list[str]:
     return lines
 
 
+_RETRIEVAL_COLUMNS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100")
+
+
+def _eval_data_table(ev: dict, cfg) -> list[str]:
+    """Before / after rows of the ``eval_data`` evaluation (retrieval or STS)."""
+    where = "the docstring task's held-out modules" if cfg.task else f"`{cfg.eval_data}`"
+    lines = ["", f"### Evaluation on {where}", ""]
+    if ev["task"] == "retrieval":
+        cols = [c for c in _RETRIEVAL_COLUMNS if c in ev["trained"]]
+        lines += [
+            "| model | queries | documents | " + " | ".join(cols) + " |",
+            "|---|---|---|" + "---|" * len(cols),
+        ]
+        for name in ("random_init", "trained"):
+            r = ev[name]
+            vals = " | ".join(f"{r[c]:.4f}" for c in cols)
+            lines.append(f"| {name} | {r['queries']} | {r['documents']} | {vals} |")
+        if "ndcg@10" in ev["trained"]:
+            gain = ev["trained"]["ndcg@10"] - ev["random_init"]["ndcg@10"]
+            lines += ["", f"nDCG@10 after minus before: {gain:+.4f}."]
+    else:
+        lines += ["| model | pairs | Spearman | Pearson |", "|---|---|---|---|"]
+        for name in ("random_init", "trained"):
+            r = ev[name]
+            lines.append(f"| {name} | {r['pairs']} | {r['spearman']:.2f} | {r['pearson']:.2f} |")
+    return lines
+
+
 def write_report(method, run_dir: Path, summary: dict) -> Path:
     """Write the plots and ``report.md``; returns the report's path."""
     run_dir = Path(run_dir)
@@ -216,9 +244,10 @@ def write_report(method, run_dir: Path, summary: dict) -> Path:
     ]
     if "held_out" in res:  # method pairs
         where = "held-out pairs" if res["held_out"] else "first training pairs (holdout = 0)"
+        source = "the docstring task" if cfg.task else f"`{cfg.data}`"
         lines += [
             "",
-            f"### Anchors retrieving their positives ({where} of `{cfg.data}`)",
+            f"### Anchors retrieving their positives ({where} of {source})",
             "",
             "`random_init` is the model before fine-tuning, `trained` after it.",
             "",
@@ -230,6 +259,8 @@ def write_report(method, run_dir: Path, summary: dict) -> Path:
             lines.append(
                 f"| {name} | {r['pairs']} | {r['recall@1']:.3f} | {extra} | {r['mean_rank']:.1f} |"
             )
+        if "eval_data" in res:
+            lines += _eval_data_table(res["eval_data"], cfg)
     elif "retrieval" in res:
         lines += [
             "",
@@ -264,7 +295,7 @@ def write_report(method, run_dir: Path, summary: dict) -> Path:
         "",
         "```",
         f"contrastkit train --recipe {cfg.recipe} --name {run_dir.name}"
-        + (f" --set data={json.dumps(cfg.data)}" if cfg.method == "pairs" else ""),
+        + (f" --set data={json.dumps(cfg.data)}" if cfg.method == "pairs" and cfg.data else ""),
         f"contrastkit eval --checkpoint {run_dir}",
         "```",
         "",
