@@ -277,3 +277,59 @@ def test_docstring_task_recipe(tmp_path, tiny_model, monkeypatch):
     assert (task_dir / "test" / "qrels" / "test.tsv").is_file()
     with pytest.raises(ValueError, match="leave 'data' and 'eval_data' empty"):
         load_config("docstring-retrieval", overrides=["data='x.jsonl'"])
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_on_the_global_batch(tmp_path, tiny_model):
+    """torchrun with 2 gloo processes: each embeds half of every batch, the loss is the exact
+    loss of the whole batch and the gradients are averaged, so the losses and the weights after
+    the steps equal one process training on the whole batch."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from contrastkit.train.checkpoint import checkpoint_dirs, load_checkpoint
+
+    data = tmp_path / "pairs.jsonl"
+    write_pairs(data, 40)
+    sets = [f"data='{data}'", f"model='{tiny_model}'", f"out_dir='{tmp_path / 'runs'}'",
+            "batch_size=8", "max_steps=3", "holdout=4", "max_length=16", "dropout=0.0",
+            "warmup_steps=0", "checkpoint_every=3", "snapshot_every=3", "mini_batch=2",
+            "lr=1e-3", *QUIET]  # fmt: skip
+    args = [a for s in sets for a in ("--set", s)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "contrastkit", "train", "--recipe", "text-pairs", "--name", "two", *args],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("run written to") == 1  # the lead reports, the other process not
+    train(load_config("text-pairs", overrides=[*sets, "name='one'"]))
+    a, b = _losses(tmp_path / "runs" / "two"), _losses(tmp_path / "runs" / "one")
+    assert len(a) == len(b) == 3
+    assert a == pytest.approx(b, abs=1e-5)
+    w2, _ = load_checkpoint(checkpoint_dirs(tmp_path / "runs" / "two")[-1])
+    w1, _ = load_checkpoint(checkpoint_dirs(tmp_path / "runs" / "one")[-1])
+    assert w1.keys() == w2.keys()
+    moved = max(float((w1[k] - w0).abs().max()) for k, w0 in _initial(tiny_model).items())
+    assert moved > 1e-4  # the steps changed the weights
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], atol=2e-5, rtol=1e-4)
+
+
+def _initial(model_dir) -> dict:
+    from safetensors.torch import load_file
+
+    return {f"encoder.{k}": v for k, v in load_file(str(model_dir / "model.safetensors")).items()}
+
+
+def test_batch_must_split_over_processes(monkeypatch):
+    from contrastkit.train.parallel import DataParallel
+
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    cfg = load_config("text-pairs", overrides=["data='x.jsonl'", "batch_size=8"])
+    with pytest.raises(ValueError, match="'batch_size' \\(8\\) must be a multiple of the 3"):
+        DataParallel.from_environment(cfg)

@@ -180,6 +180,8 @@ def train(
     else:
         cfg = load_config(recipe, config, overrides)
     summary = run_training(cfg, resume=resume, overwrite=overwrite)
+    if summary["run_dir"] is None:  # a torchrun process other than the lead: it wrote nothing
+        return
     typer.echo(f"run written to {summary['run_dir']} (final loss {summary['final_loss']:.4f})")
     _print_eval(summary)
 

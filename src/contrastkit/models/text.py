@@ -251,13 +251,18 @@ class TextEncoder(nn.Module):
         )
         return {k: v.to(self.device) for k, v in tokens.items()}
 
-    def forward(self, texts: Sequence[str]) -> Tensor:
-        tokens = self.tokenize(texts)
+    def embed_tokens(self, tokens) -> Tensor:
+        """Embeddings of tokenizer output (``input_ids``, ``attention_mask``, ...): the
+        encoder, pooling and normalisation of :meth:`forward` without the tokenizer, e.g. for
+        :func:`contrastkit.gradcache.cached_embed` over chunks of one tokenized batch."""
         hidden = self.model(**tokens).last_hidden_state
         out = pool(hidden, tokens["attention_mask"], self.pooling)
         if self.normalize:
             out = torch.nn.functional.normalize(out, dim=-1)
         return out
+
+    def forward(self, texts: Sequence[str]) -> Tensor:
+        return self.embed_tokens(self.tokenize(texts))
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:

@@ -10,6 +10,7 @@ after the last checkpoint by a killed run are dropped on resume (TensorBoard: ``
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import json
@@ -33,6 +34,7 @@ from .checkpoint import (
 from .config import TrainConfig, lr_factor, read_run_config, resume_changes, validate
 from .evaluate import evaluate
 from .methods import Method, build_method, pair_similarities, similarity_snapshot
+from .parallel import DataParallel
 from .rundir import RunLock, check_no_links, is_run, remove_run, run_path, write_marker
 
 LOG_FIELDS = ["step", "epoch", "loss", "lr", "samples_per_s"]
@@ -185,14 +187,16 @@ def train(
     warn = warn or _stderr
     run_dir = run_dir_of(cfg)
     previous = torch.are_deterministic_algorithms_enabled()
+    parallel = DataParallel.from_environment(cfg)
     try:
-        with RunLock(cfg.out_dir, cfg.name or cfg.recipe):
+        lock = RunLock(cfg.out_dir, cfg.name or cfg.recipe) if parallel.rank == 0 else None
+        with lock if lock is not None else contextlib.nullcontext():
             if cfg.deterministic:
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
                 torch.backends.cudnn.deterministic = True
                 torch.backends.cudnn.benchmark = False
                 torch.use_deterministic_algorithms(True)
-            return _train(cfg, run_dir, resume, overwrite, warn)
+            return _train(cfg, run_dir, resume, overwrite, warn, parallel)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise RunError(
@@ -202,6 +206,7 @@ def train(
         raise RunError(f"run {str(run_dir)!r}: {exc}") from None
     finally:
         torch.use_deterministic_algorithms(previous)
+        parallel.close()
 
 
 def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warn):
@@ -267,18 +272,25 @@ def _write_config(run_dir: Path, cfg: TrainConfig) -> None:
     _atomic_write(run_dir / "config.json", lambda fh: fh.write(json.dumps(asdict(cfg), indent=2)))
 
 
-def _train(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warn) -> dict:
+def _train(
+    cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warn, parallel: DataParallel
+) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    method = build_method(cfg)
+    method = build_method(cfg, device=parallel.device)
     n = method.n_train
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"config field 'batch_size' ({cfg.batch_size}) exceeds the {n} samples")
-    ckpt = _prepare_run_dir(cfg, run_dir, resume, overwrite, warn)
-    _write_config(run_dir, cfg)  # a resume changes only RESUME_SAFE fields
-    method.on_run_dir(run_dir)
+    lead = parallel.rank == 0  # the process that writes the run directory
+    if lead:
+        ckpt = _prepare_run_dir(cfg, run_dir, resume, overwrite, warn)
+        _write_config(run_dir, cfg)  # a resume changes only RESUME_SAFE fields
+        method.on_run_dir(run_dir)
+    parallel.barrier()
+    if not lead:  # the run directory is ready: the same checkpoint as the lead's
+        ckpt = resume_checkpoint(run_dir, lambda _: None) if resume else None
     opt = torch.optim.AdamW(method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
@@ -308,6 +320,8 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warn)
         start = state["step"]
         if start != int(ckpt.name.split("-")[1]):
             raise CheckpointError(f"{ckpt}: holds step {start}, not the step its name says")
+    if not lead:
+        return _follow(method, cfg, parallel, opt, sched, aug_gen, autocast, scaler, start, total)
     # drop what a killed run logged after its resume point (all of it before a first checkpoint)
     _truncate_log(log_path, start)
     _truncate_snapshots(snap_path, start)
@@ -335,24 +349,12 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warn)
         writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
         for step in range(start, total):
             t0 = time.perf_counter()
-            epoch, k = divmod(step, steps_per_epoch)
-            idx = _epoch_order(n, cfg.seed, epoch)[k * cfg.batch_size : (k + 1) * cfg.batch_size]
-            with autocast:
-                loss = method.batch_loss(idx, aug_gen)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss is {float(loss)} at step {step}; lower 'lr' or raise the temperature"
-                )
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)  # true gradients for the norm and the clipping
-            grad_norm = _grad_norm(method.parameters(), cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            method.after_step(step)
+            epoch = step // steps_per_epoch
+            loss, grad_norm = _step(
+                method, cfg, parallel, opt, sched, aug_gen, autocast, scaler, step, steps_per_epoch
+            )
             last_loss = float(loss.detach())
-            rate = idx.shape[0] / (time.perf_counter() - t0)
+            rate = cfg.batch_size / (time.perf_counter() - t0)
             lr = sched.get_last_lr()[0]
             writer.writerow(
                 {
@@ -405,6 +407,44 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, warn)
             "samples_per_s": (total - start) * cfg.batch_size / max(train_seconds, 1e-9),
         },
     )
+
+
+def _step(method, cfg, parallel, opt, sched, aug_gen, autocast, scaler, step, steps_per_epoch):
+    """One optimiser step on the global batch of ``step`` (this process's share of it when
+    several processes train); returns ``(loss, gradient norm)``."""
+    epoch, k = divmod(step, steps_per_epoch)
+    idx = _epoch_order(method.n_train, cfg.seed, epoch)[
+        k * cfg.batch_size : (k + 1) * cfg.batch_size
+    ]
+    with autocast:
+        loss = method.batch_loss(parallel.shard(idx), aug_gen)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"loss is {float(loss)} at step {step}; lower 'lr' or raise the temperature"
+        )
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    parallel.average_gradients(method.parameters())
+    scaler.unscale_(opt)  # true gradients for the norm and the clipping
+    grad_norm = _grad_norm(method.parameters(), cfg.grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    sched.step()
+    method.after_step(step)
+    return loss, grad_norm
+
+
+def _follow(method, cfg, parallel, opt, sched, aug_gen, autocast, scaler, start, total) -> dict:
+    """A process other than the lead: the same steps on its share of each batch, writing
+    nothing (the lead logs, checkpoints, evaluates and reports)."""
+    steps_per_epoch = method.n_train // cfg.batch_size
+    loss = torch.tensor(float("nan"))
+    for step in range(start, total):
+        loss, _ = _step(
+            method, cfg, parallel, opt, sched, aug_gen, autocast, scaler, step, steps_per_epoch
+        )
+    final = float(loss.detach())
+    return {"run_dir": None, "rank": parallel.rank, "steps": total, "final_loss": final}
 
 
 def finish(method: Method, run_dir: Path, info: dict) -> dict:

@@ -541,8 +541,12 @@ METHODS: dict[str, type[Method]] = {
 }
 
 
-def build_method(cfg: TrainConfig) -> Method:
-    return METHODS[cfg.method](cfg).place()
+def build_method(cfg: TrainConfig, device: torch.device | None = None) -> Method:
+    """The method of ``cfg`` on ``cfg.device`` (or ``device``: a multi-process run's own)."""
+    method = METHODS[cfg.method](cfg)
+    if device is not None:
+        method.device = device
+    return method.place()
 
 
 def resolve_device(name: str) -> torch.device:
