@@ -762,6 +762,406 @@ CASES.update(
 )
 
 
+# --- compositional cases (one CASES.update block) ---
+_COMP_NEG = Arg("float", rows=True)  # (N, K, d): K negatives per sample
+CASES.update(
+    {
+        "neg_clip": fn_case(
+            CF.neg_clip,
+            ("image", "text", "negatives"),
+            {"image": _E, "text": _ER, "negatives": _COMP_NEG, "temperature": _T},
+            values=lambda: dict(
+                image=r(N, D), text=r(N, D, seed=1), negatives=r(N, 2, D, seed=2), temperature=0.1
+            ),
+        ),
+        "image_grounded_contrast": fn_case(
+            CF.image_grounded_contrast,
+            ("image", "text", "negatives"),
+            {"image": _E, "text": _ER, "negatives": _COMP_NEG, "temperature": _TR},
+            values=lambda: dict(
+                image=r(N, D), text=r(N, D, seed=1), negatives=r(N, 2, D, seed=2), temperature=0.1
+            ),
+        ),
+        "text_grounded_contrast": fn_case(
+            CF.text_grounded_contrast,
+            ("text", "teacher_text", "negatives"),
+            {"text": _E, "teacher_text": _ER, "negatives": _COMP_NEG, "temperature": _TR},
+            values=lambda: dict(
+                text=r(N, D),
+                teacher_text=r(N, D, seed=1),
+                negatives=r(N, 3, D, seed=2),
+                temperature=0.1,
+            ),
+        ),
+        "count_clip": fn_case(
+            CF.count_clip,
+            ("image", "text", "counterfactual", "counting"),
+            {
+                "image": _E,
+                "text": _ER,
+                "counterfactual": _ER,
+                "counting": Arg("mask", rows=True),
+                "temperature": _T,
+            },
+            values=lambda: dict(
+                image=r(N, D),
+                text=r(N, D, seed=1),
+                counterfactual=r(N, D, seed=2),
+                counting=torch.tensor([True, False, True, True]),
+                temperature=0.1,
+            ),
+        ),
+    }
+)
+# the learnable-scale twins (the other twins are derived below)
+CASES.update(
+    {
+        "NegCLIP": module_case(CL.NegCLIP, "neg_clip"),
+        "ImageGroundedContrast": module_case(CL.ImageGroundedContrast, "image_grounded_contrast"),
+        "CountCLIP": module_case(CL.CountCLIP, "count_clip"),
+    }
+)
+
+
+# --- preference cases (one CASES.update block) ---
+_LP = Arg("float", rows=True)  # log-probabilities: one row per pair (or per prompt)
+_PAIR = ("policy_chosen", "policy_rejected", "reference_chosen", "reference_rejected")
+_SPARSE = _PAIR + ("chosen_mask", "rejected_mask", "chosen_weights", "rejected_weights")
+_SPARSE += ("chosen_kl", "rejected_kl", "chosen_kl_weights", "rejected_kl_weights")
+CASES.update(
+    {
+        "dpo": fn_case(
+            CF.dpo,
+            _PAIR,
+            {**{n: _LP for n in _PAIR}, "beta": _T},
+            values=lambda: dict(
+                policy_chosen=r(N),
+                policy_rejected=r(N, seed=1),
+                reference_chosen=r(N, seed=2),
+                reference_rejected=r(N, seed=3),
+                beta=0.1,
+            ),
+        ),
+        "ipo": fn_case(
+            CF.ipo,
+            _PAIR,
+            {**{n: _LP for n in _PAIR}, "beta": _T},
+            values=lambda: dict(
+                policy_chosen=r(N),
+                policy_rejected=r(N, seed=1),
+                reference_chosen=r(N, seed=2),
+                reference_rejected=r(N, seed=3),
+                beta=0.1,
+            ),
+        ),
+        "npo": fn_case(
+            CF.npo,
+            ("policy_forget", "reference_forget"),
+            {"policy_forget": _LP, "reference_forget": _LP, "beta": _T},
+            values=lambda: dict(policy_forget=r(N), reference_forget=r(N, seed=1), beta=0.1),
+        ),
+        "d2o": fn_case(
+            CF.d2o,
+            ("policy_samples", "policy_rejected", "reference_samples", "reference_rejected"),
+            {
+                "policy_samples": _LP,
+                "policy_rejected": _LP,
+                "reference_samples": _LP,
+                "reference_rejected": _LP,
+                "beta": _T,
+                "alpha": _T,
+            },
+            values=lambda: dict(
+                policy_samples=r(N, 3),
+                policy_rejected=r(N, seed=1),
+                reference_samples=r(N, 3, seed=2),
+                reference_rejected=r(N, seed=3),
+                beta=0.1,
+                alpha=0.2,
+            ),
+        ),
+        "sparse_po": fn_case(
+            CF.sparse_po,
+            _SPARSE,
+            {
+                **{n: _LP for n in _SPARSE},
+                "chosen_mask": Arg("mask", rows=True),
+                "rejected_mask": Arg("mask", rows=True),
+                "beta": _T,
+            },
+            values=lambda: dict(
+                policy_chosen=r(N, 5),
+                policy_rejected=r(N, 3, seed=1),
+                reference_chosen=r(N, 5, seed=2),
+                reference_rejected=r(N, 3, seed=3),
+                chosen_mask=r(N, 5, seed=4) > -0.5,
+                rejected_mask=r(N, 3, seed=5) > -0.5,
+                chosen_weights=torch.rand(N, 5, generator=g(6)),
+                rejected_weights=torch.rand(N, 3, generator=g(7)),
+                chosen_kl=r(N, 5, seed=8).abs(),
+                rejected_kl=r(N, 3, seed=9).abs(),
+                chosen_kl_weights=torch.rand(N, 5, generator=g(10)),
+                rejected_kl_weights=torch.rand(N, 3, generator=g(11)),
+                beta=0.1,
+            ),
+        ),
+        "svco": fn_case(
+            CF.svco,
+            ("policy", "reference"),
+            {"policy": _LP, "reference": _LP},
+            values=lambda: dict(policy=r(N, 2, 3), reference=r(N, 2, 3, seed=1)),
+        ),
+        "simpo": fn_case(
+            CF.simpo,
+            ("policy_chosen", "policy_rejected"),
+            {"policy_chosen": _LP, "policy_rejected": _LP, "beta": _T},
+            values=lambda: dict(policy_chosen=r(N), policy_rejected=r(N, seed=1), beta=2.0),
+        ),
+        "cpo": fn_case(
+            CF.cpo,
+            ("policy_chosen", "policy_rejected", "chosen_lengths"),
+            {
+                "policy_chosen": _LP,
+                "policy_rejected": _LP,
+                "chosen_lengths": Arg("real", rows=True),
+                "beta": _T,
+            },
+            values=lambda: dict(
+                policy_chosen=r(N),
+                policy_rejected=r(N, seed=1),
+                chosen_lengths=torch.tensor([3.0, 5.0, 2.0, 4.0]),
+                beta=0.1,
+            ),
+        ),
+        "orpo": fn_case(
+            CF.orpo,
+            ("policy_chosen", "policy_rejected"),
+            {"policy_chosen": _LP, "policy_rejected": _LP, "beta": _T},
+            values=lambda: dict(
+                policy_chosen=-r(N).abs() - 0.1,
+                policy_rejected=-r(N, seed=1).abs() - 0.1,
+                beta=0.1,
+            ),
+        ),
+        "slic_hf": fn_case(
+            CF.slic_hf,
+            ("policy_chosen", "policy_rejected", "policy_target"),
+            {"policy_chosen": _LP, "policy_rejected": _LP, "policy_target": _LP},
+            values=lambda: dict(
+                policy_chosen=r(N), policy_rejected=r(N, seed=1), policy_target=r(N, seed=2)
+            ),
+        ),
+    }
+)
+
+
+# --- sparse cases (one CASES.update block) ---
+CASES.update(
+    {
+        "flops": fn_case(
+            CF.flops, ("embeddings",), {"embeddings": _E}, values=lambda: dict(embeddings=r(N, D))
+        ),
+        "idf_flops": fn_case(
+            CF.idf_flops,
+            ("contributions", "idf"),
+            {"contributions": _E, "idf": Arg("float")},
+            values=lambda: dict(contributions=r(N, D), idf=0.5 + r(D, seed=1).abs()),
+        ),
+    }
+)
+
+
+# --- dense cases (one CASES.update block) ---
+_BOXES = Arg("real", rows=True)
+
+
+def _pixel_values(keys=False):
+    v = dict(
+        query=r(2, D, 3, 3),
+        key=r(2, D, 2, 3, seed=1),
+        query_boxes=torch.tensor([[0.0, 0.0, 0.6, 0.6], [0.1, 0.2, 0.9, 0.8]]),
+        key_boxes=torch.tensor([[0.2, 0.1, 0.8, 0.7], [0.8, 0.1, 0.2, 0.9]]),
+        temperature=0.3,
+    )
+    if keys:
+        return dict(
+            x1=v["query"],
+            x2=v["key"],
+            key1=r(2, D, 3, 3, seed=2),
+            key2=r(2, D, 2, 3, seed=3),
+            boxes1=v["query_boxes"],
+            boxes2=v["key_boxes"],
+        )
+    return v
+
+
+CASES.update(
+    {
+        "pixpro": fn_case(
+            CF.pixpro,
+            ("x1", "x2", "key1", "key2", "boxes1", "boxes2"),
+            {"x1": _E, "x2": _ER, "key1": _ER, "key2": _ER, "boxes1": _BOXES, "boxes2": _BOXES},
+            values=lambda: _pixel_values(keys=True),
+        ),
+        "pixel_contrast": fn_case(
+            CF.pixel_contrast,
+            ("query", "key", "query_boxes", "key_boxes"),
+            {
+                "query": _E,
+                "key": _ER,
+                "query_boxes": _BOXES,
+                "key_boxes": _BOXES,
+                "temperature": _T,
+            },
+            values=_pixel_values,
+        ),
+        "comet": fn_case(
+            CF.comet,
+            ("z1", "z2", "patient_ids", "trial_ids"),
+            {"z1": _E, "z2": _ER, "patient_ids": _L, "trial_ids": _L},
+            values=lambda: dict(
+                z1=r(N, 3, D),
+                z2=r(N, 3, D, seed=1),
+                patient_ids=_labels(),
+                trial_ids=torch.tensor([0, 1, 2, 2]),
+            ),
+        ),
+        "temporal_contrast": fn_case(
+            CF.temporal_contrast,
+            ("z1", "z2"),
+            {"z1": _E, "z2": _ER, "temperature": _T},
+            values=lambda: dict(z1=r(N, 3, D), z2=r(N, 3, D, seed=1), temperature=0.1),
+        ),
+    }
+)
+
+
+# --- infonce-nce-dexml cases (one CASES.update block) ---
+CASES.update(
+    {
+        "dexml": fn_case(
+            CF.dexml,
+            ("query", "candidates", "positives", "weights", "ignore"),
+            {
+                "query": _E,
+                "candidates": _E,
+                "positives": Arg("index", rows=True, size=6, neg_ok=True),
+                "weights": Arg("real", rows=True),
+                "ignore": Arg("index", rows=True, size=6, neg_ok=True, flat_ok=True),  # (N,) too
+                "temperature": _TR,
+            },
+            values=lambda: dict(
+                query=r(N, D),
+                candidates=r(6, D, seed=1),
+                positives=torch.tensor([[0, 3], [1, -1], [2, 5], [4, -1]]),
+                weights=torch.tensor([[1.0, 0.5], [1.0, 0.0], [0.2, 2.0], [1.0, 0.0]]),
+                ignore=torch.tensor([[1], [-1], [-1], [5]]),
+                temperature=0.05,
+            ),
+        ),
+        "nce": fn_case(
+            CF.nce,
+            ("log_model_data", "log_model_noise", "log_noise_data", "log_noise_noise"),
+            {
+                "log_model_data": _E,
+                "log_model_noise": Arg("float", rows=True, flat_ok=True),  # (M,): shared noise
+                "log_noise_data": _ER,
+                "log_noise_noise": _ER,
+            },
+            values=lambda: dict(
+                log_model_data=r(N),
+                log_model_noise=r(N, 3, seed=1),
+                log_noise_data=r(N, seed=2),
+                log_noise_noise=r(N, 3, seed=3),
+            ),
+            skip={
+                ("log_model_data", "empty"): "an empty batch is valid: the row mismatch is "
+                "reported for log_noise_data",
+            },
+        ),
+        "compositional_nll": fn_case(
+            CF.compositional_nll,
+            ("log_model_data", "log_model_noise", "log_noise_noise", "log_u"),
+            {
+                "log_model_data": _E,
+                "log_model_noise": _E,
+                "log_noise_noise": _ER,
+                "log_u": Arg("float", empty_ok=True, inf_ok=True),  # 0-dim; -inf: fresh state
+            },
+            values=lambda: dict(
+                log_model_data=r(N),
+                log_model_noise=r(6, seed=1),
+                log_noise_noise=r(6, seed=2),
+                log_u=torch.tensor(0.5),
+            ),
+        ),
+        "CompositionalNLL": fn_case(
+            lambda log_model_data, log_model_noise, log_noise_noise: CL.CompositionalNLL()(
+                log_model_data, log_model_noise, log_noise_noise
+            ),
+            ("log_model_data", "log_model_noise", "log_noise_noise"),
+            {"log_model_data": _E, "log_model_noise": _E, "log_noise_noise": _ER},
+            values=lambda: dict(
+                log_model_data=r(N), log_model_noise=r(6, seed=1), log_noise_noise=r(6, seed=2)
+            ),
+        ),
+        "SemiHardMiner": fn_case(
+            lambda embeddings, labels, ref_embeddings, ref_labels: CN.SemiHardMiner(0.5)(
+                embeddings, labels, ref_embeddings, ref_labels
+            ),
+            ("embeddings", "labels", "ref_embeddings", "ref_labels"),
+            {"embeddings": _E, "labels": _L, "ref_embeddings": _E, "ref_labels": _L},
+            values=lambda: dict(
+                embeddings=r(N, D),
+                labels=_labels(),
+                ref_embeddings=r(5, D, seed=1),
+                ref_labels=torch.tensor([0, 1, 1, 2, 0]),
+            ),
+        ),
+    }
+)
+
+
+# --- distillation-iii cases (one CASES.update block) ---
+def _albef_values():
+    return dict(
+        image=r(N, D),
+        text=r(N, D, seed=1),
+        image_momentum=r(N, D, seed=2),
+        text_momentum=r(N, D, seed=3),
+        image_queue=u(5, D, seed=4),
+        text_queue=u(3, D, seed=5),
+        temperature=0.1,
+    )
+
+
+_ALBEF = ("image", "text", "image_momentum", "text_momentum")
+_ALBEF_ARGS = {"image": _E, "text": _ER, "image_momentum": _ER, "text_momentum": _ER}
+CASES.update(
+    {
+        "momentum_distillation": fn_case(
+            CF.momentum_distillation,
+            (*_ALBEF, "image_queue", "text_queue"),
+            {
+                **_ALBEF_ARGS,
+                "image_queue": Arg("float", empty_ok=True),  # an empty queue: no queue rows
+                "text_queue": Arg("float", empty_ok=True),
+                "temperature": _T,
+            },
+            values=_albef_values,
+        ),
+        "MomentumDistillation": fn_case(  # stateful: its queues and temperature are its own
+            lambda image, text, image_momentum, text_momentum, temperature: CL.MomentumDistillation(
+                D, queue_size=8, init_temperature=temperature
+            )(image, text, image_momentum, text_momentum),
+            _ALBEF,
+            {**_ALBEF_ARGS, "temperature": _T},
+            values=_albef_values,
+        ),
+    }
+)
+
+
 # Objective twins forward their inputs and keyword options to their functional: the same
 # case with the module in place of the function.
 for _name in CL.__all__:

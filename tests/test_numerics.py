@@ -300,6 +300,174 @@ CASES = {
     ),
 }
 
+# --- compositional cases (one CASES.update block) ---
+CASES.update(
+    {
+        "count_clip": (  # counterfactual row 1 ~ row 0's caption
+            lambda: [_r(N, D), _r(N, D, seed=1), _r(N, D, seed=1) + _r(N, D, seed=2, scale=0.1)],
+            [torch.arange(N) % 2 == 0],
+            {"temperature": TAU},
+        ),
+        "image_grounded_contrast": (  # negatives of caption i ~ caption i
+            lambda: [_r(N, D), _r(N, D, seed=1), _r(N, D, seed=1)[:, None] + _r(N, 3, D, seed=2)],
+            [],
+            {"temperature": TAU},
+        ),
+        "neg_clip": (
+            lambda: [_r(N, D), _r(N, D, seed=1), _r(N, D, seed=1)[:, None] + _r(N, 2, D, seed=2)],
+            [],
+            {"temperature": TAU},
+        ),
+        "text_grounded_contrast": (  # the teacher (a leaf here) gets no gradient
+            lambda: [_r(N, D), _r(N, D, seed=1), _r(N, D)[:, None] + _r(N, 3, D, seed=2)],
+            [],
+            {"temperature": TAU},
+        ),
+    }
+)
+
+# --- preference cases (one CASES.update block) ---
+# log-probabilities of norm about 200 (sequence sums; token log-probs about 20) with beta 1:
+# the logistic terms see margins of several hundred. References stay fp32.
+CASES.update(
+    {
+        "dpo": (
+            lambda: [-_r(N, 1, scale=50.0).abs()[:, 0], -_r(N, 1, seed=1, scale=50.0).abs()[:, 0]],
+            [-_r(N, 1, seed=2, scale=50.0).abs()[:, 0], -_r(N, 1, seed=3, scale=50.0).abs()[:, 0]],
+            {"beta": 1.0, "label_smoothing": 0.1},
+        ),
+        "ipo": (  # the squared margin reaches about 1e5
+            lambda: [-_r(N, 1, scale=50.0).abs()[:, 0], -_r(N, 1, seed=1, scale=50.0).abs()[:, 0]],
+            [-_r(N, 1, seed=2, scale=50.0).abs()[:, 0], -_r(N, 1, seed=3, scale=50.0).abs()[:, 0]],
+            {"beta": 0.01},
+        ),
+        "npo": (
+            lambda: [-_r(N, 1, scale=50.0).abs()[:, 0]],
+            [-_r(N, 1, seed=2, scale=50.0).abs()[:, 0]],
+            {"beta": 1.0},
+        ),
+        "d2o": (
+            lambda: [-_r(N, 3, scale=50.0).abs(), -_r(N, 1, seed=1, scale=50.0).abs()[:, 0]],
+            [-_r(N, 3, seed=2, scale=50.0).abs(), -_r(N, 1, seed=3, scale=50.0).abs()[:, 0]],
+            {"beta": 1.0, "alpha": 1.0},
+        ),
+        "sparse_po": (  # token log-probs about -20, beta 10, reward and KL masks
+            lambda: [-_r(N, 6, scale=5.0).abs(), -_r(N, 5, seed=1, scale=5.0).abs()],
+            [-_r(N, 6, seed=2, scale=5.0).abs(), -_r(N, 5, seed=3, scale=5.0).abs()]
+            + [torch.ones(N, 6, dtype=torch.bool), torch.ones(N, 5, dtype=torch.bool)]
+            + [torch.full((N, 6), 0.5), torch.full((N, 5), 0.5)]
+            + [_r(N, 6, seed=4, scale=5.0).abs(), _r(N, 5, seed=5, scale=5.0).abs()],
+            {"beta": 10.0},
+        ),
+        "svco": (
+            lambda: [-_r(N, 2, 3, scale=50.0).abs()],
+            [-_r(N, 2, 3, seed=1, scale=50.0).abs()],
+            {"betas": (1.0, 1.0, 1.0, 1.0)},
+        ),
+        "simpo": (  # per-token means about -8 at beta 100
+            lambda: [-_r(N, 1, scale=2.0).abs()[:, 0], -_r(N, 1, seed=1, scale=2.0).abs()[:, 0]],
+            [],
+            {"beta": 100.0, "gamma": 1.0},
+        ),
+        "cpo": (
+            lambda: [-_r(N, 1, scale=50.0).abs()[:, 0], -_r(N, 1, seed=1, scale=50.0).abs()[:, 0]],
+            [torch.arange(1, N + 1)],
+            {"beta": 1.0},
+        ),
+        "orpo": (  # per-token means from -1e-2 (odds about 100) to about -20
+            lambda: [
+                -_r(N, 1, scale=2.0).abs()[:, 0] - 0.01,
+                -_r(N, 1, seed=1, scale=2.0).abs()[:, 0] - 0.01,
+            ],
+            [],
+            {"beta": 1.0},
+        ),
+        "slic_hf": (
+            lambda: [-_r(N, 1, scale=50.0).abs()[:, 0], -_r(N, 1, seed=1, scale=50.0).abs()[:, 0]],
+            [],
+            {"margin": 100.0},
+        ),
+    }
+)
+
+# --- sparse cases (one CASES.update block) ---
+CASES.update(
+    {
+        "flops": (lambda: [_r(N, D)], [], {}),  # no logit scale: term weights of norm about 40
+        "idf_flops": (
+            lambda: [_r(N, D), 0.5 + torch.rand(D, generator=torch.Generator().manual_seed(3))],
+            [],
+            {"threshold": 2},
+        ),
+    }
+)
+
+# --- dense cases (one CASES.update block) ---
+CASES.update(
+    {
+        "pixpro": (  # cosines only (no temperature); keys are detached
+            lambda: (
+                [_r(2, D, 3, 3), _r(2, D, 3, 3, seed=1), _r(2, D, 3, 3, seed=2)]
+                + [_r(2, D, 3, 3, seed=3)]
+            ),
+            [torch.tensor([[0.0, 0.0, 0.6, 0.6], [0.1, 0.2, 0.9, 0.8]])]
+            + [torch.tensor([[0.2, 0.1, 0.8, 0.7], [0.8, 0.1, 0.2, 0.9]])],
+            {},
+        ),
+        "pixel_contrast": (
+            lambda: [_r(2, D, 3, 3), _r(2, D, 3, 3, seed=1)],
+            [torch.tensor([[0.0, 0.0, 0.6, 0.6], [0.1, 0.2, 0.9, 0.8]])]
+            + [torch.tensor([[0.2, 0.1, 0.8, 0.7], [0.8, 0.1, 0.2, 0.9]])],
+            {"temperature": TAU},
+        ),
+        "comet": (  # raw dot products of norm-40 rows at two levels (no temperature there)
+            lambda: [_r(N, 4, D), _r(N, 4, D, seed=1)],
+            [_labels(), torch.arange(N) // 2],
+            {"temperature": TAU},
+        ),
+        "temporal_contrast": (  # frames 0 and 1 of each video nearly coincide
+            lambda: [_r(2, 4, D), _r(2, 4, D, seed=1)],
+            [],
+            {"temperature": TAU, "positive_window": 1, "negative_gap": 3},
+        ),
+    }
+)
+
+# --- infonce-nce-dexml cases (one CASES.update block) ---
+CASES.update(
+    {
+        "dexml": (  # two positives per row, one padded row, among 10 label columns
+            lambda: [_r(N, D), _r(10, D, seed=1)],
+            [torch.tensor([[0, 3], [1, -1], [2, 9], [0, 1], [4, -1], [5, 6], [6, -1], [7, 8]])],
+            {"temperature": TAU},
+        ),
+        "compositional_nll": (  # log-densities of size 100 (weights exp(f - log q) to e^150)
+            lambda: [torch.linspace(-100.0, 100.0, N), torch.linspace(100.0, -100.0, 3 * N)],
+            [torch.linspace(0.0, -50.0, 3 * N), torch.tensor(float("-inf"))],
+            {"gamma": 0.5},
+        ),
+        "nce": (  # log-densities of size 100: G = f - log(nu q) up to about +-200
+            lambda: [torch.linspace(-100.0, 100.0, N), torch.linspace(100.0, -100.0, 3 * N)],
+            [torch.linspace(-50.0, 0.0, N), torch.linspace(0.0, -50.0, 3 * N)],
+            {},
+        ),
+    }
+)
+
+# --- distillation-iii cases (one CASES.update block) ---
+CASES.update(
+    {
+        "momentum_distillation": (  # student, momentum features (rows 0/1 near-equal), queues
+            lambda: (
+                [_r(N, D), _r(N, D, seed=1), _r(N, D, seed=2), _r(N, D, seed=3)]
+                + [_r(5, D, seed=4), _r(5, D, seed=5)]
+            ),
+            [],
+            {"temperature": TAU, "alpha": 0.4},
+        ),
+    }
+)
+
 #: positional order when the inputs with gradients do not come first
 ORDER = {"proto_triplet": lambda leaves, other: [leaves[0], other[0], leaves[1]]}
 

@@ -42,6 +42,10 @@ FAMILIES = (
     "shaping",
     "distillation",
     "ranking",
+    "compositional",
+    "preference",
+    "sparse",
+    "dense",
 )
 ENTRIES = entries()
 IDS = [e.name for e in ENTRIES]

@@ -1,7 +1,7 @@
-"""Distillation objectives: MarginMSE, KL distillation over listed candidates, embedding
-regression. Float64 references written here, value and gradient equality, gradcheck, paper and
-code oracles, sentence-transformers parity, half precision, module twins, reductions, bad
-input."""
+"""Distillation objectives: MarginMSE, KL distillation over listed candidates and in-batch,
+embedding regression, ALBEF momentum distillation, ensemble teacher scores. Float64 references
+written here, value and gradient equality, gradcheck, paper and code oracles,
+sentence-transformers parity, half precision, module twins, reductions, bad input."""
 
 from __future__ import annotations
 
@@ -13,15 +13,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from contrastkit import info_nce
 from contrastkit.losses.distillation import (
     EmbeddingDistillation,
     InBatchKLDistillation,
     KLDistillation,
     MarginMSE,
+    MomentumDistillation,
     embedding_distillation,
+    ensemble_teacher_scores,
     in_batch_kl_distillation,
     kl_distillation,
     margin_mse,
+    momentum_distillation,
 )
 from contrastkit.objective import REGISTRY
 
@@ -719,3 +723,264 @@ def test_kl_distillation_learnable_temperature():
     assert any(p is module.temperature for p in module.parameters())
     module(q.float(), c.float(), t.float()).backward()
     assert module.temperature.grad is not None and torch.isfinite(module.temperature.grad)
+
+
+# ------------------------------------------------------------------------------------------
+# ALBEF momentum distillation (image-text contrastive part; engine with per-tile soft targets)
+# ------------------------------------------------------------------------------------------
+Q = 7  # queue rows
+
+
+def albef_inputs(n=N, d=D, q=Q, seed=0):
+    """Student features, momentum features near them (a momentum encoder lags the student),
+    and queues of unit vectors (random, as ALBEF's initial queues)."""
+    v, t = rnd(n, d, seed=seed), rnd(n, d, seed=seed + 1)
+    vm = (v + 0.3 * rnd(n, d, seed=seed + 2, grad=False)).detach()
+    tm = (t + 0.3 * rnd(n, d, seed=seed + 3, grad=False)).detach()
+    qv = F.normalize(rnd(q, d, seed=seed + 4, grad=False), dim=1)
+    qt = F.normalize(rnd(q, d, seed=seed + 5, grad=False), dim=1)
+    return v, t, vm, tm, qv, qt
+
+
+def ref_albef(v, t, vm, tm, qv=None, qt=None, alpha=0.4, temperature=0.07, reduction="mean"):
+    """A transcription of the ITA block of ALBEF.forward (models/model_pretrain.py): normalised
+    features, candidates = [momentum batch ; queue], targets alpha * momentum softmax +
+    (1 - alpha) * the diagonal, cross-entropy with log_softmax, mean, both directions halved."""
+    v, t = F.normalize(v, dim=-1), F.normalize(t, dim=-1)
+    vm, tm = F.normalize(vm, dim=-1), F.normalize(tm, dim=-1)
+    image_all = vm if qv is None else torch.cat([vm, F.normalize(qv, dim=-1)])
+    text_all = tm if qt is None else torch.cat([tm, F.normalize(qt, dim=-1)])
+    temp = temperature
+    with torch.no_grad():
+        tt = temp.detach() if isinstance(temp, torch.Tensor) else temp
+        sim_i2t_m = vm @ text_all.T / tt
+        sim_t2i_m = tm @ image_all.T / tt
+        sim_targets = torch.zeros_like(sim_i2t_m)
+        sim_targets.fill_diagonal_(1)
+        y_i2t = alpha * F.softmax(sim_i2t_m, dim=1) + (1 - alpha) * sim_targets
+        sim_targets = torch.zeros_like(sim_t2i_m)
+        sim_targets.fill_diagonal_(1)
+        y_t2i = alpha * F.softmax(sim_t2i_m, dim=1) + (1 - alpha) * sim_targets
+    sim_i2t = v @ text_all.T / temp
+    sim_t2i = t @ image_all.T / temp
+    rows_i2t = -torch.sum(F.log_softmax(sim_i2t, dim=1) * y_i2t, dim=1)
+    rows_t2i = -torch.sum(F.log_softmax(sim_t2i, dim=1) * y_t2i, dim=1)
+    rows = (rows_i2t + rows_t2i) / 2
+    return {"mean": rows.mean(), "sum": rows.sum(), "none": rows}[reduction]
+
+
+ALBEF_ENGINE = [
+    {"backend": "dense"},
+    {"backend": "tiled", "chunk_size": 1},
+    {"backend": "tiled", "chunk_size": 3},
+    {"backend": "tiled", "chunk_size": 64},
+]
+
+
+@pytest.mark.parametrize("eng", ALBEF_ENGINE, ids=lambda e: "-".join(map(str, e.values())))
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"alpha": 0.0}, {"alpha": 1.0, "temperature": 0.3}, {"queue": False, "alpha": 0.7}],
+    ids=["default", "alpha0", "alpha1", "no-queue"],
+)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_momentum_distillation_matches_albef_transcription(eng, kw, reduction):
+    v, t, vm, tm, qv, qt = albef_inputs()
+    kw = dict(kw)
+    queues = (qv, qt) if kw.pop("queue", True) else ()
+    assert_same(
+        lambda v, t: momentum_distillation(v, t, vm, tm, *queues, reduction=reduction, **kw, **eng),
+        lambda v, t: ref_albef(v, t, vm, tm, *queues, reduction=reduction, **kw),
+        [v, t],
+    )
+
+
+def test_momentum_distillation_learnable_temperature_gradcheck():
+    v, t, vm, tm, qv, qt = albef_inputs(n=3, d=4, q=2)
+    tau = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    for eng in ({"backend": "dense"}, {"backend": "tiled", "chunk_size": 2}):
+        assert torch.autograd.gradcheck(
+            lambda v, t, eng=eng: momentum_distillation(
+                v, t, vm, tm, qv, qt, temperature=tau, **eng
+            ),
+            (v, t),
+        )
+    # tau also sets the targets' sharpness, without gradient there (ALBEF computes them under
+    # no_grad), so a finite difference in tau is not the gradient: compare with the
+    # transcription instead
+    assert_same(
+        lambda tau: momentum_distillation(v, t, vm, tm, qv, qt, temperature=tau, chunk_size=2),
+        lambda tau: ref_albef(v, t, vm, tm, qv, qt, temperature=tau),
+        [tau],
+    )
+
+
+def test_momentum_distillation_oracle_alpha_zero_is_infonce_with_a_queue():
+    v, t, vm, tm, qv, qt = albef_inputs()
+    got = momentum_distillation(v, t, vm, tm, qv, qt, alpha=0.0, temperature=0.1)
+    i2t = info_nce(v, tm, qt, temperature=0.1)  # MoCo-style: keys = momentum features
+    t2i = info_nce(t, vm, qv, temperature=0.1)
+    torch.testing.assert_close(got, (i2t + t2i) / 2)
+
+
+def test_momentum_distillation_oracle_identical_momentum_and_alpha_one_has_zero_gradient():
+    v, t, _, _, qv, qt = albef_inputs()
+    tau = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
+    loss = momentum_distillation(
+        v, t, v.detach(), t.detach(), qv, qt, alpha=1.0, temperature=tau, chunk_size=3
+    )
+    gv, gt, gtau = torch.autograd.grad(loss, (v, t, tau))
+    assert max(gv.abs().max(), gt.abs().max(), gtau.abs()) < 1e-12
+    # the value is then the entropy of the student's softmaxes (cross-entropy, not KL)
+    vn, tn = F.normalize(v, dim=-1).detach(), F.normalize(t, dim=-1).detach()
+
+    def entropy(u):
+        p = torch.softmax(u / 0.2, 1)
+        return -(p * p.log()).sum(1).mean()
+
+    want = (entropy(vn @ torch.cat([tn, qt]).T) + entropy(tn @ torch.cat([vn, qv]).T)) / 2
+    torch.testing.assert_close(loss.detach(), want)
+
+
+def test_momentum_distillation_one_pair_needs_a_queue():
+    v, t, vm, tm, qv, qt = albef_inputs(n=1)
+    one = momentum_distillation(v, t, vm, tm, qv, qt)  # the queues are the negatives
+    torch.testing.assert_close(one, ref_albef(v, t, vm, tm, qv, qt))
+    with pytest.raises(ValueError, match="no negatives"):
+        momentum_distillation(v, t, vm, tm, qv)  # t2i has a single candidate
+
+
+def test_momentum_distillation_no_gradient_reaches_momentum_features_or_queues():
+    v, t, vm, tm, qv, qt = albef_inputs()
+    vm, tm, qv, qt = (x.clone().requires_grad_() for x in (vm, tm, qv, qt))
+    momentum_distillation(v, t, vm, tm, qv, qt, backend="tiled", chunk_size=3).backward()
+    assert all(x.grad is None for x in (vm, tm, qv, qt))
+    assert v.grad is not None and t.grad is not None
+
+
+def test_momentum_distillation_module_state_queue_and_clamp():
+    d, size = 4, 10
+    itc = MomentumDistillation(dim=d, queue_size=size, generator=torch.Generator().manual_seed(0))
+    assert len(itc.image_queue) == size and any(p is itc.temperature for p in itc.parameters())
+    v, t, vm, tm, _, _ = albef_inputs(n=3, d=d)
+    v, t, vm, tm = (x.float() for x in (v, t, vm, tm))
+    before_i, before_t = itc.image_queue.keys, itc.text_queue.keys
+    with torch.no_grad():
+        itc.temperature.fill_(5.0)  # outside (0.001, 0.5): clamped in place at the call
+    loss = itc(v, t, vm, tm)
+    assert float(itc.temperature.detach()) == 0.5
+    want = momentum_distillation(v, t, vm, tm, before_i, before_t, temperature=0.5)
+    torch.testing.assert_close(loss, want)
+    # the normalised momentum features were enqueued (newest last)
+    torch.testing.assert_close(itc.image_queue.keys[-3:], F.normalize(vm, dim=-1))
+    torch.testing.assert_close(itc.text_queue.keys[-3:], F.normalize(tm, dim=-1))
+    # alpha per call (ALBEF's warm-up) and without queues
+    no_q = MomentumDistillation(dim=d, queue_size=None, alpha=0.4)
+    torch.testing.assert_close(
+        no_q(v, t, vm, tm, alpha=0.1), momentum_distillation(v, t, vm, tm, alpha=0.1)
+    )
+    loss.backward()
+    assert itc.temperature.grad is not None and torch.isfinite(itc.temperature.grad)
+
+
+def test_momentum_distillation_half_precision_and_reductions():
+    v, t, vm, tm, qv, qt = albef_inputs()
+    kw = {"temperature": 0.01, "backend": "tiled", "chunk_size": 2}
+    rows = momentum_distillation(v, t, vm, tm, qv, qt, reduction="none", **kw)
+    assert rows.shape == (N,)
+    torch.testing.assert_close(momentum_distillation(v, t, vm, tm, qv, qt, **kw), rows.mean())
+    torch.testing.assert_close(
+        momentum_distillation(v, t, vm, tm, qv, qt, reduction="sum", **kw), rows.sum()
+    )
+    for dtype in (torch.float16, torch.bfloat16):
+        leaves = [(10 * x.detach()).to(dtype).requires_grad_() for x in (v, t)]
+        other = [x.to(dtype) for x in (vm, tm, qv, qt)]
+        out = momentum_distillation(*leaves, *other, **kw)
+        assert out.dtype == torch.float32 and torch.isfinite(out)
+        out.backward()
+        assert all(x.grad.dtype == dtype and torch.isfinite(x.grad).all() for x in leaves)
+
+
+def test_momentum_distillation_docstring_is_a_manual_with_a_runnable_example():
+    test_docstring_is_a_manual_with_a_runnable_example(MomentumDistillation)
+    assert REGISTRY["momentum_distillation"].module is MomentumDistillation
+    assert momentum_distillation.exact_under_group is True
+
+
+@pytest.mark.parametrize(
+    "call,needle",
+    [
+        (lambda v, t, vm, tm, qv: momentum_distillation(v, t[:-1], vm, tm), "text"),
+        (lambda v, t, vm, tm, qv: momentum_distillation(v, t, vm[:-1], tm), "image_momentum"),
+        (lambda v, t, vm, tm, qv: momentum_distillation(v, t, vm, tm[:, :-1]), "text_momentum"),
+        (lambda v, t, vm, tm, qv: momentum_distillation(v, t, vm, tm, qv[:, :-1]), "image_queue"),
+        (lambda v, t, vm, tm, qv: momentum_distillation(v, t, vm, tm, None, qv.float()), "text_q"),
+        (lambda v, t, vm, tm, qv: momentum_distillation(v, t, vm, tm, alpha=1.5), "alpha"),
+        (lambda v, t, vm, tm, qv: momentum_distillation(v, t, vm, tm, alpha="a"), "alpha"),
+        (lambda v, t, vm, tm, qv: momentum_distillation(v, t, vm, tm, temperature=0), "temper"),
+        (lambda v, t, vm, tm, qv: momentum_distillation(v, t, vm, tm, normalize=1), "normalize"),
+        (lambda v, t, vm, tm, qv: momentum_distillation(v, t, vm, tm, backend="x"), "backend"),
+        (lambda v, t, vm, tm, qv: MomentumDistillation(4, alpha=-0.1), "alpha"),
+        (lambda v, t, vm, tm, qv: MomentumDistillation(4, init_temperature=0.9), "temperature"),
+        (lambda v, t, vm, tm, qv: MomentumDistillation(4, queue_size=0), "size"),
+        (lambda v, t, vm, tm, qv: momentum_distillation(v[:1], t[:1], vm[:1], tm[:1]), "image"),
+    ],
+)
+def test_momentum_distillation_bad_input_names_the_argument(call, needle):
+    v, t, vm, tm, qv, _ = [x.detach() for x in albef_inputs()]
+    with pytest.raises(ValueError, match=needle):
+        call(v, t, vm, tm, qv)
+
+
+# ------------------------------------------------------------------------------------------
+# heterogeneous ensemble teacher scores
+# ------------------------------------------------------------------------------------------
+def ref_ensemble(scores, scale=30.0):
+    """A transcription of the reference training code's BiEncoderWrapper.get_scores_batch on
+    given score matrices: per-row min-max with 1e-6, summed, divided by the teacher count,
+    times score_scale."""
+    total = 0
+    for score in scores:
+        max_t = score.max(dim=1).values
+        min_t = score.min(dim=1).values
+        total += (score - min_t.unsqueeze(-1)) / ((max_t - min_t + 1e-6).unsqueeze(-1))
+    return total / len(scores) * scale
+
+
+def test_ensemble_teacher_scores_transcription_and_oracles():
+    dense = (
+        F.normalize(rnd(N, D, grad=False), dim=1) @ F.normalize(rnd(K, D, seed=1, grad=False), 1).T
+    )
+    sparse = 40 * rnd(N, K, seed=2, grad=False).abs()
+    got = ensemble_teacher_scores([dense, sparse])
+    torch.testing.assert_close(got, ref_ensemble([dense, sparse]))
+    one = ensemble_teacher_scores([sparse], scale=10.0)
+    torch.testing.assert_close(one, ref_ensemble([sparse], scale=10.0))
+    # every row spans [0, scale) (minus the eps effect)
+    assert (one.min(1).values == 0).all() and (one.max(1).values < 10).all()
+    assert (one.max(1).values > 10 * (1 - 1e-5)).all()
+    # invariant to a positive affine rescaling of any teacher (up to eps)
+    torch.testing.assert_close(
+        ensemble_teacher_scores([3 * dense + 2, sparse]), got, rtol=1e-4, atol=1e-4
+    )
+    # labels for KL distillation at temperature 1 without T^2 (the reference trainer's use)
+    q, c, _ = inputs()
+    loss = kl_distillation(q, c, got, temperature=1.0, temperature_squared=False)
+    torch.testing.assert_close(loss, ref_kl(q, c, got, squared=False))
+
+
+def test_ensemble_teacher_scores_bad_input():
+    t = rnd(N, K, grad=False)
+    for bad, needle in [
+        (t, "scores"),
+        ([], "scores"),
+        ([t, t[:, :-1]], r"scores\[1\]"),
+        ([t, t.float()], r"scores\[1\]"),
+        ([t[0]], r"scores\[0\]"),
+        ([t.long()], r"scores\[0\]"),
+        ([t.clone().fill_(float("nan"))], r"scores\[0\]"),
+    ]:
+        with pytest.raises(ValueError, match=needle):
+            ensemble_teacher_scores(bad)
+    with pytest.raises(ValueError, match="scale"):
+        ensemble_teacher_scores([t], scale=0.0)

@@ -211,6 +211,8 @@ def _twin_inputs(name):
         mix = torch.tensor([0.3, 1.0, 0.8, 0.6, 0.9, 1.0], dtype=D64)
         m = MixupContrastive(temperature=0.2)
         return (a, b, perm, mix), m, lambda *x: mixup_contrastive(*x, temperature=0.2)
+    if name in _MORE_TWINS:  # the NCE / DEXML section at the end of this file
+        return _MORE_TWINS[name]()
     raise KeyError(name)
 
 
@@ -221,6 +223,7 @@ def test_the_family_registers_every_objective():
     assert set(FAMILY) == {
         "info_nce", "multiple_negatives_ranking", "nt_xent", "clip", "siglip", "dcl", "dclw",
         "supcon", "cwcl", "info_nce_with_negatives", "mined_info_nce", "mixup_contrastive",
+        "dexml", "nce", "compositional_nll",
     }  # fmt: skip
 
 
@@ -241,7 +244,7 @@ def test_reduction_none_rows_sum_and_mean(name):
     total = module(*args, reduction="sum")
     mean = module(*args)
     torch.testing.assert_close(total, rows.sum())
-    if name == "supcon":  # anchors without a positive (labels 2, 3) are left out of the mean
+    if name in ("supcon", "dexml"):  # anchors without a positive: left out of the mean
         torch.testing.assert_close(mean, total / int((rows != 0).sum()))
     else:
         torch.testing.assert_close(mean, rows.mean())
@@ -482,3 +485,353 @@ def test_mixup_contrastive_gradcheck():
         return mixup_contrastive(x, y, perm, mix, temperature=0.5, backend="tiled", chunk_size=2)
 
     assert torch.autograd.gradcheck(f, (x, y))
+
+
+# ================================================================== NCE and DEXML (issue 14)
+# Dense float64 references written plainly below (loops over rows), the official DEXML loss
+# block re-derived on a dense similarity matrix, and the oracles of both objectives.
+
+from contrastkit.losses.infonce import (  # noqa: E402
+    DEXML,
+    NCE,
+    CompositionalNLL,
+    compositional_nll,
+    dexml,
+    nce,
+)
+from contrastkit.losses.infonce.dexml import sample_positives  # noqa: E402
+
+
+def ref_dexml(q, c, positives, weights=None, ignore=None, tau=0.05, drop_empty=True):
+    """Loops over rows and listed positives; per-row losses and the mean."""
+    q, c = F.normalize(q, dim=-1), F.normalize(c, dim=-1)
+    rows = []
+    for i in range(q.shape[0]):
+        pos = [int(p) for p in positives[i] if p >= 0]
+        gone = set(pos) | ({int(j) for j in ignore[i] if j >= 0} if ignore is not None else set())
+        negs = [j for j in range(c.shape[0]) if j not in gone]
+        t = tau[i] if isinstance(tau, torch.Tensor) and tau.dim() else tau
+        u = (c @ q[i]) / t
+        neg = torch.logsumexp(u[negs], 0) if negs else u.new_tensor(float("-inf"))
+        li = u.new_zeros(())
+        for slot, p in enumerate(positives[i].tolist()):
+            if p < 0:
+                continue
+            w = 1.0 if weights is None else weights[i, slot]
+            li = li + w * (torch.logaddexp(neg, u[p]) - u[p])
+        rows.append(li / max(len(pos), 1))
+    rows = torch.stack(rows)
+    has = torch.tensor([bool((positives[i] >= 0).any()) for i in range(q.shape[0])])
+    count = int(has.sum()) if drop_empty else q.shape[0]
+    return rows, rows.sum() / max(count, 1)
+
+
+def official_dexml(sim, positives, values=None, sampled_out=None):
+    """The decoupled-softmax branch of DEXML's ``SimLoss.compute_loss`` restated on a dense
+    similarity matrix (positives and non-sampled positives masked with -100, mean over all
+    rows, one process)."""
+    sim = sim.clone()
+    rows, cols = (positives >= 0).nonzero(as_tuple=True)
+    pcols = positives[rows, cols]
+    num_pos = (positives >= 0).sum(1)
+    if sampled_out is not None:
+        r2, c2 = (sampled_out >= 0).nonzero(as_tuple=True)
+        sim[r2, sampled_out[r2, c2]] = -100.0
+    sim_pos = sim[rows, pcols]
+    sim_neg = sim.clone()
+    sim_neg[rows, pcols] = -100.0
+    log_denom = torch.logaddexp(sim_neg.logsumexp(1)[rows], sim_pos)
+    log_prob = sim_pos - log_denom
+    if values is not None:
+        log_prob = log_prob * values[rows, cols]
+    return -(log_prob / num_pos[rows]).sum() / sim.shape[0]
+
+
+def _dexml_inputs(N=7, M=11, d=5, seed=0, grad=True):
+    q, c = rand(N, d, seed=seed, grad=grad), rand(M, d, seed=seed + 1, grad=grad)
+    g = torch.Generator().manual_seed(seed + 2)
+    positives = torch.full((N, 3), -1, dtype=torch.long)
+    for i in range(N):
+        k = int(torch.randint(0, 4, (1,), generator=g))  # 0 to 3 positives
+        positives[i, :k] = torch.randperm(M, generator=g)[:k]
+    positives[0, :3] = torch.tensor([0, 4, 9])
+    weights = torch.rand(N, 3, generator=g, dtype=D64) + 0.5
+    return q, c, positives, weights
+
+
+@pytest.mark.parametrize("eng", ENGINES)
+def test_dexml_engine_matches_dense_reference_values_and_gradients(eng):
+    q, c, pos, w = _dexml_inputs()
+    ignore = torch.tensor([[1], [-1], [2], [-1], [-1], [5], [-1]])
+    ignore = torch.where((pos == ignore).any(1, keepdim=True), -1, ignore)
+    for kw, ref_kw in [
+        ({}, {}),
+        ({"weights": w}, {"weights": w}),
+        ({"ignore": ignore}, {"ignore": ignore}),
+    ]:
+        got = dexml(q, c, pos, temperature=0.3, **kw, **eng)
+        want = ref_dexml(q, c, pos, tau=0.3, **ref_kw)[1]
+        torch.testing.assert_close(got, want)
+        for a, b in zip(_grads(got, (q, c)), _grads(want, (q, c))):
+            torch.testing.assert_close(a, b)
+    rows = dexml(q, c, pos, temperature=0.3, reduction="none", **eng)
+    torch.testing.assert_close(rows, ref_dexml(q, c, pos, tau=0.3)[0])
+
+
+def test_dexml_per_query_and_learnable_temperature():
+    q, c, pos, _ = _dexml_inputs()
+    tau = torch.linspace(0.1, 0.9, q.shape[0], dtype=D64)
+    for eng in ENGINES_SHORT:
+        torch.testing.assert_close(
+            dexml(q, c, pos, temperature=tau, **eng), ref_dexml(q, c, pos, tau=tau)[1]
+        )
+    t = torch.tensor(0.4, dtype=D64, requires_grad=True)
+    got = dexml(q, c, pos, temperature=t, backend="tiled", chunk_size=2)
+    t2 = t.detach().clone().requires_grad_()
+    want = ref_dexml(q, c, pos, tau=t2)[1]
+    torch.testing.assert_close(torch.autograd.grad(got, t)[0], torch.autograd.grad(want, t2)[0])
+
+
+def test_dexml_gradcheck():
+    q, c, _, w = _dexml_inputs(N=4, M=6, d=3)
+    pos = torch.tensor([[0, 4, -1], [1, -1, -1], [-1, -1, -1], [3, 5, 2]])
+    for eng in ({"backend": "dense"}, {"backend": "tiled", "chunk_size": 2}):
+        torch.autograd.gradcheck(
+            lambda a, b, eng=eng: dexml(a, b, pos, w[:4], temperature=0.5, **eng), (q, c)
+        )
+
+
+def test_dexml_is_the_official_decoupled_softmax():
+    q, c, _, w = _dexml_inputs(N=6, M=9, seed=3)
+    pos = torch.tensor([[0, 4, 8], [1, -1, -1], [2, 7, -1], [3, -1, -1], [5, 0, 6], [6, 1, -1]])
+    sim = F.normalize(q, dim=-1) @ F.normalize(c, dim=-1).T / 0.05
+    for values in (None, w):
+        want = official_dexml(sim, pos, values)
+        got = dexml(q, c, pos, values, temperature=0.05, exclude_no_positive=False)
+        torch.testing.assert_close(got, want)
+    # the sampled step: one positive per row, the others masked out of the row
+    sampled, ignore = sample_positives(pos, w, generator=torch.Generator().manual_seed(0))
+    want = official_dexml(sim, sampled, None, sampled_out=ignore)
+    got = dexml(q, c, sampled, None, ignore, temperature=0.05, exclude_no_positive=False)
+    torch.testing.assert_close(got, want)
+
+
+def test_dexml_one_positive_is_info_nce_and_never_exceeds_the_coupled_softmax():
+    q, c = rand(8, 5, seed=5), rand(8, 5, seed=6)
+    for eng in ENGINES_SHORT:
+        torch.testing.assert_close(
+            dexml(q, c, temperature=0.2, **eng), info_nce(q, c, temperature=0.2, **eng)
+        )
+        torch.testing.assert_close(
+            dexml(q, torch.cat([c, rand(3, 5, seed=7)]), torch.arange(8), temperature=0.2, **eng),
+            info_nce(q, torch.cat([c, rand(3, 5, seed=7)]), temperature=0.2, **eng),
+        )
+    # the coupled softmax (SupCon L_out per positive: every positive in the denominator)
+    q2, c2, pos, _ = _dexml_inputs(seed=9, grad=False)
+    u = F.normalize(q2, dim=-1) @ F.normalize(c2, dim=-1).T / 0.3
+    rows = dexml(q2, c2, pos, temperature=0.3, reduction="none")
+    for i in range(q2.shape[0]):
+        p = pos[i][pos[i] >= 0]
+        if p.numel():
+            coupled = (u[i].logsumexp(0) - u[i, p]).mean()
+            assert float(rows[i]) <= float(coupled) + 1e-12
+            if p.numel() > 1:
+                assert float(rows[i]) < float(coupled)
+
+
+def test_dexml_rows_without_negatives_or_positives():
+    q, c = rand(3, 4, seed=1, grad=True), rand(3, 4, seed=2, grad=True)
+    pos = torch.tensor([[0, 1, 2], [-1, -1, -1], [2, -1, -1]])  # row 0: every column positive
+    for eng in ENGINES_SHORT:
+        rows = dexml(q, c, pos, temperature=0.5, reduction="none", **eng)
+        assert float(rows[0].detach()) == 0.0 and float(rows[1].detach()) == 0.0
+        loss = dexml(q, c, pos, temperature=0.5, **eng)
+        torch.testing.assert_close(loss, rows.sum() / 2)  # two rows with a positive
+        assert all(bool(torch.isfinite(g).all()) for g in _grads(loss, (q, c)))
+    empty = dexml(q, c, torch.full((3, 2), -1), temperature=0.5)
+    assert float(empty.detach()) == 0.0
+
+
+def test_sample_positives_draws_in_proportion_to_the_values():
+    pos = torch.tensor([[3, 5, -1], [-1, -1, -1], [7, -1, -1]])
+    vals = torch.tensor([[1.0, 3.0, 0.0], [0.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
+    g = torch.Generator().manual_seed(0)
+    draws = [sample_positives(pos, vals, generator=g) for _ in range(400)]
+    first = torch.stack([s[0, 0] for s, _ in draws])
+    assert 0.65 < float((first == 5).double().mean()) < 0.85  # 3 / 4
+    for s, ign in draws:
+        assert int(s[1, 0]) == -1 and int(s[2, 0]) == 7 and bool((ign[1:] == -1).all())
+        assert sorted(x for x in [int(s[0, 0]), *ign[0].tolist()] if x >= 0) == [3, 5]
+
+
+def test_dexml_bad_input_names_the_argument():
+    q, c = rand(3, 4), rand(5, 4, seed=1)
+    with pytest.raises(ValueError, match="positives"):
+        dexml(q, c, torch.tensor([[0, 0], [1, -1], [2, -1]]))  # a column listed twice
+    with pytest.raises(ValueError, match="positives"):
+        dexml(q, c, torch.tensor([[0], [5], [1]]))
+    with pytest.raises(ValueError, match="ignore"):
+        dexml(q, c, torch.tensor([[0], [1], [2]]), None, torch.tensor([[0], [-1], [-1]]))
+    with pytest.raises(ValueError, match="weights"):
+        dexml(q, c, torch.tensor([[0], [1], [2]]), -torch.ones(3, 1, dtype=D64))
+    with pytest.raises(ValueError, match="candidates"):
+        dexml(q, c[:2])
+
+
+def ref_nce(fx, fy, qx, qy):
+    """Loops: (1 / N) [sum_data -log sigmoid(G) + sum_noise -log sigmoid(-G)]."""
+    N = fx.shape[0]
+    nu = fy.shape[1] if fy.dim() == 2 else fy.shape[0] / N
+    total = fx.new_zeros(())
+    for i in range(N):
+        total = total - torch.log(torch.sigmoid(fx[i] - math.log(nu) - qx[i]))
+    for y, lq in zip(fy.reshape(-1), qy.reshape(-1)):
+        total = total - torch.log(torch.sigmoid(-(y - math.log(nu) - lq)))
+    return total / N
+
+
+def _nce_inputs(noise_shape=(6, 3), seed=0):
+    fx, fy = rand(6, seed=seed, grad=True), rand(*noise_shape, seed=seed + 1, grad=True)
+    return fx, fy, rand(6, seed=seed + 2), rand(*noise_shape, seed=seed + 3)
+
+
+@pytest.mark.parametrize("noise_shape", [(6, 3), (6, 1), (10,), (3,)])
+def test_nce_matches_reference_values_and_gradients(noise_shape):
+    args = _nce_inputs(noise_shape)
+    got, want = nce(*args), ref_nce(*args)
+    torch.testing.assert_close(got, want)
+    for a, b in zip(_grads(got, args[:2]), _grads(want, args[:2])):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(nce(*args, reduction="sum"), want * 6)
+    if len(noise_shape) == 2:
+        torch.testing.assert_close(nce(*args, reduction="none").mean(), want)
+    else:
+        with pytest.raises(ValueError, match="reduction"):
+            nce(*args, reduction="none")
+    torch.autograd.gradcheck(lambda a, b: nce(a, b, *args[2:]), args[:2])
+
+
+def test_nce_oracles_chance_level_and_stationary_at_the_data_density():
+    # G = 0 everywhere: (1 + nu) log 2 per data point
+    qx, qy = rand(5, seed=1), rand(5, 4, seed=2)
+    torch.testing.assert_close(
+        nce(qx + math.log(4), qy + math.log(4), qx, qy), torch.tensor(5 * math.log(2), dtype=D64)
+    )
+    # a discrete distribution p = (1/2, 1/4, 1/4) against uniform noise, both exact in the
+    # samples: the gradient with respect to f vanishes at f = log p (self-normalised optimum)
+    data, noise = torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1, 2, 0, 1, 2])
+    f = torch.log(torch.tensor([0.5, 0.25, 0.25], dtype=D64)).requires_grad_()
+    log_q = torch.full((3,), -math.log(3), dtype=D64)
+    loss = nce(f[data], f[noise], log_q[data], log_q[noise])
+    torch.testing.assert_close(torch.autograd.grad(loss, f)[0], torch.zeros(3, dtype=D64))
+    f2 = (f.detach() + 0.3).requires_grad_()  # not normalised: the gradient pushes it back
+    g2 = torch.autograd.grad(nce(f2[data], f2[noise], log_q[data], log_q[noise]), f2)[0]
+    assert bool((g2 > 0).all())
+
+
+@pytest.mark.slow
+def test_nce_fits_a_gaussian_mean_and_its_normaliser():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1000, generator=g, dtype=D64) + 1.5
+    y = 3 * torch.randn(1000, 2, generator=g, dtype=D64)
+    log_q = lambda v: -0.5 * (v / 3) ** 2 - math.log(3 * math.sqrt(2 * math.pi))  # noqa: E731
+    theta = torch.zeros(2, dtype=D64, requires_grad=True)  # mean, log-normaliser
+    opt = torch.optim.LBFGS([theta], max_iter=30, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        f = lambda v: -0.5 * (v - theta[0]) ** 2 - theta[1]  # noqa: E731
+        loss = nce(f(x), f(y), log_q(x), log_q(y))
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    assert abs(float(theta[0].detach()) - float(x.mean())) < 0.15
+    assert abs(float(theta[1].detach()) - math.log(math.sqrt(2 * math.pi))) < 0.15
+
+
+def test_nce_bad_input_names_the_argument():
+    fx, fy, qx, qy = _nce_inputs()
+    with pytest.raises(ValueError, match="log_model_noise"):
+        nce(fx, fy[:5], qx, qy)
+    with pytest.raises(ValueError, match="log_noise_noise"):
+        nce(fx, fy, qx, qy[:, :2])
+    with pytest.raises(ValueError, match="log_noise_data"):
+        nce(fx, fy, qx[:4], qy)
+
+
+def _fresh():
+    return torch.tensor(float("-inf"), dtype=D64)
+
+
+def test_compositional_nll_gamma_one_is_the_mini_batch_importance_sampling_nll():
+    fx, fy, _, qy = _nce_inputs((9,))
+    got = compositional_nll(fx, fy, qy, torch.tensor(0.7, dtype=D64), gamma=1.0)
+    want = -fx.mean() + torch.logsumexp(fy - qy, 0) - math.log(9)
+    torch.testing.assert_close(got, want)
+    for a, b in zip(_grads(got, (fx, fy)), _grads(want, (fx, fy))):
+        torch.testing.assert_close(a, b)
+
+
+def test_compositional_nll_moving_average_state_and_gradient():
+    fx, fy, _, qy = _nce_inputs((9,), seed=4)
+    log_u = _fresh()
+    first = compositional_nll(fx, fy, qy, log_u, gamma=0.5)  # fresh: the batch estimate
+    batch = torch.logsumexp((fy - qy).detach(), 0) - math.log(9)
+    torch.testing.assert_close(log_u, batch)
+    torch.testing.assert_close(first, -fx.mean() + batch)
+    fx2, fy2, _, qy2 = _nce_inputs((9,), seed=7)
+    got = compositional_nll(fx2, fy2, qy2, log_u, gamma=0.3)
+    w = torch.exp(fy2 - qy2)
+    u = 0.7 * torch.exp(batch) + 0.3 * w.detach().mean()
+    torch.testing.assert_close(log_u, torch.log(u))
+    torch.testing.assert_close(got, -fx2.mean() + torch.log(u))
+    # gradient: -mean grad f(x) + (1 / u) mean_j w_j grad f(y_j), u and the weights constant
+    want = -fx2.mean() + (w / u).mean()
+    for a, b in zip(_grads(got, (fx2, fy2)), _grads(want, (fx2, fy2))):
+        torch.testing.assert_close(a, b)
+    frozen = log_u.clone()
+    compositional_nll(fx2, fy2, qy2, log_u, update=False)
+    torch.testing.assert_close(log_u, frozen)
+    m = CompositionalNLL(gamma=0.3)
+    m(fx, fy, qy)
+    m.eval()
+    before = m.log_u.clone()
+    m(fx2, fy2, qy2)
+    torch.testing.assert_close(m.log_u, before)  # eval mode freezes the state
+    # gamma = 1: the surrogate's gradient is the true gradient of the value
+    torch.autograd.gradcheck(
+        lambda a, b: compositional_nll(a, b, qy2, log_u.clone(), gamma=1.0), (fx2, fy2)
+    )
+
+
+def test_compositional_nll_bad_input():
+    fx, fy, _, qy = _nce_inputs((9,))
+    with pytest.raises(ValueError, match="log_u"):
+        compositional_nll(fx, fy, qy, torch.zeros(1, dtype=D64))
+    with pytest.raises(ValueError, match="log_u"):
+        compositional_nll(fx, fy, qy, torch.tensor(float("inf"), dtype=D64))
+    with pytest.raises(ValueError, match="gamma"):
+        compositional_nll(fx, fy, qy, _fresh(), gamma=0.0)
+    with pytest.raises(ValueError, match="log_noise_noise"):
+        compositional_nll(fx, fy, qy[:4], _fresh())
+
+
+def _compositional_twin():
+    fx, fy, _, qy = _nce_inputs((9,))
+    m = CompositionalNLL(gamma=0.5).eval()  # eval: the state stays fresh between the calls
+    return (fx, fy, qy), m, lambda *x, **k: compositional_nll(*x, _fresh(), gamma=0.5, **k)
+
+
+def _dexml_twin():
+    q, c, pos, w = _dexml_inputs()
+    m = DEXML(temperature=0.3, backend="tiled", chunk_size=3)
+    fn = lambda *x: dexml(*x, temperature=0.3, backend="tiled", chunk_size=3)  # noqa: E731
+    return (q, c, pos, w), m, fn
+
+
+def _nce_twin():
+    return _nce_inputs(), NCE(), nce
+
+
+_MORE_TWINS = {"dexml": _dexml_twin, "nce": _nce_twin, "compositional_nll": _compositional_twin}

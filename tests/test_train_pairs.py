@@ -333,3 +333,27 @@ def test_batch_must_split_over_processes(monkeypatch):
     cfg = load_config("text-pairs", overrides=["data='x.jsonl'", "batch_size=8"])
     with pytest.raises(ValueError, match="'batch_size' \\(8\\) must be a multiple of the 3"):
         DataParallel.from_environment(cfg)
+
+
+def test_tensorboard_has_the_evaluation_and_hyperparameters(tmp_path, tiny_model):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    summary = train(_cfg(tmp_path, tiny_model, "tensorboard=true", "max_steps=2"))
+    acc = EventAccumulator(str(tmp_path / "runs" / "text-pairs" / "tensorboard"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"train/loss", "train/grad_norm", "eval/retrieval/trained/recall@1"} <= set(tags)
+    (event,) = acc.Scalars("eval/retrieval/trained/recall@1")
+    assert event.value == pytest.approx(summary["eval"]["retrieval"]["trained"]["recall@1"])
+    plugins = acc.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in plugins
+
+
+def test_train_help_lists_recipes_and_fields():
+    from contrastkit.train.config import RECIPE_HELP, RECIPES
+
+    assert set(RECIPE_HELP) == set(RECIPES)
+    out = CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output
+    for needle in ("docstring-retrieval", "text-pairs", "mini_batch = None", "eval_data = ''"):
+        assert needle in out, needle

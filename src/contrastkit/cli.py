@@ -131,7 +131,17 @@ def bench(
     typer.echo(B.write(report, out, json_path), nl=False)
 
 
-@app.command()
+def _train_epilog() -> str:
+    """The recipes and config fields, listed under ``contrastkit train --help``."""
+    from contrastkit.train.config import RECIPE_HELP, RECIPES, field_help
+
+    recipes = [f"{name}: {RECIPE_HELP.get(name, '')}" for name in RECIPES]
+    fields = [f"{n} = {d}" + (f" ({c})" if c else "") for n, d, c in field_help()]
+    body = ["Recipes (--recipe NAME):", *recipes, "", "Config fields (--set FIELD=VALUE):", *fields]
+    return "\n".join(line.replace("[", "\\[") for line in body)
+
+
+@app.command(epilog=_train_epilog())
 @_guarded
 def train(
     recipe: Annotated[

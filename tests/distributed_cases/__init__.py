@@ -27,6 +27,10 @@ FAMILIES = (
     "shaping",
     "distillation",
     "ranking",
+    "compositional",
+    "preference",
+    "sparse",
+    "dense",
 )
 
 CASES: dict = {}

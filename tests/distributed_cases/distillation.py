@@ -1,6 +1,7 @@
 """Distributed cases of the distillation family (margin_mse, kl_distillation,
-in_batch_kl_distillation, embedding_distillation; all exact: per-query means): 2 ranks == 1
-process on the global batch. Teacher tensors are rows too (they receive no gradient)."""
+in_batch_kl_distillation, embedding_distillation, momentum_distillation; all exact: per-query
+means): 2 ranks == 1 process on the global batch. Teacher tensors are rows too (they receive no
+gradient); momentum_distillation's queues are shared (the same on every rank)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from contrastkit.losses.distillation import (
     InBatchKLDistillation,
     KLDistillation,
     MarginMSE,
+    MomentumDistillation,
     embedding_distillation,
     in_batch_kl_distillation,
     kl_distillation,
     margin_mse,
+    momentum_distillation,
 )
 
 K = 4  # listed candidates per query
@@ -49,6 +52,27 @@ def _in_batch(g, n, d):
 
 def _embeddings(g, n, d):
     return [_rand(g, n, d), _rand(g, n, d)], []
+
+
+def _albef(g, n, d):
+    """Student image / text features, and momentum features near them (rows of every rank)."""
+    v, t = _rand(g, n, d), _rand(g, n, d)
+    return [v, t, v + 0.3 * _rand(g, n, d), t + 0.3 * _rand(g, n, d)], [
+        torch.tensor(0.2, dtype=torch.float64)  # a learnable temperature
+    ]
+
+
+def _queues(d, q=6):
+    """The shared queues: the same rows on every rank (and in the single process)."""
+    g = torch.Generator().manual_seed(7)
+    return [torch.nn.functional.normalize(_rand(g, q, d), dim=1) for _ in range(2)]
+
+
+def _albef_module(rows, shared):
+    itc = MomentumDistillation(
+        rows[0].shape[1], queue_size=6, alpha=0.7, generator=torch.Generator().manual_seed(3)
+    ).double()
+    return itc(*rows)
 
 
 CASES = {
@@ -107,4 +131,23 @@ CASES = {
         _embeddings,
         lambda rows, shared: EmbeddingDistillation(distance="cosine", reduction="none")(*rows),
     ),
+    "momentum_distillation": (
+        _albef,
+        lambda rows, shared: momentum_distillation(
+            *rows, *_queues(rows[0].shape[1]), temperature=shared[0]
+        ),
+    ),
+    "momentum_distillation_tiled_none_no_queue": (
+        _albef,
+        lambda rows, shared: momentum_distillation(
+            *rows, alpha=0.9, reduction="none", backend="tiled", chunk_size=3
+        ),
+    ),
+    "momentum_distillation_alpha0_sum": (
+        _albef,
+        lambda rows, shared: momentum_distillation(
+            *rows, *_queues(rows[0].shape[1]), alpha=0.0, temperature=shared[0], reduction="sum"
+        ),
+    ),
+    "momentum_distillation_module": (_albef, _albef_module),
 }

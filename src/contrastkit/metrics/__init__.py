@@ -13,6 +13,7 @@ from .geometry import (
     modality_gap,
     modality_separability,
     rankme,
+    tolerance,
     uniformity,
 )
 from .knn import knn_accuracy
@@ -39,6 +40,7 @@ from .zero_shot import zero_shot_accuracy, zero_shot_classifier
 __all__ = [
     "alignment",
     "uniformity",
+    "tolerance",
     "effective_rank",
     "rankme",
     "collapse_spectrum",

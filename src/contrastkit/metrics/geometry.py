@@ -1,6 +1,8 @@
-"""Geometry of an embedding space: alignment, uniformity, effective rank, modality gap, isotropy.
+"""Geometry of an embedding space: alignment, uniformity, tolerance, effective rank, modality gap,
+isotropy.
 
-Alignment and uniformity (Wang & Isola, arXiv:2005.10242), spectra and collapse. Every function
+Alignment and uniformity (Wang & Isola, arXiv:2005.10242), tolerance (Wang & Liu,
+arXiv:2012.09740), spectra and collapse. Every function
 is a pure function on tensors, runs under ``no_grad`` and returns Python floats (or tensors for
 spectra).
 """
@@ -14,11 +16,12 @@ import torch
 from torch import Tensor
 
 from .._extras import require
-from ._checks import check_compatible, check_embeddings, check_positive, normalize
+from ._checks import check_compatible, check_embeddings, check_labels, check_positive, normalize
 
 __all__ = [
     "alignment",
     "uniformity",
+    "tolerance",
     "effective_rank",
     "rankme",
     "collapse_spectrum",
@@ -67,6 +70,37 @@ def uniformity(x: Tensor, t: float = 2.0, y: Optional[Tensor] = None) -> float:
     check_embeddings("y", y, min_rows=2)
     check_compatible("x", x, "y", y)
     return 0.5 * (u + _uniformity_one(y, t))
+
+
+@torch.no_grad()
+def tolerance(x: Tensor, labels: Tensor) -> float:
+    """Tolerance of Wang & Liu (CVPR 2021): the mean cosine similarity of same-class pairs,
+    ``mean_{i != j, y_i = y_j} <z_i, z_j>`` with ``z`` the L2-normalised rows of ``x``.
+
+    High tolerance: samples of a class stay close (the semantic structure survives); a
+    contrastive loss at a very low temperature pushes them apart for uniformity. Ordered pairs
+    ``i != j`` of every class (a pair's own self-similarity is left out); the paper writes it as
+    ``E_{x,y}[<f(x), f(y)> 1(l(x) = l(y))]``, which is this value times the fraction of
+    same-class pairs. Computed from class sums, ``(sum_c ||S_c||^2 - n) / (sum_c n_c^2 - n)``,
+    in ``O(n d)`` (no n x n matrix). In ``[-1, 1]``; ``ValueError`` if no class has two samples.
+    """
+    check_embeddings("x", x)
+    check_labels("labels", labels, x.shape[0], x)
+    z = normalize(x.double())
+    inverse = torch.unique(labels, return_inverse=True)[1]
+    n_classes = int(inverse.max()) + 1
+    sums = torch.zeros(n_classes, z.shape[1], dtype=z.dtype, device=z.device).index_add(
+        0, inverse, z
+    )
+    counts = torch.bincount(inverse, minlength=n_classes).double()
+    pairs = float((counts * (counts - 1)).sum())
+    if pairs == 0:
+        raise ValueError(
+            f"labels has no class with two samples (shape {tuple(labels.shape)}): "
+            "tolerance is undefined"
+        )
+    total = float((sums * sums).sum() - (z * z).sum())
+    return total / pairs
 
 
 def _singular_distribution(z: Tensor, name: str) -> Tensor:

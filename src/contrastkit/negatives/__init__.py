@@ -23,6 +23,7 @@ from .sampling import (
     combine_stage_labels,
     histogram_propensity,
 )
+from .semi_hard import SemiHardMiner
 from .subclass import SubclassBalancer
 from .weighting import (
     AdaMEOWWeights,
@@ -46,6 +47,7 @@ __all__ = [
     "HardNegativeMixing",
     "MinedNegatives",
     "OnlineHardNegativeMixing",
+    "SemiHardMiner",
     "SubclassBalancer",
     "TopKMiner",
     "apply_filter",

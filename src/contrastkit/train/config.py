@@ -50,9 +50,7 @@ class TrainConfig:
     columns: dict = field(default_factory=dict)  # pairs: column overrides, e.g. {anchor="q"}
     model: str = ""  # pairs: local transformers / sentence-transformers dir ("": offline MiniLM)
     mini_batch: Optional[int] = None  # pairs: GradCache chunk (peak memory of mini_batch rows)
-    holdout: int = (
-        256  # pairs: pairs held out for Recall@1 (at most a fifth; drawn with split_seed)
-    )
+    holdout: int = 256  # pairs: held out for Recall@1 (at most a fifth, drawn with split_seed)
     pooling: str = ""  # pairs: mean | cls | last ("": the model's own, mean for a plain model)
     eval_data: str = ""  # pairs: BEIR folder or STS file evaluated before and after training
     task: str = ""  # pairs: "docstrings" builds the docstring retrieval task (data + eval_data)
@@ -125,6 +123,38 @@ RECIPES: dict[str, dict[str, Any]] = {
         "snapshot_every": 4,
     },
 }
+
+#: one line per recipe for ``contrastkit train --help``
+RECIPE_HELP: dict[str, str] = {
+    "simclr-digits": "SimCLR (NT-Xent) on scikit-learn's digits (the default; about a minute)",
+    "supcon-digits": "supervised contrastive (SupCon) on the digits and their labels",
+    "moco-digits": "MoCo v2: momentum encoder and a queue of keys, on the digits",
+    "clip-pairs": "CLIP on two towers: digits and their sinograms",
+    "text-pairs": "fine-tune a text model on your own pairs file (--set data=pairs.jsonl)",
+    "docstring-retrieval": "fine-tune MiniLM on the docstring retrieval task, nDCG@10 before/after",
+    "simcse-text": "unsupervised SimCSE on MiniLM (dropout views of judged sentences)",
+}
+
+
+def field_help() -> list[tuple[str, str, str]]:
+    """``(field, default, comment)`` of every :class:`TrainConfig` field, from this module's
+    source (the comment after each field)."""
+    import inspect
+    import re
+
+    out = []
+    try:
+        source = inspect.getsource(TrainConfig)
+    except (OSError, TypeError):  # no source (frozen install)
+        source = ""
+    comments = {}
+    for m in re.finditer(r"^\s+(\w+): [^=\n]+=(.*?)(?:#\s*(.*))?$", source, re.M):
+        comments[m.group(1)] = (m.group(3) or "").strip()
+    for f in fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        out.append((f.name, repr(default), comments.get(f.name, "")))
+    return out
+
 
 METHOD_NAMES = ("two-view", "moco", "clip", "simcse", "pairs")
 PRECISIONS = ("fp32", "bf16", "fp16")

@@ -140,9 +140,34 @@ class _Board:
             self.writer.add_histogram("probe/positive_cosine", pos, step)
             self.writer.add_histogram("probe/negative_cosine", neg, step)
 
+    def final(self, step: int, cfg: TrainConfig, summary: dict) -> None:
+        """The evaluation as scalars (``eval/...``) and, with the run's hyperparameters, in
+        TensorBoard's HPARAMS tab."""
+        if self.writer is None:
+            return
+        metrics = dict(_numbers("eval", summary.get("eval", {})))
+        metrics["final_loss"] = float(summary.get("final_loss", float("nan")))
+        self.scalars(step, **metrics)
+        hparams = {k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))}
+        hparams["loss_params"] = json.dumps(cfg.loss_params, sort_keys=True)
+        self.writer.add_hparams(
+            hparams, {f"hparam/{k}": v for k, v in metrics.items()}, run_name="."
+        )
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _numbers(prefix: str, tree) -> list[tuple[str, float]]:
+    """``(path, value)`` of every number in a nested dict of results."""
+    if isinstance(tree, bool):
+        return []
+    if isinstance(tree, (int, float)):
+        return [(prefix, float(tree))]
+    if isinstance(tree, dict):
+        return [kv for k, v in tree.items() for kv in _numbers(f"{prefix}/{k}", v)]
+    return []
 
 
 def _snapshot(method: Method, step: int, path: Path, board: _Board) -> None:
@@ -396,8 +421,7 @@ def _train(
     train_seconds = time.perf_counter() - t_train
     if bar is not None:
         bar.close()
-    board.close()
-    return finish(
+    summary = finish(
         method,
         run_dir,
         {
@@ -407,6 +431,9 @@ def _train(
             "samples_per_s": (total - start) * cfg.batch_size / max(train_seconds, 1e-9),
         },
     )
+    board.final(total, cfg, summary)
+    board.close()
+    return summary
 
 
 def _step(method, cfg, parallel, opt, sched, aug_gen, autocast, scaler, step, steps_per_epoch):

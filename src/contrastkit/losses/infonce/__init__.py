@@ -5,9 +5,11 @@ from ...objective import register
 from .clip import CLIP, CLIPLoss, clip, clip_loss
 from .cwcl import CWCL, cwcl
 from .dcl import DCL, DCLW, dcl, dclw
+from .dexml import DEXML, dexml
 from .info_nce import InfoNCE, MultipleNegativesRanking, info_nce, multiple_negatives_ranking
 from .m3col import MixupContrastive, mixup_contrastive, mixup_contrastive_loss
 from .mined import MinedInfoNCE, mined_info_nce
+from .nce import NCE, CompositionalNLL, compositional_nll, nce
 from .ntxent import NTXent, nt_xent
 from .siglip import SigLIP, SigLIPLoss, siglip, siglip_loss
 from .supcon import SupCon, supcon
@@ -38,33 +40,42 @@ register(
     family="infonce",
     functional_aliases=("mixup_contrastive_loss",),
 )
+register(dexml, DEXML, family="infonce")
+register(nce, NCE, family="infonce")
+register(compositional_nll, CompositionalNLL, family="infonce")
 
 __all__ = [
     "CLIP",
     "CLIPLoss",
     "CWCL",
+    "CompositionalNLL",
     "DCL",
     "DCLW",
+    "DEXML",
     "InfoNCE",
     "InfoNCEWithNegatives",
     "MinedInfoNCE",
     "MixupContrastive",
     "MultipleNegativesRanking",
+    "NCE",
     "NTXent",
     "SigLIP",
     "SigLIPLoss",
     "SupCon",
     "clip",
     "clip_loss",
+    "compositional_nll",
     "cwcl",
     "dcl",
     "dclw",
+    "dexml",
     "info_nce",
     "info_nce_with_negatives",
     "mined_info_nce",
     "mixup_contrastive",
     "mixup_contrastive_loss",
     "multiple_negatives_ranking",
+    "nce",
     "nt_xent",
     "siglip",
     "siglip_loss",
