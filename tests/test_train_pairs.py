@@ -357,3 +357,46 @@ def test_train_help_lists_recipes_and_fields():
     out = CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output
     for needle in ("docstring-retrieval", "text-pairs", "mini_batch = None", "eval_data = ''"):
         assert needle in out, needle
+
+
+def test_hard_negatives_are_mined_and_re_mined_with_the_model(tmp_path, tiny_model):
+    from contrastkit.train.methods import build_method
+
+    cfg = _cfg(tmp_path, tiny_model, "mine_negatives=2", "mine_every=2", "schedule='constant'")
+    method = build_method(cfg)
+    mined = method._mined()
+    train_rows = method._data()["train"]
+    assert mined.shape == (len(train_rows), 2)
+    for i, row in enumerate(mined.tolist()):  # never the anchor's own positive text
+        assert all(train_rows[j].positive != train_rows[i].positive for j in row)
+    # the same ids as mining the training positives directly
+    from contrastkit.mining import mine_hard_negatives
+    from contrastkit.train.methods import _eval_mode
+
+    enc = method.modules["encoder"]
+    q = _eval_mode(lambda: method.encode([e.anchor for e in train_rows], enc), enc)
+    c = _eval_mode(lambda: method.encode([e.positive for e in train_rows], enc), enc)
+    want = mine_hard_negatives(q.numpy(), c.numpy(), list(range(len(train_rows))), num_negatives=2)
+    assert mined.tolist() == want.indices.tolist()  # every positive text is distinct here
+
+    full = train(_cfg(tmp_path, tiny_model, "name='full'", "mine_negatives=2", "mine_every=2",
+                      "schedule='constant'"))  # fmt: skip
+    assert full["eval"]["mining"]["rounds"] == 3  # before step 0, after steps 1 and 3
+    mine = ("name='cut'", "mine_negatives=2", "mine_every=2", "schedule='constant'")
+    train(_cfg(tmp_path, tiny_model, *mine, "max_steps=3"))
+    train(_cfg(tmp_path, tiny_model, *mine), resume=True)  # step 3's negatives: checkpointed
+    assert _losses(tmp_path / "runs" / "cut") == _losses(tmp_path / "runs" / "full")
+
+
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["mine_every=2"], "'mine_every' needs 'mine_negatives'"),
+        (["mine_negatives=1", "mine_options={bogus=1}"], "'mine_options': unknown ['bogus']"),
+        (["mine_negatives=-1"], "'mine_negatives' must be >= 0"),
+    ],
+)
+def test_bad_mining_config(overrides, needle):
+    with pytest.raises(ValueError) as err:
+        load_config("text-pairs", overrides=["data='x.jsonl'", *overrides])
+    assert needle in str(err.value)

@@ -54,6 +54,9 @@ class TrainConfig:
     pooling: str = ""  # pairs: mean | cls | last ("": the model's own, mean for a plain model)
     eval_data: str = ""  # pairs: BEIR folder or STS file evaluated before and after training
     task: str = ""  # pairs: "docstrings" builds the docstring retrieval task (data + eval_data)
+    mine_negatives: int = 0  # pairs: hard negatives per anchor mined from the positives (FAISS)
+    mine_every: int = 0  # pairs: re-mine with the model being trained every K steps (0: once)
+    mine_options: dict = field(default_factory=dict)  # pairs: filters, e.g. {relative_margin=0.05}
     seed: int = 0  # initialisation, augmentation and data order
     split_seed: int = 0  # train/test split and probe views: fixed, so seeds compare on one split
     deterministic: bool = True  # torch.use_deterministic_algorithms during the run
@@ -123,6 +126,17 @@ RECIPES: dict[str, dict[str, Any]] = {
         "snapshot_every": 4,
     },
 }
+
+#: the filters of :func:`contrastkit.mining.mine_hard_negatives` a run may set (``mine_options``)
+MINE_OPTIONS = (
+    "range_min",
+    "range_max",
+    "max_score",
+    "min_score",
+    "absolute_margin",
+    "relative_margin",
+    "sampling_strategy",
+)
 
 #: one line per recipe for ``contrastkit train --help``
 RECIPE_HELP: dict[str, str] = {
@@ -336,8 +350,19 @@ def _check_pairs(cfg: TrainConfig) -> None:
     """The fields of method ``pairs`` (the data file itself is read, never executed, when the
     run starts: a bad row is a ``DataError`` naming file, line and column)."""
     if cfg.method != "pairs":
-        for name in ("data", "model", "columns", "mini_batch", "pooling", "eval_data", "task"):
-            if getattr(cfg, name) not in ("", {}, None):
+        for name in (
+            "data",
+            "model",
+            "columns",
+            "mini_batch",
+            "pooling",
+            "eval_data",
+            "task",
+            "mine_negatives",
+            "mine_every",
+            "mine_options",
+        ):
+            if getattr(cfg, name) != getattr(TrainConfig(), name):
                 raise ValueError(
                     f"config field {name!r} is only used by method 'pairs', not {cfg.method!r}"
                 )
@@ -353,6 +378,16 @@ def _check_pairs(cfg: TrainConfig) -> None:
         raise ValueError(
             "config field 'data' is required by method 'pairs': the path of a JSONL, CSV, TSV "
             "or Parquet file of (anchor, positive) pairs, e.g. --set data='pairs.jsonl'"
+        )
+    for name in ("mine_negatives", "mine_every"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"config field {name!r} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.mine_every and not cfg.mine_negatives:
+        raise ValueError("config field 'mine_every' needs 'mine_negatives' >= 1")
+    extra = sorted(set(cfg.mine_options) - set(MINE_OPTIONS))
+    if extra:
+        raise ValueError(
+            f"config field 'mine_options': unknown {extra}; the options are {list(MINE_OPTIONS)}"
         )
     if cfg.pooling not in ("", "mean", "cls", "last"):
         raise ValueError(

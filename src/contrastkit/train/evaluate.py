@@ -105,6 +105,8 @@ def _evaluate_pairs(method) -> dict:
     """Method ``pairs``: retrieval of the held-out positives by their anchors, for the model
     before (``random_init``: the loaded model) and after training."""
     out: dict = {"retrieval": {}, "held_out": method.held_out}
+    if method.cfg.mine_negatives:
+        out["mining"] = dict(method.mining)  # rounds mined by this process, padded slots
     for name in ("trained", "random_init"):
         a, b = method.probe_pairs(method.encoder(name))
         out["retrieval"][name] = pair_retrieval(a, b)

@@ -341,7 +341,11 @@ class TextPairsMethod(Method):
     def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
         self._pairs: dict | None = None  # the file is read on first use (export needs none)
+        self._mined_negatives: Tensor | None = None
+        self.mining = {"rounds": 0, "filled": 0}
         self.y_train = self.y_test = None
+        if cfg.mine_negatives:
+            _check_negatives(cfg, cfg.mine_negatives, f"mine_negatives is {cfg.mine_negatives}")
         encoder, self.tokenizer, own_pooling = load_pairs_model(cfg.model, cfg.dropout)
         self.pooling = cfg.pooling or own_pooling
         self.random_init = copy.deepcopy(encoder)  # the model before fine-tuning
@@ -366,15 +370,11 @@ class TextPairsMethod(Method):
                     "needs the same number of negatives",
                 )
         if counts:  # the configured loss was checked on (anchor, positive) only
-            a, b = loss_inputs(cfg)
-            try:
-                _build_loss(cfg)(a, b, *([b] * counts))
-            except (TypeError, ValueError, RuntimeError, IndexError) as exc:
-                raise ValueError(
-                    f"config field 'loss': {cfg.loss} does not accept hard negatives, and "
-                    f"{cfg.data} has {counts} per row (pass columns={{negatives=[]}} to drop "
-                    f"them): {exc}"
-                ) from None
+            _check_negatives(
+                cfg,
+                counts,
+                f"{cfg.data} has {counts} per row (pass columns={{negatives=[]}} to drop them)",
+            )
         held = min(cfg.holdout, len(examples) // 5)
         order = torch.randperm(
             len(examples), generator=torch.Generator().manual_seed(cfg.split_seed)
@@ -392,6 +392,72 @@ class TextPairsMethod(Method):
             "eval": _read_eval_data(cfg.eval_data) if cfg.eval_data else None,
         }
         return self._pairs
+
+    # -- hard negatives mined with the model being trained (ANCE) ---------------------------
+    def _mined(self) -> Tensor | None:
+        """``(n_train, mine_negatives)`` indices of the training examples whose positives are
+        each anchor's mined negatives; mined on first use with the current model."""
+        if not self.cfg.mine_negatives:
+            return None
+        if self._mined_negatives is None:
+            self.mine()
+        return self._mined_negatives
+
+    def mine(self) -> None:
+        """Mine ``mine_negatives`` hard negatives per training anchor among the training
+        positives with the current model (eval mode, no gradients, no RNG drawn):
+        :func:`contrastkit.mining.mine_hard_negatives` with ``mine_options``, the anchor's own
+        positive (and every identical text) excluded. Anchors with too few survivors of the
+        filters get the next examples' positives instead (reported in ``mining``)."""
+        from ..mining import mine_hard_negatives
+
+        cfg = self.cfg
+        train = self._data()["train"]
+        texts, ids = [], {}
+        for e in train:
+            if e.positive not in ids:
+                ids[e.positive] = len(texts)
+                texts.append(e.positive)
+        own = torch.tensor([ids[e.positive] for e in train])
+        enc = self.modules["encoder"]
+        q = _eval_mode(lambda: _cpu(self.encode([e.anchor for e in train], enc)), enc)
+        c = _eval_mode(lambda: _cpu(self.encode(texts, enc)), enc)
+        mined = mine_hard_negatives(
+            q.numpy(),
+            c.numpy(),
+            own.numpy(),
+            num_negatives=cfg.mine_negatives,
+            **cfg.mine_options,
+        )
+        corpus_ids = torch.as_tensor(mined.indices).long()
+        # corpus id -> the first training example holding that positive
+        first = torch.empty(len(texts), dtype=torch.long)
+        for i in reversed(range(len(train))):
+            first[own[i]] = i
+        n = len(train)
+        fill = (torch.arange(n)[:, None] + torch.arange(1, cfg.mine_negatives + 1)) % n
+        missing = corpus_ids < 0
+        out = torch.where(missing, fill, first[corpus_ids.clamp_min(0)])
+        self._mined_negatives = out
+        self.mining["rounds"] += 1
+        self.mining["filled"] = int(missing.sum())
+
+    def after_step(self, step: int) -> None:
+        every = self.cfg.mine_every
+        if every and (step + 1) % every == 0:
+            self.mine()
+
+    def state_dict(self) -> dict:
+        out = super().state_dict()
+        if self._mined_negatives is not None:
+            out["mined.negatives"] = self._mined_negatives.clone()
+        return out
+
+    def load_state_dict(self, weights: dict) -> None:
+        weights = dict(weights)
+        mined = weights.pop("mined.negatives", None)
+        super().load_state_dict(weights)
+        self._mined_negatives = None if mined is None else mined.long()
 
     def _docstring_task(self) -> dict:
         from ..data import TextExample
@@ -468,10 +534,18 @@ class TextPairsMethod(Method):
 
     def batch_loss(self, idx, gen):
         data = self._data()
-        rows = [data["train"][i] for i in idx.tolist()]
+        train = data["train"]
+        rows = [train[i] for i in idx.tolist()]
         a = self.embed([e.anchor for e in rows])
         p = self.embed([e.positive for e in rows])
         negs = [self.embed([e.negatives[j] for e in rows]) for j in range(data["negatives"])]
+        mined = self._mined()
+        if mined is not None:
+            picked = mined[idx]
+            negs += [
+                self.embed([train[i].positive for i in picked[:, j].tolist()])
+                for j in range(picked.shape[1])
+            ]
         return self.loss_fn(a, p, *negs)
 
     def probe_pairs(self, encoder: nn.Module | None = None):
@@ -500,6 +574,17 @@ class _MethodEncoder:
             lambda: _cpu(self.method.encode(list(texts), self.enc, batch_size)), self.enc
         )
         return F.normalize(out, dim=-1).numpy()
+
+
+def _check_negatives(cfg: TrainConfig, count: int, why: str) -> None:
+    """The configured loss accepts ``count`` hard-negative inputs after (anchor, positive)."""
+    a, b = loss_inputs(cfg)
+    try:
+        _build_loss(cfg)(a, b, *([b] * count))
+    except (TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise ValueError(
+            f"config field 'loss': {cfg.loss} does not accept hard negatives, and {why}: {exc}"
+        ) from None
 
 
 def _read_eval_data(path: str):
