@@ -57,6 +57,8 @@ class TrainConfig:
     mine_negatives: int = 0  # pairs: hard negatives per anchor mined from the positives (FAISS)
     mine_every: int = 0  # pairs: re-mine with the model being trained every K steps (0: once)
     mine_options: dict = field(default_factory=dict)  # pairs: filters, e.g. {relative_margin=0.05}
+    stream: bool = False  # pairs: read the file every epoch through a shuffle buffer (any size)
+    shuffle_buffer: int = 10_000  # pairs, stream: examples held to shuffle the streamed file
     seed: int = 0  # initialisation, augmentation and data order
     split_seed: int = 0  # train/test split and probe views: fixed, so seeds compare on one split
     deterministic: bool = True  # torch.use_deterministic_algorithms during the run
@@ -361,6 +363,8 @@ def _check_pairs(cfg: TrainConfig) -> None:
             "mine_negatives",
             "mine_every",
             "mine_options",
+            "stream",
+            "shuffle_buffer",
         ):
             if getattr(cfg, name) != getattr(TrainConfig(), name):
                 raise ValueError(
@@ -382,6 +386,13 @@ def _check_pairs(cfg: TrainConfig) -> None:
     for name in ("mine_negatives", "mine_every"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"config field {name!r} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.shuffle_buffer < 1:
+        raise ValueError(f"config field 'shuffle_buffer' must be >= 1, got {cfg.shuffle_buffer}")
+    if cfg.stream and (cfg.task or cfg.mine_negatives):
+        raise ValueError(
+            "config field 'stream' reads a pairs file ('data') without holding it; "
+            "'task' and 'mine_negatives' need the pairs in memory (stream = false)"
+        )
     if cfg.mine_every and not cfg.mine_negatives:
         raise ValueError("config field 'mine_every' needs 'mine_negatives' >= 1")
     extra = sorted(set(cfg.mine_options) - set(MINE_OPTIONS))

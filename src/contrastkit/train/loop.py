@@ -40,12 +40,6 @@ from .rundir import RunLock, check_no_links, is_run, remove_run, run_path, write
 LOG_FIELDS = ["step", "epoch", "loss", "lr", "samples_per_s"]
 
 
-def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(
-        n, generator=torch.Generator().manual_seed((seed * 100_003 + epoch) % 2**64)
-    )
-
-
 def _read_lines(path: Path) -> list[str]:
     """Lines of a log; a last line without its newline (torn by a kill) is dropped."""
     text = path.read_bytes().decode("utf-8", errors="replace")
@@ -439,10 +433,7 @@ def _train(
 def _step(method, cfg, parallel, opt, sched, aug_gen, autocast, scaler, step, steps_per_epoch):
     """One optimiser step on the global batch of ``step`` (this process's share of it when
     several processes train); returns ``(loss, gradient norm)``."""
-    epoch, k = divmod(step, steps_per_epoch)
-    idx = _epoch_order(method.n_train, cfg.seed, epoch)[
-        k * cfg.batch_size : (k + 1) * cfg.batch_size
-    ]
+    idx = method.batch_indices(step, steps_per_epoch)
     with autocast:
         loss = method.batch_loss(parallel.shard(idx), aug_gen)
     if not torch.isfinite(loss):

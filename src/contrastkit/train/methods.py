@@ -50,6 +50,13 @@ def _eval_mode(fn: Callable[[], Tensor], *modules: nn.Module) -> Tensor:
             m.train(w)
 
 
+def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
+    """The order of ``n`` training examples in ``epoch`` (a permutation seeded by both)."""
+    return torch.randperm(
+        n, generator=torch.Generator().manual_seed((seed * 100_003 + epoch) % 2**64)
+    )
+
+
 class Method:
     """Base: subclasses set ``modules``, ``loss_fn``, ``n_train`` and the probe data."""
 
@@ -77,6 +84,13 @@ class Method:
     def parameters(self):
         own = [p for p in self.modules.parameters() if p.requires_grad]
         return own + list(self.loss_fn.parameters())
+
+    def batch_indices(self, step: int, steps_per_epoch: int) -> Tensor:
+        """The examples of the global batch of optimiser step ``step``: a seeded permutation of
+        the training examples per epoch (``seed`` and the epoch), cut into batches."""
+        epoch, k = divmod(step, steps_per_epoch)
+        b = self.cfg.batch_size
+        return epoch_order(self.n_train, self.cfg.seed, epoch)[k * b : (k + 1) * b]
 
     def batch_loss(self, idx: Tensor, gen: torch.Generator) -> Tensor:
         raise NotImplementedError
@@ -358,17 +372,13 @@ class TextPairsMethod(Method):
         if cfg.task == "docstrings":
             self._pairs = self._docstring_task()
             return self._pairs
-        from ..data import DataError, TextPairs
+        from ..data import TextPairs
 
+        if cfg.stream:
+            self._pairs = self._streamed()
+            return self._pairs
         examples = list(TextPairs(cfg.data, columns=cfg.columns or None))
-        counts = len(examples[0].negatives)
-        for e in examples:
-            if len(e.negatives) != counts:
-                raise DataError.at(
-                    e.location,
-                    f"{len(e.negatives)} negatives where the first row has {counts}; every row "
-                    "needs the same number of negatives",
-                )
+        counts = _same_negatives(examples)
         if counts:  # the configured loss was checked on (anchor, positive) only
             _check_negatives(
                 cfg,
@@ -392,6 +402,56 @@ class TextPairsMethod(Method):
             "eval": _read_eval_data(cfg.eval_data) if cfg.eval_data else None,
         }
         return self._pairs
+
+    def _streamed(self) -> dict:
+        """``stream = true``: one pass counts the rows (and checks them), a second picks the
+        held-out ones (a seeded sample of ``holdout`` positions); training reads the file again
+        every epoch through a :class:`~contrastkit.train.stream.ShuffleStream`."""
+        import random
+
+        from ..data import TextPairs
+        from .stream import ShuffleStream
+
+        cfg = self.cfg
+
+        def rows():
+            return iter(TextPairs(cfg.data, columns=cfg.columns or None))
+
+        counts, n = _same_negatives(rows(), count=True)
+        if counts:
+            _check_negatives(cfg, counts, f"{cfg.data} has {counts} per row (pass "
+                             "columns={negatives=[]} to drop them)")  # fmt: skip
+        held = min(cfg.holdout, n // 5)
+        held_at = set(random.Random(cfg.split_seed).sample(range(n), held))
+        probe = [e for i, e in enumerate(rows()) if i in held_at]
+
+        def train_rows():
+            return (e for i, e in enumerate(rows()) if i not in held_at)
+
+        train = ShuffleStream(train_rows, n - held, cfg.shuffle_buffer, cfg.seed)
+        if not held:
+            probe = train.rows(0, range(min(256, n)))
+        return {
+            "train": train,
+            "negatives": counts,
+            "held_out": held > 0,
+            "probe": ([e.anchor for e in probe], [e.positive for e in probe]),
+            "eval": _read_eval_data(cfg.eval_data) if cfg.eval_data else None,
+        }
+
+    def batch_indices(self, step: int, steps_per_epoch: int) -> Tensor:
+        if not self.cfg.stream:
+            return super().batch_indices(step, steps_per_epoch)
+        epoch, k = divmod(step, steps_per_epoch)
+        b = self.cfg.batch_size
+        return epoch * self.n_train + torch.arange(k * b, (k + 1) * b)
+
+    def _rows(self, idx: Tensor) -> list:
+        train = self._data()["train"]
+        if isinstance(train, list):
+            return [train[i] for i in idx.tolist()]
+        epoch = int(idx[0]) // self.n_train
+        return train.rows(epoch, [int(i) % self.n_train for i in idx])
 
     # -- hard negatives mined with the model being trained (ANCE) ---------------------------
     def _mined(self) -> Tensor | None:
@@ -535,7 +595,7 @@ class TextPairsMethod(Method):
     def batch_loss(self, idx, gen):
         data = self._data()
         train = data["train"]
-        rows = [train[i] for i in idx.tolist()]
+        rows = self._rows(idx)
         a = self.embed([e.anchor for e in rows])
         p = self.embed([e.positive for e in rows])
         negs = [self.embed([e.negatives[j] for e in rows]) for j in range(data["negatives"])]
@@ -574,6 +634,26 @@ class _MethodEncoder:
             lambda: _cpu(self.method.encode(list(texts), self.enc, batch_size)), self.enc
         )
         return F.normalize(out, dim=-1).numpy()
+
+
+def _same_negatives(examples, count: bool = False):
+    """The number of hard negatives per row (every row must have as many as the first);
+    ``(negatives, rows)`` with ``count``."""
+    from ..data import DataError
+
+    first: int | None = None
+    n = 0
+    for e in examples:
+        n += 1
+        if first is None:
+            first = len(e.negatives)
+        elif len(e.negatives) != first:
+            raise DataError.at(
+                e.location,
+                f"{len(e.negatives)} negatives where the first row has {first}; every row "
+                "needs the same number of negatives",
+            )
+    return (first or 0, n) if count else (first or 0)
 
 
 def _check_negatives(cfg: TrainConfig, count: int, why: str) -> None:
