@@ -100,7 +100,7 @@ def test_dependencies_are_only_torch_and_numpy():
     torch_spec = next(d for d in project["dependencies"] if d.startswith("torch"))
     assert ">=" in torch_spec and "==" not in torch_spec, "torch stays a range"
     extras = project["optional-dependencies"]
-    for extra in ("train", "mining", "metrics", "text", "data", "bench", "test", "all"):
+    for extra in ("train", "mining", "metrics", "text", "data", "vision", "bench", "test", "all"):
         assert extra in extras, extra
     # what used to be required is now in the train extra (the CLI and `make demo`)
     train = {re.split(r"[\s<>=!~;\[]", d, maxsplit=1)[0].lower() for d in extras["train"]}

@@ -58,6 +58,9 @@ class TrainConfig:
     mine_every: int = 0  # pairs: re-mine with the model being trained every K steps (0: once)
     mine_options: dict = field(default_factory=dict)  # pairs: filters, e.g. {relative_margin=0.05}
     stream: bool = False  # pairs: read the file every epoch through a shuffle buffer (any size)
+    image_model: str = "resnet18"  # image-text: timm architecture of the image tower
+    image_weights: str = ""  # image-text: local safetensors weights of the tower ("": random)
+    image_size: int = 64  # image-text: images resized and centre-cropped to this side
     shuffle_buffer: int = 10_000  # pairs, stream: examples held to shuffle the streamed file
     seed: int = 0  # initialisation, augmentation and data order
     split_seed: int = 0  # train/test split and probe views: fixed, so seeds compare on one split
@@ -116,6 +119,22 @@ RECIPES: dict[str, dict[str, Any]] = {
         "checkpoint_every": 10,
         "snapshot_every": 10,
     },
+    # a timm image tower and a text tower on the user's captioned images
+    "image-text": {
+        "method": "image-text",
+        "loss": "CLIP",
+        "loss_params": {},
+        "epochs": 5,
+        "batch_size": 64,
+        "lr": 1e-4,
+        "weight_decay": 0.1,
+        "warmup_steps": 10,
+        "max_length": 32,
+        "holdout": 256,
+        "embed_dim": 256,
+        "checkpoint_every": 50,
+        "snapshot_every": 25,
+    },
     "simcse-text": {
         "method": "simcse",
         "loss": "InfoNCE",
@@ -148,6 +167,7 @@ RECIPE_HELP: dict[str, str] = {
     "clip-pairs": "CLIP on two towers: digits and their sinograms",
     "text-pairs": "fine-tune a text model on your own pairs file (--set data=pairs.jsonl)",
     "docstring-retrieval": "fine-tune MiniLM on the docstring retrieval task, nDCG@10 before/after",
+    "image-text": "a timm image tower and a text tower on your captioned images (CLIP)",
     "simcse-text": "unsupervised SimCSE on MiniLM (dropout views of judged sentences)",
 }
 
@@ -172,7 +192,7 @@ def field_help() -> list[tuple[str, str, str]]:
     return out
 
 
-METHOD_NAMES = ("two-view", "moco", "clip", "simcse", "pairs")
+METHOD_NAMES = ("two-view", "moco", "clip", "simcse", "pairs", "image-text")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "linear", "constant")
 
@@ -351,6 +371,25 @@ def _check_loss(cfg: TrainConfig) -> None:
 def _check_pairs(cfg: TrainConfig) -> None:
     """The fields of method ``pairs`` (the data file itself is read, never executed, when the
     run starts: a bad row is a ``DataError`` naming file, line and column)."""
+    image_fields = ("image_model", "image_weights", "image_size")
+    if cfg.method != "image-text":
+        for name in image_fields:
+            if getattr(cfg, name) != getattr(TrainConfig(), name):
+                raise ValueError(
+                    f"config field {name!r} is only used by method 'image-text', not {cfg.method!r}"
+                )
+    if cfg.method == "image-text":
+        for name in ("task", "stream", "mine_negatives", "mine_every", "mini_batch", "eval_data"):
+            if getattr(cfg, name) != getattr(TrainConfig(), name):
+                raise ValueError(f"config field {name!r} is not used by method 'image-text'")
+        if not cfg.data:
+            raise ValueError(
+                "config field 'data' is required by method 'image-text': a CSV / TSV / JSONL / "
+                "Parquet table of image paths and captions, e.g. --set data='captions.csv'"
+            )
+        if cfg.image_size < 8:
+            raise ValueError(f"config field 'image_size' must be >= 8, got {cfg.image_size}")
+        return
     if cfg.method != "pairs":
         for name in (
             "data",

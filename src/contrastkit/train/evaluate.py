@@ -48,6 +48,8 @@ def evaluate(method) -> dict:
     """All scores of a :class:`~contrastkit.train.methods.Method` (see the module docstring)."""
     if method.kind == "pairs":
         return _evaluate_pairs(method)
+    if method.kind == "image-text":
+        return _evaluate_image_text(method)
     names = ["trained", "random_init", method.input_name]
     out: dict = {"representation": {}}
     for name in names:
@@ -121,6 +123,18 @@ def _evaluate_pairs(method) -> dict:
             "task": task,
             **{name: run(method.text_encoder(name), data) for name in ("trained", "random_init")},
         }
+    return out
+
+
+def _evaluate_image_text(method) -> dict:
+    """Method ``image-text``: image -> caption retrieval on the held-out pairs, the towers
+    before (``random_init``) and after training."""
+    out: dict = {"retrieval": {}, "held_out": method.held_out}
+    for name, towers in (("trained", None), ("random_init", method._random_towers)):
+        a, b = method.probe_pairs(towers)
+        out["retrieval"][name] = pair_retrieval(a, b)
+    a, b = method.probe_pairs()
+    out["probe_pairs"] = {"alignment": M.alignment(a.double(), b.double())}
     return out
 
 

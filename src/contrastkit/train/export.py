@@ -7,6 +7,10 @@
   ``AutoModel.from_pretrained(path)`` give the embeddings contrastkit evaluated. No Normalize
   module is added, since contrastkit's features are not normalised; normalise the embeddings
   yourself (or pass ``normalize_embeddings=True``) for cosine search.
+* Image-text runs (``image-text``) export the image tower (``image_tower.safetensors`` and
+  ``image_tower.json``: the timm architecture, image size and normalisation), its projection
+  (``image_projection.safetensors``) and the text tower with its projection as a
+  sentence-transformers directory (``text/``, with a ``Dense`` module).
 * Digit runs (``two-view``, ``moco``, ``clip``) export the evaluated encoder (for ``clip``: the
   image tower) as ``encoder.safetensors`` plus ``encoder.json`` (its architecture);
   :func:`load_encoder` rebuilds it without running any code from the directory.
@@ -63,6 +67,9 @@ def export_run(
     if method.kind in ("simcse", "pairs"):
         _export_sentence_transformer(method, target)
         fmt = "sentence-transformers"
+    elif method.kind == "image-text":
+        _export_image_text(method, target)
+        fmt = "contrastkit-image-text"
     else:
         enc = method.encoder("trained")
         require("safetensors", "train", "exporting a run")
@@ -88,28 +95,45 @@ def export_run(
     return target
 
 
-def _export_sentence_transformer(method, target: Path) -> None:
-    enc = method.modules["encoder"]
+def _export_sentence_transformer(
+    method, target: Path, enc: Optional[nn.Module] = None, projection: Optional[nn.Linear] = None
+) -> None:
+    """``enc`` (default the method's encoder) as a sentence-transformers directory: the
+    transformer, the pooling, and ``projection`` as a ``Dense`` module (identity activation)."""
+    enc = enc if enc is not None else method.modules["encoder"]
     pooling = getattr(method, "pooling", "mean")
     enc.save_pretrained(str(target), safe_serialization=True)
     method.tokenizer.save_pretrained(str(target))
-    _write_json(
-        target / "modules.json",
-        [
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+    ]
+    if projection is not None:
+        from safetensors.torch import save_file
+
+        modules.append(
+            {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+        )
+        (target / "2_Dense").mkdir()
+        _write_json(
+            target / "2_Dense" / "config.json",
             {
-                "idx": 0,
-                "name": "0",
-                "path": "",
-                "type": "sentence_transformers.models.Transformer",
+                "in_features": projection.in_features,
+                "out_features": projection.out_features,
+                "bias": projection.bias is not None,
+                "activation_function": "torch.nn.modules.linear.Identity",
             },
-            {
-                "idx": 1,
-                "name": "1",
-                "path": "1_Pooling",
-                "type": "sentence_transformers.models.Pooling",
-            },
-        ],
-    )
+        )
+        weights = {
+            f"linear.{k}": v.detach().cpu().contiguous() for k, v in projection.state_dict().items()
+        }
+        save_file(weights, str(target / "2_Dense" / "model.safetensors"))
+    _write_json(target / "modules.json", modules)
     _write_json(
         target / "sentence_bert_config.json",
         {"max_seq_length": method.cfg.max_length, "do_lower_case": False},
@@ -126,6 +150,40 @@ def _export_sentence_transformer(method, target: Path) -> None:
             "pooling_mode_lasttoken": pooling == "last",
         },
     )
+
+
+def _export_image_text(method, target: Path) -> None:
+    """The image tower (``image_tower.safetensors``, rebuilt with
+    :func:`contrastkit.train.image_text.build_image_tower` from ``image_tower.json``) and its
+    projection (``image_projection.safetensors``, ``nn.Linear(num_features, embed_dim,
+    bias=False)``); the text tower with its projection as a sentence-transformers directory
+    (``text/``)."""
+    require("safetensors", "train", "exporting a run")
+    from safetensors.torch import save_file
+
+    from .image_text import MEAN, STD
+
+    m, cfg = method.modules, method.cfg
+
+    def save(module: nn.Module, name: str) -> None:
+        state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        save_file(state, str(target / name))
+
+    save(m["encoder"], "image_tower.safetensors")
+    save(m["image_proj"], "image_projection.safetensors")
+    _write_json(
+        target / "image_tower.json",
+        {
+            "architecture": cfg.image_model,
+            "library": "timm",
+            "image_size": cfg.image_size,
+            "embed_dim": cfg.embed_dim,
+            "mean": MEAN.flatten().tolist(),
+            "std": STD.flatten().tolist(),
+        },
+    )
+    (target / "text").mkdir()
+    _export_sentence_transformer(method, target / "text", m["text_encoder"], m["text_proj"])
 
 
 def load_encoder(path: str | Path) -> nn.Module:

@@ -708,7 +708,12 @@ METHODS: dict[str, type[Method]] = {
 
 def build_method(cfg: TrainConfig, device: torch.device | None = None) -> Method:
     """The method of ``cfg`` on ``cfg.device`` (or ``device``: a multi-process run's own)."""
-    method = METHODS[cfg.method](cfg)
+    if cfg.method == "image-text":
+        from .image_text import ImageTextMethod
+
+        method: Method = ImageTextMethod(cfg)
+    else:
+        method = METHODS[cfg.method](cfg)
     if device is not None:
         method.device = device
     return method.place()
