@@ -232,6 +232,19 @@ def test_faiss_path_equals_dense_path(beir, budget):
         assert math.isfinite(got[name])
 
 
+def test_progress_bars_do_not_change_the_metrics(beir, capsys):
+    from contrastkit.evaluation import evaluate_retrieval
+    from contrastkit.mining.encoders import HashingEncoder
+
+    enc, data = HashingEncoder(dim=64), load_beir(beir)
+    quiet = evaluate_retrieval(enc, data, ks=[10], batch_size=5)
+    capsys.readouterr()
+    loud = evaluate_retrieval(enc, data, ks=[10], batch_size=5, progress=True)
+    err = capsys.readouterr().err
+    assert "embedding the corpus" in err and "searching" in err
+    assert loud == quiet
+
+
 def test_cutoff_beyond_corpus(beir):
     from contrastkit.evaluation import evaluate_retrieval
     from contrastkit.mining.encoders import HashingEncoder

@@ -264,6 +264,9 @@ def eval_(
         int | None, typer.Option("--max-length", help="Token limit (default: the model's).")
     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N.")] = None,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Progress bars (stderr).")
+    ] = True,
     out: Annotated[
         str | None, typer.Option("--out", help="Write the metrics (JSON) to this file.")
     ] = None,
@@ -298,6 +301,7 @@ def eval_(
                 memory_budget=memory_budget,
                 pooling=pooling,
                 max_length=max_length,
+                progress=progress,
                 device=device,
                 loaded=loaded,
             )

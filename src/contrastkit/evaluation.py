@@ -21,6 +21,7 @@ A model is a local transformers / sentence-transformers directory (:class:`TextE
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import tempfile
@@ -125,8 +126,10 @@ def evaluate_retrieval(
     index: str = "flat",
     work_dir=None,
     sample: int = SAMPLE,
+    progress: bool = False,
 ) -> dict:
-    """Retrieval metrics of ``encoder`` on a :class:`~contrastkit.data.BeirData`."""
+    """Retrieval metrics of ``encoder`` on a :class:`~contrastkit.data.BeirData`
+    (``progress``: tqdm bars for the corpus embedding and the search, on stderr)."""
     from .metrics import ranked_retrieval_metrics
     from .mining.search import search_topk
     from .mining.store import embed_to_memmap
@@ -142,16 +145,25 @@ def evaluate_retrieval(
     relevance = [{col[d]: r for d, r in data.qrels.get(q, {}).items() if d in col} for q in qids]
     queries = _encode(encoder, [data.queries[q] for q in qids], batch_size)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-        corpus = embed_to_memmap(
-            data.documents(),
-            lambda t: _call(encoder, t, batch_size),
-            Path(tmp) / "corpus.npy",
-            batch_size=batch_size,
-        )
+        with _bar(progress, n_docs, "embedding the corpus", "doc") as bar:
+            corpus = embed_to_memmap(
+                data.documents(),
+                lambda t: _call(encoder, t, batch_size),
+                Path(tmp) / "corpus.npy",
+                batch_size=batch_size,
+                progress=bar.update if bar is not None else None,
+            )
         depth = min(max(ks), n_docs)
-        _, top = search_topk(
-            queries, corpus, depth, index=index, normalize=True, memory_budget=memory_budget
-        )
+        with _bar(progress, None, "searching", "block") as bar:
+            _, top = search_topk(
+                queries,
+                corpus,
+                depth,
+                index=index,
+                normalize=True,
+                memory_budget=memory_budget,
+                progress=_total_progress(bar),
+            )
         if depth < max(ks):  # a cut-off beyond the corpus: the ranking is the whole corpus
             top = np.pad(top, ((0, 0), (0, max(ks) - depth)), constant_values=-1)
         out = ranked_retrieval_metrics(top, relevance, ks)
@@ -163,6 +175,33 @@ def evaluate_retrieval(
     out["queries"] = len(kept)
     out["documents"] = n_docs
     return out
+
+
+@contextlib.contextmanager
+def _bar(enabled: bool, total, desc: str, unit: str):
+    """A tqdm bar on stderr (``None`` when not ``enabled``)."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit=unit, leave=False)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def _total_progress(bar):
+    """``progress(done, total)`` of :func:`contrastkit.mining.search_topk` moving ``bar``."""
+    if bar is None:
+        return None
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return update
 
 
 def evaluate_sts(encoder, pairs, *, batch_size: int = 64, sample: int = SAMPLE) -> dict:
@@ -192,6 +231,7 @@ def evaluate(
     max_length: Optional[int] = None,
     device=None,
     loaded=None,
+    progress: bool = False,
 ) -> dict:
     """``{"model": ..., "task": "retrieval"|"sts", "data": ..., "metrics": {...}}`` for one
     model on ``data`` (a BEIR folder or an STS file); ``loaded`` reuses already-read data."""
@@ -210,7 +250,12 @@ def evaluate(
     encoder = load_text_model(model, pooling=pooling, max_length=max_length, device=device)
     if task == "retrieval":
         metrics = evaluate_retrieval(
-            encoder, loaded, ks=ks, batch_size=batch_size, memory_budget=memory_budget
+            encoder,
+            loaded,
+            ks=ks,
+            batch_size=batch_size,
+            memory_budget=memory_budget,
+            progress=progress,
         )
     else:
         metrics = evaluate_sts(encoder, loaded, batch_size=batch_size)

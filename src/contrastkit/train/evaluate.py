@@ -118,7 +118,12 @@ def _evaluate_pairs(method) -> dict:
         from ..evaluation import evaluate_retrieval, evaluate_sts
 
         task, data = method.eval_data
-        run = evaluate_retrieval if task == "retrieval" else evaluate_sts
+        if task == "retrieval":
+
+            def run(enc, data):
+                return evaluate_retrieval(enc, data, progress=method.cfg.progress)
+        else:
+            run = evaluate_sts
         out["eval_data"] = {
             "task": task,
             **{name: run(method.text_encoder(name), data) for name in ("trained", "random_init")},
