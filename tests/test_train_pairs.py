@@ -400,3 +400,23 @@ def test_bad_mining_config(overrides, needle):
     with pytest.raises(ValueError) as err:
         load_config("text-pairs", overrides=["data='x.jsonl'", *overrides])
     assert needle in str(err.value)
+
+
+def test_negatives_mined_from_an_extra_corpus(tmp_path, tiny_model):
+    from contrastkit.train.methods import build_method
+
+    corpus = tmp_path / "corpus.jsonl"
+    extra = [f"the {t} {i} is not here." for i, t in enumerate(TOPICS)]
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in extra))
+    cfg = _cfg(tmp_path, tiny_model, "mine_negatives=3", f"mine_corpus='{corpus}'")
+    method = build_method(cfg)
+    texts, own = method.mining_corpus()
+    n = len(method._data()["train"])
+    assert texts[n:] == extra and own.tolist() == list(range(n))
+    mined = method._mined()
+    assert mined.max() < len(texts) and (mined >= n).any()  # corpus documents are mined
+    assert not (mined == own[:, None]).any()
+    summary = train(cfg)
+    assert summary["eval"]["mining"]["rounds"] == 1
+    with pytest.raises(ValueError, match="'mine_corpus' needs 'mine_negatives'"):
+        load_config("text-pairs", overrides=["data='x.jsonl'", f"mine_corpus='{corpus}'"])

@@ -57,6 +57,7 @@ class TrainConfig:
     mine_negatives: int = 0  # pairs: hard negatives per anchor mined from the positives (FAISS)
     mine_every: int = 0  # pairs: re-mine with the model being trained every K steps (0: once)
     mine_options: dict = field(default_factory=dict)  # pairs: filters, e.g. {relative_margin=0.05}
+    mine_corpus: str = ""  # pairs: more documents to mine from (JSONL/CSV/TSV/Parquet/TXT, 'text')
     stream: bool = False  # pairs: read the file every epoch through a shuffle buffer (any size)
     image_model: str = "resnet18"  # image-text: timm architecture of the image tower
     image_weights: str = ""  # image-text: local safetensors weights of the tower ("": random)
@@ -402,6 +403,7 @@ def _check_pairs(cfg: TrainConfig) -> None:
             "mine_negatives",
             "mine_every",
             "mine_options",
+            "mine_corpus",
             "stream",
             "shuffle_buffer",
         ):
@@ -432,6 +434,8 @@ def _check_pairs(cfg: TrainConfig) -> None:
             "config field 'stream' reads a pairs file ('data') without holding it; "
             "'task' and 'mine_negatives' need the pairs in memory (stream = false)"
         )
+    if cfg.mine_corpus and not cfg.mine_negatives:
+        raise ValueError("config field 'mine_corpus' needs 'mine_negatives' >= 1")
     if cfg.mine_every and not cfg.mine_negatives:
         raise ValueError("config field 'mine_every' needs 'mine_negatives' >= 1")
     extra = sorted(set(cfg.mine_options) - set(MINE_OPTIONS))

@@ -356,6 +356,7 @@ class TextPairsMethod(Method):
         super().__init__(cfg)
         self._pairs: dict | None = None  # the file is read on first use (export needs none)
         self._mined_negatives: Tensor | None = None
+        self._corpus: tuple[list[str], Tensor] | None = None
         self.mining = {"rounds": 0, "filled": 0}
         self.y_train = self.y_test = None
         if cfg.mine_negatives:
@@ -455,30 +456,53 @@ class TextPairsMethod(Method):
 
     # -- hard negatives mined with the model being trained (ANCE) ---------------------------
     def _mined(self) -> Tensor | None:
-        """``(n_train, mine_negatives)`` indices of the training examples whose positives are
-        each anchor's mined negatives; mined on first use with the current model."""
+        """``(n_train, mine_negatives)`` indices into :meth:`mining_corpus` of each training
+        anchor's mined negatives; mined on first use with the current model."""
         if not self.cfg.mine_negatives:
             return None
         if self._mined_negatives is None:
             self.mine()
         return self._mined_negatives
 
+    def mining_corpus(self) -> tuple[list[str], Tensor]:
+        """``(texts, own)``: the documents negatives are mined from (the distinct training
+        positives, then the ``mine_corpus`` texts not among them) and, per training example,
+        the index of its own positive."""
+        if self._corpus is None:
+            texts: list[str] = []
+            ids: dict[str, int] = {}
+            for e in self._data()["train"]:
+                if e.positive not in ids:
+                    ids[e.positive] = len(texts)
+                    texts.append(e.positive)
+            own = torch.tensor([ids[e.positive] for e in self._data()["train"]])
+            if self.cfg.mine_corpus:
+                from ..mining import read_table
+                from ..mining.io import text_column
+
+                path = self.cfg.mine_corpus
+                try:
+                    extra = text_column(read_table(path), "text", path)
+                except ValueError as exc:
+                    raise ValueError(f"config field 'mine_corpus': {exc}") from None
+                for t in extra:
+                    if t not in ids:
+                        ids[t] = len(texts)
+                        texts.append(t)
+            self._corpus = (texts, own)
+        return self._corpus
+
     def mine(self) -> None:
-        """Mine ``mine_negatives`` hard negatives per training anchor among the training
-        positives with the current model (eval mode, no gradients, no RNG drawn):
+        """Mine ``mine_negatives`` hard negatives per training anchor among
+        :meth:`mining_corpus` with the current model (eval mode, no gradients, no RNG drawn):
         :func:`contrastkit.mining.mine_hard_negatives` with ``mine_options``, the anchor's own
-        positive (and every identical text) excluded. Anchors with too few survivors of the
-        filters get the next examples' positives instead (reported in ``mining``)."""
+        positive excluded. Anchors with too few survivors of the filters get the next
+        documents instead (counted in ``mining["filled"]``)."""
         from ..mining import mine_hard_negatives
 
         cfg = self.cfg
         train = self._data()["train"]
-        texts, ids = [], {}
-        for e in train:
-            if e.positive not in ids:
-                ids[e.positive] = len(texts)
-                texts.append(e.positive)
-        own = torch.tensor([ids[e.positive] for e in train])
+        texts, own = self.mining_corpus()
         enc = self.modules["encoder"]
         q = _eval_mode(lambda: _cpu(self.encode([e.anchor for e in train], enc)), enc)
         c = _eval_mode(lambda: _cpu(self.encode(texts, enc)), enc)
@@ -489,16 +513,11 @@ class TextPairsMethod(Method):
             num_negatives=cfg.mine_negatives,
             **cfg.mine_options,
         )
-        corpus_ids = torch.as_tensor(mined.indices).long()
-        # corpus id -> the first training example holding that positive
-        first = torch.empty(len(texts), dtype=torch.long)
-        for i in reversed(range(len(train))):
-            first[own[i]] = i
-        n = len(train)
-        fill = (torch.arange(n)[:, None] + torch.arange(1, cfg.mine_negatives + 1)) % n
-        missing = corpus_ids < 0
-        out = torch.where(missing, fill, first[corpus_ids.clamp_min(0)])
-        self._mined_negatives = out
+        ids = torch.as_tensor(mined.indices).long()
+        k, n_docs = cfg.mine_negatives, len(texts)
+        fill = (own[:, None] + torch.arange(1, k + 1)) % n_docs  # never the own positive
+        missing = ids < 0
+        self._mined_negatives = torch.where(missing, fill, ids)
         self.mining["rounds"] += 1
         self.mining["filled"] = int(missing.sum())
 
@@ -594,16 +613,16 @@ class TextPairsMethod(Method):
 
     def batch_loss(self, idx, gen):
         data = self._data()
-        train = data["train"]
         rows = self._rows(idx)
         a = self.embed([e.anchor for e in rows])
         p = self.embed([e.positive for e in rows])
         negs = [self.embed([e.negatives[j] for e in rows]) for j in range(data["negatives"])]
         mined = self._mined()
         if mined is not None:
+            texts, _ = self.mining_corpus()
             picked = mined[idx]
             negs += [
-                self.embed([train[i].positive for i in picked[:, j].tolist()])
+                self.embed([texts[i] for i in picked[:, j].tolist()])
                 for j in range(picked.shape[1])
             ]
         return self.loss_fn(a, p, *negs)
