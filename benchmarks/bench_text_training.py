@@ -25,6 +25,10 @@ Examples::
 
     python benchmarks/bench_text_training.py compare --steps 30 --seeds 0 1 2
     python benchmarks/bench_text_training.py memory --batches 64 256 1024 4096
+    python benchmarks/bench_text_training.py parallel --steps 8 --batch 32
+
+``parallel``: samples per second of ``contrastkit train`` in one process against
+``torchrun --nproc_per_node 2`` on the same machine and global batch.
 """
 
 from __future__ import annotations
@@ -226,6 +230,64 @@ def memory_worker(args: dict) -> dict:
 WORKERS = {"train": train_worker, "memory": memory_worker}
 
 
+def parallel_run(a) -> list[dict]:
+    """Throughput of ``contrastkit train`` on the docstring task's pairs: one process with
+    ``--threads`` threads against ``torchrun`` with 2 processes of ``threads / 2`` each (the
+    same global batch; the median samples/s of the logged steps after the first)."""
+    import csv
+    import os
+    import statistics
+    import tempfile
+    from pathlib import Path
+
+    from contrastkit.data.docstrings import docstring_task
+
+    tmp = Path(tempfile.mkdtemp(prefix="ck-parallel-"))
+    paths = docstring_task(seed=0).write(tmp / "task")
+    common = [
+        "--recipe", "text-pairs", "--set", f"data='{paths['train']}'",
+        "--set", f"out_dir='{tmp / 'runs'}'", "--set", f"batch_size={a.batch}",
+        "--set", f"max_steps={a.steps}", "--set", f"max_length={a.max_length}",
+        "--set", "holdout=8", "--set", "progress=false", "--set", "report=false",
+        "--set", "tensorboard=false", "--set", f"checkpoint_every={a.steps}",
+        "--set", f"snapshot_every={a.steps}",
+    ]  # fmt: skip
+    runs = {
+        "1 process": (
+            [sys.executable, "-m", "contrastkit", "train", "--name", "one",
+             "--set", f"threads={a.threads}", *common],
+            "one",
+        ),
+        "2 processes (torchrun)": (
+            [sys.executable, "-m", "torch.distributed.run", "--standalone",
+             "--nproc_per_node", "2", "-m", "contrastkit", "train", "--name", "two",
+             "--set", f"threads={max(1, a.threads // 2)}", *common],
+            "two",
+        ),
+    }  # fmt: skip
+    out = []
+    for label, (cmd, name) in runs.items():
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, a.threads // 2))}
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=a.timeout)
+        wall = time.perf_counter() - t0
+        if p.returncode != 0:
+            out.append({"run": label, "error": (p.stderr.strip().splitlines() or ["?"])[-1]})
+            continue
+        with open(tmp / "runs" / name / "train_log.csv") as fh:
+            rates = [float(r["samples_per_s"]) for r in csv.DictReader(fh)][1:]
+        out.append(
+            {
+                "run": label,
+                "samples_per_s": statistics.median(rates),
+                "wall_s": wall,
+                "steps": a.steps,
+                "batch": a.batch,
+            }  # fmt: skip
+        )
+    return out
+
+
 def _run(args: dict, timeout: int) -> dict:
     from pathlib import Path
 
@@ -261,6 +323,11 @@ def main(argv=None) -> None:
         nargs="+",
         default=["contrastkit", "contrastkit-gradcache", "st-mnrl", "st-cached-mnrl"],
     )
+    par = sub.add_parser("parallel")
+    par.add_argument("--steps", type=int, default=8)
+    par.add_argument("--batch", type=int, default=32)
+    par.add_argument("--max-length", type=int, default=64)
+    par.add_argument("--mini-batch", type=int, default=8)
     m = sub.add_parser("memory")
     m.add_argument("--batches", type=int, nargs="+", default=[64, 256, 1024, 4096])
     m.add_argument(
@@ -268,7 +335,7 @@ def main(argv=None) -> None:
     )
     m.add_argument("--mini-batch", type=int, default=32)
     m.add_argument("--max-length", type=int, default=32)
-    for p in (c, m):
+    for p in (c, m, par):
         p.add_argument("--threads", type=int, default=2)
         p.add_argument("--timeout", type=int, default=3600)
         p.add_argument("--out", default=None, help="also write the results as JSON lines here")
@@ -283,6 +350,15 @@ def main(argv=None) -> None:
                 fh.write(json.dumps(r) + "\n")
 
     common = {"threads": a.threads, "max_length": a.max_length, "mini_batch": a.mini_batch}
+    if a.cmd == "parallel":
+        for r in parallel_run(a):
+            emit(r)
+        ok = [r for r in results if "samples_per_s" in r]
+        if len(ok) == 2:
+            print(
+                f"\n2 processes / 1 process: {ok[1]['samples_per_s'] / ok[0]['samples_per_s']:.2f}x"
+            )
+        return
     if a.cmd == "compare":
         job = {**common, "mode": "train", "batch": a.batch, "lr": a.lr, "warmup": a.warmup}
         emit(_run({**job, "trainer": "pretrained", "seed": 0, "steps": 0}, a.timeout))
