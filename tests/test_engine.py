@@ -21,6 +21,7 @@ from contrastkit.engine import (
     choose_path,
     contrast,
     dispatch,
+    fused,
 )
 
 
@@ -440,3 +441,221 @@ def test_statistics_records_with_every_field():
         torch.testing.assert_close(
             contrast(A, B, columns, kappa, backend=backend, chunk_size=chunk), ref
         )
+
+
+def _moment_problem(seed=12, N=9, M=600, d=4):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(N, d, generator=g, dtype=torch.float64, requires_grad=True)
+    B = torch.randn(M, d, generator=g, dtype=torch.float64, requires_grad=True)
+    W = torch.rand(N, M, generator=g, dtype=torch.float64)
+    W[W < 0.3] = 0
+    W[3] = 0  # an empty row: lse = -inf, mom = 0, no gradient
+    P = torch.rand(N, M, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 4, (N,), generator=g), torch.randint(0, 4, (M,), generator=g)
+    side = torch.randn(N, generator=g, dtype=torch.float64, requires_grad=True)
+    return A, B, W, P, labels, side
+
+
+def _dense_moment_loss(A, B, kappa, mask, w, r, P, side):
+    """float64 reference: lse, mom = sum_j softmax(r u + log w)_ij u_ij, targets by autograd."""
+    u = kappa * A @ B.T
+    w = w.masked_fill(mask, 0)
+    ok = (w > 0).any(1)  # empty rows reduced from zeros: no NaN in the reference's gradient
+    lse = torch.logsumexp(torch.where(ok[:, None], r * u + torch.log(w), 0), 1)
+    pi = torch.where(ok[:, None], w * torch.exp(r * u - torch.where(ok, lse, 0)[:, None]), 0)
+    mom = (pi * u).sum(1)
+    out = torch.where(ok, 0.3 * lse, 0) + torch.sin(mom) * side
+    if P is not None:
+        out = out + 0.2 * (P * u).sum(1) / P.sum(1)
+    return out.sum()
+
+
+@pytest.mark.parametrize("weights", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("soft", [False, True], ids=["no_targets", "targets"])
+@pytest.mark.parametrize("labels", [False, True], ids=["self", "labels"])
+@pytest.mark.parametrize("r", [1.0, 0.5])
+def test_first_moment_statistic_every_path(monkeypatch, weights, soft, labels, r):
+    """``RowSpec.moment``: ``mom = sum_j pi_ij u_ij`` under term 0's softmax (weights, label and
+    self exclusions, ``r``) with soft targets beside it; values and gradients (anchors,
+    candidates, kappa, side inputs) equal the float64 dense formula on the dense, single-sweep
+    (in-cache route, several column chunks) and two-sweep (merged across column tiles) paths."""
+    A, B, W, P, (lr, lc), side = _moment_problem()
+    N, M = W.shape
+    kappa = torch.tensor(1.7, dtype=torch.float64, requires_grad=True)
+    mask = torch.zeros(N, M, dtype=torch.bool)
+    mask[torch.arange(N), torch.arange(N) + 2] = True
+    if labels:
+        mask |= lr[:, None] == lc[None, :]
+    w = W if weights else torch.ones(N, M, dtype=torch.float64)
+    want = _dense_moment_loss(A, B, kappa, mask, w, r, P if soft else None, side)
+    gwant = torch.autograd.grad(want, [A, B, kappa, side])
+
+    def row_fn(st, sd):
+        assert st.mom is not None and st.mom.shape == st.lse[0].shape
+        ok = torch.isfinite(st.lse[0])
+        out = torch.where(ok, 0.3 * st.lse[0], 0) + torch.sin(st.mom) * sd["s"]
+        return out if st.tgt is None else out + 0.2 * st.tgt / st.mass
+
+    exclude = PairMask(
+        self_offset=2,
+        row_labels=lr if labels else None,
+        col_labels=lc if labels else None,
+        labels="same" if labels else None,
+    )
+    spec = RowSpec(
+        terms=(
+            LSETerm(
+                r=r,
+                exclude=exclude,
+                weights=(lambda r0, r1, c0, c1: W[r0:r1, c0:c1]) if weights else None,
+            ),
+        ),
+        soft_targets=SoftTargets(lambda r0, r1, c0, c1: P[r0:r1, c0:c1]) if soft else None,
+        moment=True,
+        row_fn=row_fn,
+        row_side={"s": side},
+    )
+    assert not spec.plain
+    runs = [("dense", None, True), ("tiled", None, True), ("tiled", 4, True)]
+    runs += [("tiled", None, False), ("tiled", 4, False), ("tiled", 250, False)]
+    for chunk_elems in (fused.CHUNK_ELEMS, 1000):  # 1000: chunks of 256 columns
+        monkeypatch.setattr(fused, "CHUNK_ELEMS", chunk_elems)
+        for backend, chunk, reduce in runs:
+            got = contrast(A, B, spec, kappa, backend=backend, chunk_size=chunk, reduce=reduce)
+            got = got if reduce else got[0].sum()
+            msg = f"{backend} {chunk} {reduce} {chunk_elems}"
+            torch.testing.assert_close(got, want, msg=msg)
+            grads = torch.autograd.grad(got, [A, B, kappa, side])
+            for a, b in zip(grads, gwant):
+                torch.testing.assert_close(a, b, msg=msg)
+
+
+def test_first_moment_gradcheck():
+    g = torch.Generator().manual_seed(13)
+    A = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    B = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    kappa = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    spec = RowSpec(
+        terms=(LSETerm(exclude=PairMask(self_offset=0)),),
+        moment=True,
+        row_fn=lambda st, sd: st.mom**2 - 0.5 * st.lse[0] * st.mom,
+    )
+    for backend, chunk, reduce in (("tiled", 2, True), ("tiled", None, True), ("tiled", 3, False)):
+
+        def f(a, b, k, backend=backend, chunk=chunk, reduce=reduce):
+            out = contrast(a, b, spec, k, backend=backend, chunk_size=chunk, reduce=reduce)
+            return out if reduce else out[0]
+
+        assert torch.autograd.gradcheck(f, (A, B, kappa))
+    with pytest.raises(ValueError, match="moment"):
+        contrast(A, B, RowSpec(terms=(), moment=True, row_fn=lambda st, sd: st.mom), kappa)
+
+
+def test_single_term_route_is_in_cache_and_stable(monkeypatch):
+    """Weighted, labelled and soft-target single-term specs take the in-cache route of the
+    single sweep (no full-width tile statistics), and fp32 stays finite at kappa = 100 when the
+    largest logit of a row has weight 0 (the row maximum is taken over kept pairs only)."""
+    g = torch.Generator().manual_seed(14)
+    A = F.normalize(torch.randn(300, 8, generator=g), dim=1).requires_grad_()
+    B = F.normalize(torch.randn(300, 8, generator=g), dim=1).requires_grad_()
+    kappa = torch.tensor(100.0)
+    far = torch.ones(300, 300)
+    far[torch.arange(300), torch.arange(300)] = 0  # drop the (large) diagonal logits
+    spec = RowSpec(
+        terms=(LSETerm(weights=lambda r0, r1, c0, c1: far[r0:r1, c0:c1]),),
+        moment=True,
+        row_fn=lambda st, sd: st.lse[0] - st.mom,
+    )
+    A64, B64 = A.detach().double().requires_grad_(), B.detach().double().requires_grad_()
+    want = contrast(A64, B64, spec, kappa.double(), backend="dense")
+    gwant = torch.autograd.grad(want, [A64, B64])
+
+    def no_full_tiles(*args, **kwargs):
+        raise AssertionError("full-width tile statistics on the single-term route")
+
+    dense = contrast(A, B, spec, kappa, backend="dense")  # fp32 on materialised logits
+    gdense = torch.autograd.grad(dense, [A, B])
+    monkeypatch.setattr(fused, "tile_stats", no_full_tiles)
+    got = contrast(A, B, spec, kappa, backend="tiled")
+    assert torch.isfinite(got)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-4)
+    for a, b, c in zip(torch.autograd.grad(got, [A, B]), gwant, gdense):
+        # |u| ~ 100: the moment's gradient pi (1 + u - mom) is as exact as fp32 logits allow
+        err, dense_err = (a.double() - b).abs().max(), (c.double() - b).abs().max()
+        assert err <= max(2 * dense_err, 1e-4), (err, dense_err)
+
+
+@pytest.mark.parametrize("per_row_kappa", [False, True], ids=["scalar_kappa", "row_kappa"])
+def test_plain_rows_in_cache_route_for_reduce_false(monkeypatch, per_row_kappa):
+    """``reduce=False`` on a plain one-sided spec (MV-InfoNCE, uniformity: rows combined after
+    the sweep) takes the in-cache route (forward sweep, recomputed in backward): per-row values
+    and gradients of anchors, candidates and kappa equal the dense path, in one and in several
+    column chunks, with self and index exclusions and a row whose every pair is excluded."""
+    g = torch.Generator().manual_seed(15)
+    N, M = 7, 600
+    A = torch.randn(N, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    B = torch.randn(M, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    shape = (N,) if per_row_kappa else ()
+    kappa = (torch.rand(shape, generator=g, dtype=torch.float64) + 1).requires_grad_()
+    index = torch.randint(0, M, (N, 3), generator=g)
+    spec = RowSpec(
+        terms=(LSETerm(exclude=PairMask(self_offset=5, index=index)),),
+        row_fn=lambda st, sd: st.lse[0],
+    )
+    assert fused.plain_rows(spec)
+    coef = torch.randn(N, generator=g, dtype=torch.float64)
+    want = contrast(A, B, spec, kappa, backend="dense", reduce=False)[0]
+    gwant = torch.autograd.grad((want * coef).sum(), [A, B, kappa])
+    calls = []
+    real = fused.PlainRows.apply
+    monkeypatch.setattr(fused.PlainRows, "apply", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(dispatch.PlainRows, "apply", fused.PlainRows.apply)
+    for chunk_elems in (fused.CHUNK_ELEMS, 1000):
+        monkeypatch.setattr(fused, "CHUNK_ELEMS", chunk_elems)
+        got, cols = contrast(A, B, spec, kappa, backend="tiled", reduce=False)
+        assert cols is None
+        torch.testing.assert_close(got, want)
+        for a, b in zip(torch.autograd.grad((got * coef).sum(), [A, B, kappa]), gwant):
+            torch.testing.assert_close(a, b)
+    assert len(calls) == 2
+    # an empty row: lse = -inf, no gradient
+    lonely = RowSpec(terms=(LSETerm(exclude=PairMask(self_offset=0)),), row_fn=spec.row_fn)
+    one = A[:1].detach().requires_grad_()
+    rows, _ = contrast(
+        one, one, lonely, torch.tensor(2.0, dtype=torch.float64), reduce=False, backend="tiled"
+    )
+    assert torch.isneginf(rows).all()
+    (grad,) = torch.autograd.grad(
+        torch.where(torch.isinf(rows), 0.0, rows).sum() + 0 * one.sum(), [one]
+    )
+    assert torch.equal(grad, torch.zeros_like(grad))
+
+
+def test_row_groups_couple_consecutive_rows_in_one_sweep():
+    """``RowSpec.row_group``: the single sweep's row blocks hold whole groups (block sizes that
+    do not divide the group are rounded up), so ``row_fn`` may combine a group's rows, here a
+    log-sum-exp over each group of 3 (MV-InfoNCE's views); every path equals the dense one, and
+    a group size that does not divide N is refused."""
+    g = torch.Generator().manual_seed(16)
+    A = torch.randn(12, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    B = torch.randn(40, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    kappa = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+    side = torch.randn(12, generator=g, dtype=torch.float64, requires_grad=True)
+    spec = RowSpec(
+        terms=(LSETerm(exclude=PairMask(self_offset=2)),),
+        row_fn=lambda st, sd: torch.logsumexp(st.lse[0].view(-1, 3), 1) * sd["s"].view(-1, 3)[:, 0],
+        row_side={"s": side},
+        row_group=3,
+    )
+    want = contrast(A, B, spec, kappa, backend="dense")
+    gwant = torch.autograd.grad(want, [A, B, kappa, side])
+    for chunk in (None, 2, 4, 5):
+        got = contrast(A, B, spec, kappa, backend="tiled", chunk_size=chunk)
+        torch.testing.assert_close(got, want)
+        for a, b in zip(torch.autograd.grad(got, [A, B, kappa, side]), gwant):
+            torch.testing.assert_close(a, b)
+        rows, _ = contrast(A, B, spec, kappa, backend="tiled", chunk_size=chunk, reduce=False)
+        assert rows.shape == (4,)
+        torch.testing.assert_close(rows.sum(), want)
+    with pytest.raises(ValueError, match="row_group"):
+        contrast(A[:10], B, dataclasses.replace(spec, row_group=3), kappa)

@@ -982,8 +982,9 @@ def test_published_aliases_and_registry():
     }
     assert found["mlcd"].module_aliases == ("MLCDLoss",)
     assert found["sinkhorn_knopp"].module is None  # a helper of SwAV
-    for e in found.values():
-        assert getattr(e.functional, "exact_under_group", True) is False  # rank-local
+    exact = {"conr", "supremix"}  # labels gathered: exact under a process group
+    for name, e in found.items():
+        assert (getattr(e.functional, "exact_under_group", True) is False) != (name in exact)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1020,3 +1021,29 @@ def test_benchmark_hook_engine_equals_dense():
         dense = bench.CASES[name + "-dense"](24, 8, torch.Generator().manual_seed(0))()
         assert tiled.dim() == 0 and tiled.requires_grad
         torch.testing.assert_close(tiled, dense, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_conr_row_flags_by_sorting_match_the_pairwise_masks(dtype):
+    """Which anchors have positives / confused negatives comes from sorted windows (O(B log B)),
+    exactly as the tile's pairwise ``|dy| <= window`` decides them: ties at the window edge,
+    runs of equal values, integer and continuous labels."""
+    from contrastkit.losses.structured.conr import _has_confused_negative, _has_near
+
+    g = _gen(7)
+    for trial in range(40):
+        B = int(torch.randint(2, 60, (1,), generator=g))
+        if trial % 3 == 0:  # integer labels: many ties at distance exactly `window`
+            y = torch.randint(0, 8, (B,), generator=g).to(dtype)
+            yh = torch.randint(0, 8, (B,), generator=g).to(dtype)
+        else:
+            y = (torch.rand(B, generator=g, dtype=torch.float64) * 5).to(dtype)
+            yh = (y.double() + torch.randn(B, generator=g, dtype=torch.float64)).to(dtype)
+        window = [1.0, 0.1, 0.3, 2.5][trial % 4]
+        d = (y[:, None] - y[None, :]).abs()
+        dh = (yh[:, None] - yh[None, :]).abs()
+        near = (d <= window) & ~torch.eye(B, dtype=torch.bool)
+        assert torch.equal(_has_near(y, window), near.any(1))
+        assert torch.equal(
+            _has_confused_negative(y, yh, window), ((d > window) & (dh <= window)).any(1)
+        )

@@ -1232,7 +1232,15 @@ def test_registered_with_family_and_aliases():
 
 
 def test_exact_and_rank_local_declarations():
-    exact = {debiased_info_nce, hard_negative_info_nce, focal_info_nce}
+    exact = {
+        debiased_info_nce,
+        hard_negative_info_nce,
+        focal_info_nce,
+        cacr,
+        one_to_k_contrastive,
+        team_up,
+        sbcl,
+    }
     for e in __import__("contrastkit.objective", fromlist=["entries"]).entries("weighting"):
         local = getattr(e.functional, "exact_under_group", True) is False
         assert local != (e.functional in exact), e.name

@@ -1,7 +1,8 @@
 """Distributed cases of the multiview family (see ``distributed_cases/__init__.py``).
 
 Views are sharded by sample: the rows are ``(n, V, d)`` and the calls transpose them to the
-``(V, N, d)`` layout of the objectives. Symile is rank-local and has no case.
+``(V, N, d)`` layout of the objectives. Symile draws its permutations of the global batch
+from a generator seeded alike in every process.
 """
 
 from __future__ import annotations
@@ -82,3 +83,37 @@ CASES = {
         ),
     ),
 }
+
+
+def _symile_inputs(M):
+    def make(g, n, d):
+        return [_rand(g, n, d) for _ in range(M)], [_t(0.2)]
+
+    return make
+
+
+def _gen():  # the same permutations of the global batch in every process
+    return torch.Generator().manual_seed(5)
+
+
+# Symile: candidates from every rank's modalities, permutations of the global batch
+CASES.update(
+    {
+        "symile": (
+            _symile_inputs(3),
+            lambda rows, shared: ck.symile(*rows, temperature=shared[0], generator=_gen(), **TILED),
+        ),
+        "symile_sum_two": (
+            _symile_inputs(2),
+            lambda rows, shared: ck.symile(
+                *rows, temperature=shared[0], generator=_gen(), reduction="sum"
+            ),
+        ),
+        "symile_n_squared": (
+            _symile_inputs(3),
+            lambda rows, shared: ck.symile(
+                *rows, temperature=shared[0], negative_sampling="n_squared", **TILED
+            ),
+        ),
+    }
+)

@@ -8,6 +8,10 @@ transposed problem ``B_r`` against the gathered ``A`` (no cross-rank column stat
 Pair masks (and ``RowSpec.positive``) given in local columns are shifted to global ones by the
 rank offset. The ring strategy does not read positives from the tile (its shards merge plain
 log-sum-exps): it computes them with a separate dot product (``engine.spec.without_positive``).
+Per-tile functions see local rows and, on the gathered candidates, global columns: soft targets
+are written that way (CWCL gathers its target embeddings); per-tile weights are accepted when the
+objective says so with the attribute ``global_columns = True`` on the function (ConR, SupReMix:
+labels gathered), and refused otherwise.
 """
 
 from __future__ import annotations
@@ -98,8 +102,13 @@ def run_distributed(
         raise _ops.not_supported("an objective with soft targets (CWCL) with strategy='ring'")
     if spec.soft_targets is not None and spec.columns and spec.soft_targets.transposed is None:
         raise _ops.not_supported("a two-sided objective whose soft targets have no transpose")
-    if any(t.weights is not None for t in spec.terms):
-        raise _ops.not_supported("an objective with per-tile weights")
+    for t in spec.terms:
+        if t.weights is None:
+            continue
+        if not getattr(t.weights, "global_columns", False):
+            raise _ops.not_supported("an objective with per-tile weights")
+        if ctx.strategy == "ring" or spec.columns:
+            raise _ops.not_supported("per-tile weights with strategy='ring' or columns")
     _ops.check_same(ctx, anchors=anchors, candidates=candidates)
     N = anchors.shape[0]
     reduce = reduction != "none"

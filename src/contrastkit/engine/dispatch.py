@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .fused import FusedRowLoss
+from .fused import FusedRowLoss, PlainRows, plain_rows
 from .recompute import row_statistics
 from .spec import ColumnStatistics, RowSpec, RowStatistics, check_positive_index
 from .tiles import tile_stats
@@ -126,7 +126,13 @@ def contrast(
             sides += [("col", k, v) for k, v in spec.col_side.items()]
         keys = tuple((scope, k) for scope, k, _ in sides)
         vals = [v.to(dt) if v.is_floating_point() else v for _, _, v in sides]
-        block = (fused_block_rows(M, chunk_size), fused_block_rows(N, chunk_size))
+        rows = -(-fused_block_rows(M, chunk_size) // spec.row_group) * spec.row_group
+        block = (rows, fused_block_rows(N, chunk_size))  # row blocks of whole row groups
         return FusedRowLoss.apply(A, B, kappa, bias, spec, block, keys, *vals)
+    if (
+        plain_rows(spec) and chunk_size is None and fused_block_rows(M, None) * M <= FUSED_MAX_ELEMS
+    ):  # per-row plain log-sum-exps: the in-cache route, recomputed in backward
+        lse = PlainRows.apply(A, B, kappa, spec, fused_block_rows(M, None))
+        return _apply_fns(spec, RowStatistics(lse=lse[None]), None, reduce)
     tile = recompute_tile(M, chunk_size)
     return _apply_fns(spec, *row_statistics(A, B, kappa, bias, spec, tile), reduce)

@@ -19,6 +19,15 @@ exponentiated with ``exp2``, which is about three times faster than ``exp`` on C
 ``RowSpec.positive`` the positive's base-2 logit ``c`` is read from the same chunk and
 ``ce = (log2(rowsum) + (m - c)) ln 2``: ``m - c`` is 0 when the positive is the row maximum, so
 nothing of the size of the logits is rounded (as in ``F.cross_entropy``).
+
+Single-term specs that are not plain (one log-sum-exp with ``r = 1`` and per-tile weights, label
+or dense masks, soft targets or the first moment ``RowSpec.moment``: CACR, ConR, SupReMix) take
+the same in-cache base-2 route (:func:`_term_block`): each pair function is called once per
+column chunk, its tile multiplies the exponentials in place (no ``log``/``exp`` of weights, no
+second evaluation for the gradient), and the moment ``sum_j pi_ij u_ij`` is reduced from the
+chunk's logits beside its row sum. ``reduce=False`` on plain one-sided specs (rows combined
+after the sweep: MV-InfoNCE, uniformity) uses :class:`PlainRows`: the same route forward, and
+recomputed in backward.
 """
 
 from __future__ import annotations
@@ -169,6 +178,128 @@ def _shared_exp_block(flat, tmp, a2, B, spec, r0, r1, chunks, col_shift, v, C):
     return (torch.log2(s) + C) * LN2, s, E
 
 
+def single_term(spec: RowSpec) -> bool:
+    """Specs the in-cache single-term route computes: one log-sum-exp with ``r = 1`` whose
+    exclusions, per-tile weights, soft targets and first moment are evaluated chunk by chunk
+    (each pair function called once per chunk), no softplus term, columns or positive."""
+    return (
+        not spec.plain
+        and len(spec.terms) == 1
+        and spec.terms[0].r == 1.0
+        and spec.softplus_bias is None
+        and not spec.columns
+        and spec.positive is None
+    )
+
+
+def _drop_zero_weights(u: Tensor, w: Tensor) -> None:
+    """``u`` -> about ``-finfo.max`` where ``w <= 0`` (in place), with float arithmetic only
+    (boolean masks are several times slower on CPU): ``u + (sign(w) - 1) * big`` adds exactly 0
+    to kept pairs; dropped ones then vanish under any shift (``exp2(-big - m) = 0``)."""
+    big = torch.finfo(u.dtype).max / 4
+    pen = torch.sign(w).clamp_(min=0).sub_(1).mul_(big)
+    u.add_(pen)
+
+
+def _term_block(bufs, a2, B, spec, r0, r1, chunks):
+    """Statistics of a :func:`single_term` spec on a full-width row block, chunk by chunk.
+
+    Each chunk's base-2 logits ``u2 = a2 @ B_c^T`` go to ``bufs[0]``; soft targets ``p`` (the
+    function's tiles, kept for the gradient) give ``tgt``/``mass`` from the unmasked logits;
+    with a moment the logits are kept in ``bufs[1]``. Excluded pairs (and zero weights) are set
+    to ``-inf`` (about ``-finfo.max``) in place, the chunk is shifted by its row maximum,
+    exponentiated with ``exp2`` and multiplied by the weights: ``bufs[0]`` then holds
+    ``w exp2(u2 - m_c)``. Chunk maxima are merged afterwards.
+    Returns ``(stats, rowsum, scale, E, U, P)``: ``rowsum`` = ``sum_j w_ij exp2(u2_ij - m_i)``,
+    ``scale`` (b, chunks) = ``exp2(m_c - m)``, and the chunk views.
+    """
+    b = r1 - r0
+    term = spec.terms[0]
+    ex = term.exclude
+    dev, dt = a2.device, a2.dtype
+    ms = torch.empty(b, len(chunks), dtype=dt, device=dev)
+    ss = torch.empty_like(ms)
+    ts = torch.empty_like(ms) if spec.moment else None
+    soft = spec.soft_targets
+    tgt = torch.zeros(b, dtype=dt, device=dev) if soft is not None else None
+    mass = torch.zeros(b, dtype=dt, device=dev) if soft is not None else None
+    E: list[Tensor] = []
+    U: list[Tensor] = []
+    P: list[Tensor] = []
+    for ci, (c0, c1) in enumerate(chunks):
+        n = b * (c1 - c0)
+        uc = bufs[0][b * c0 : b * c0 + n].view(b, c1 - c0)
+        torch.mm(a2, B[c0:c1].t(), out=uc)
+        if soft is not None:  # kept as the function returned them (read-only)
+            assert tgt is not None and mass is not None
+            pc = soft.fn(r0, r1, c0, c1).detach().to(dt)
+            tgt.add_(torch.linalg.vecdot(pc, uc))
+            mass.add_(pc.sum(dim=1))
+            P.append(pc)
+        if spec.moment:
+            xc = bufs[1][b * c0 : b * c0 + n].view(b, c1 - c0)
+            xc.copy_(uc)
+            U.append(xc)
+        rr, cc = ex.sparse_entries(r0, r1, c0, c1, dev)
+        if rr.numel():
+            uc[rr, cc] = NEG_INF
+        if ex.labels is not None:
+            assert ex.row_labels is not None and ex.col_labels is not None
+            same = ex.row_labels[r0:r1, None] == ex.col_labels[None, c0:c1]
+            uc.masked_fill_(same if ex.labels == "same" else ~same, NEG_INF)
+        if ex.dense is not None:
+            uc.masked_fill_(ex.dense[r0:r1, c0:c1], NEG_INF)
+        wc = None
+        if term.weights is not None:
+            wc = term.weights(r0, r1, c0, c1).detach().to(dt)
+            if bool(wc.min() <= 0):  # the row maximum is over kept pairs only
+                _drop_zero_weights(uc, wc)
+        mc = uc.amax(dim=1)
+        ms[:, ci] = mc
+        uc.sub_(_finite_or_zero(mc)[:, None]).exp2_()
+        if wc is not None:
+            uc.mul_(wc)
+        ss[:, ci] = uc.sum(dim=1)
+        if ts is not None:
+            ts[:, ci] = (uc * U[-1]).sum(dim=1)
+        E.append(uc)
+    m = _finite_or_zero(ms.amax(dim=1))
+    scale = torch.exp2(ms - m[:, None])
+    rowsum = (ss * scale).sum(dim=1)
+    lse = (torch.log2(rowsum) + m) * LN2
+    mom = None
+    if ts is not None:
+        inv = torch.where(rowsum > 0, 1.0 / rowsum, torch.zeros_like(rowsum))
+        mom = (ts * scale).sum(dim=1) * inv * LN2
+    stats = RowStatistics(lse=lse[None], tgt=None if tgt is None else tgt * LN2, mass=mass, mom=mom)
+    return stats, rowsum, scale, E, U, P
+
+
+def _term_grad(gA, dB, a, B, chunks, stats, coef, rowsum, scale, E, U, P) -> None:
+    """Gradients of a :func:`single_term` block from its chunk views (overwritten):
+    ``du = pi (G_lse + Gmom (1 - mom) + Gmom u) + Gtgt p``, ``pi = E scale / rowsum``."""
+    inv = torch.where(rowsum > 0, 1.0 / rowsum, torch.zeros_like(rowsum))
+    f1 = coef.lse[0]
+    if coef.mom is not None:
+        f1 = f1 + coef.mom * (1.0 - stats.mom)
+    f1 = (f1 * inv)[:, None] * scale
+    f2 = None if coef.mom is None else (coef.mom * inv * LN2)[:, None] * scale
+    for ci, (c0, c1) in enumerate(chunks):
+        fc = f1[:, ci : ci + 1]
+        if f2 is None and not P:  # fold the row factors into the GEMMs
+            gA.addcmul_(torch.mm(E[ci], B[c0:c1]), fc)
+            dB[c0:c1].addmm_(E[ci].t(), a * fc)
+            continue
+        if f2 is not None:  # E (f1 + f2 u2), built in the logits' buffer
+            du = U[ci].mul_(f2[:, ci : ci + 1]).add_(fc).mul_(E[ci])
+        else:
+            du = E[ci].mul_(fc)
+        if P:
+            du.addcmul_(P[ci], coef.tgt[:, None])
+        gA.addmm_(du, B[c0:c1])
+        dB[c0:c1].addmm_(du.t(), a)
+
+
 def _column_lse(A, B, kappa, spec, block) -> Tensor:
     """Forward-only sweep for the natural-log column log-sum-exps of a plain spec (M,).
 
@@ -250,6 +381,10 @@ class FusedRowLoss(torch.autograd.Function):
         buf = torch.empty(min(block, N) * M, dtype=A.dtype, device=A.device)
         buf2 = None  # second buffer of the exact symmetric route, allocated on first use
         chunks = column_chunks(M, min(block, N))
+        single = single_term(spec)
+        bufs = [buf, None]
+        if single:  # the logits are kept for the moment
+            bufs[1] = torch.empty_like(buf) if spec.moment else None
         # the shared exponential shifts rows by a global constant, not by their positive
         shared = spec.columns and (fold or not need_grad) and spec.positive is None
         if shared:
@@ -283,6 +418,10 @@ class FusedRowLoss(torch.autograd.Function):
                     buf, buf2, A[r0:r1] * (kb * LOG2E), B, spec, r0, r1, chunks, col_shift, col_mul
                 )
                 stats = RowStatistics(lse=lse[None], ce=ce)
+            elif single:
+                stats, rowsum, scale, E, U, P = _term_block(
+                    bufs, A[r0:r1] * (kb * LOG2E), B, spec, r0, r1, chunks
+                )
             else:
                 u = buf[: (r1 - r0) * M].view(r1 - r0, M)
                 torch.mm(A[r0:r1] * kb, Bt, out=u)
@@ -326,6 +465,10 @@ class FusedRowLoss(torch.autograd.Function):
                     gA.sub_(gce * B[p])
                     dB.index_add_(0, p, gce * a, alpha=-1)
                 gA.mul_(kb)
+            elif single:
+                gA = torch.zeros_like(a)
+                _term_grad(gA, dB, a, B, chunks, stats, coef, rowsum, scale, E, U, P)
+                gA.mul_(kb)
             else:
                 du, db = tile_grad(u, spec, r0, r1, 0, M, stats, coef)
                 if db is not None:
@@ -357,3 +500,64 @@ class FusedRowLoss(torch.autograd.Function):
             None,
             *side_out,
         )
+
+
+def plain_rows(spec: RowSpec) -> bool:
+    """Specs whose per-row log-sum-exps :class:`PlainRows` sweeps in cache (``reduce=False``):
+    plain, one-sided, no ``positive``."""
+    return spec.plain and not spec.columns and spec.positive is None
+
+
+class PlainRows(torch.autograd.Function):
+    """The row log-sum-exps ``(N,)`` of a :func:`plain_rows` spec, for objectives that combine
+    rows after the sweep (``reduce=False``: MV-InfoNCE's log-sum-exp over views, uniformity's
+    over all rows). Forward sweeps row blocks with the in-cache base-2 route of the single sweep
+    (``2 N M d``); backward recomputes each block the same way and applies the incoming
+    ``d loss / d lse`` (``6 N M d``): 8 N M d as the two-sweep path, with its elementwise work
+    in cache. Inputs ``A``, ``B``, ``kappa`` in compute dtype; ``block`` anchor rows per block.
+    """
+
+    @staticmethod
+    def forward(ctx, A, B, kappa, spec, block):
+        N, M = A.shape[0], B.shape[0]
+        rows = min(block, N)
+        buf = torch.empty(rows * M, dtype=A.dtype, device=A.device)
+        chunks = column_chunks(M, rows)
+        lse = torch.empty(N, dtype=A.dtype, device=A.device)
+        for r0 in range(0, N, block):
+            r1 = min(r0 + block, N)
+            a2 = A[r0:r1] * (kappa_block(kappa, r0, r1) * LOG2E)
+            lse[r0:r1] = _plain_block(buf, None, a2, B, spec, r0, r1, chunks, None, None)[0]
+        ctx.spec, ctx.block = spec, block
+        ctx.save_for_backward(A, B, kappa)
+        return lse
+
+    @staticmethod
+    def backward(ctx, grad):
+        A, B, kappa = ctx.saved_tensors
+        spec, block = ctx.spec, ctx.block
+        N, M = A.shape[0], B.shape[0]
+        rows = min(block, N)
+        buf = torch.empty(rows * M, dtype=A.dtype, device=A.device)
+        chunks = column_chunks(M, rows)
+        dA, dB = torch.zeros_like(A), torch.zeros_like(B)
+        dkappa = torch.zeros_like(kappa) if ctx.needs_input_grad[2] else None
+        for r0 in range(0, N, block):
+            r1 = min(r0 + block, N)
+            kb = kappa_block(kappa, r0, r1)
+            _, rowsum, scale, E, _, _ = _plain_block(
+                buf, None, A[r0:r1] * (kb * LOG2E), B, spec, r0, r1, chunks, None, None
+            )
+            g = grad[r0:r1]
+            f = torch.where(rowsum > 0, g / rowsum, torch.zeros_like(rowsum))[:, None] * scale
+            a = A[r0:r1] * kb
+            gA = torch.zeros_like(a)
+            for ci, (c0, c1) in enumerate(chunks):
+                fc = f[:, ci : ci + 1]
+                gA.addcmul_(torch.mm(E[ci], B[c0:c1]), fc)
+                dB[c0:c1].addmm_(E[ci].t(), a * fc)
+            gA.mul_(kb)
+            dA[r0:r1] = gA
+            if dkappa is not None:
+                add_kappa_grad(dkappa, kappa, A[r0:r1], gA, r0, r1)
+        return dA, dB, dkappa, None, None

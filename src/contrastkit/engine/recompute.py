@@ -31,6 +31,7 @@ from .spec import (
     RowStatistics,
     differentiable,
     map_statistics,
+    merges_as_moment,
     merges_by_logaddexp,
     present_fields,
 )
@@ -50,6 +51,8 @@ def statistic_names(spec: RowSpec) -> tuple[tuple[str, ...], Optional[tuple[str,
         rows.append("phi")
     if spec.soft_targets is not None:
         rows += ["tgt", "mass"]
+    if spec.moment:
+        rows.append("mom")
     if not spec.columns:
         return tuple(rows), None
     cols = ["lse"] + (["tgt", "mass"] if spec.soft_targets is not None else [])
@@ -130,9 +133,20 @@ def _empty_stats(spec: RowSpec, N: int, M: int, like: Tensor) -> Stats:
 
 def merge_statistics(dst, part) -> None:
     """Merge the partial statistics ``part`` into the accumulator views ``dst`` (same record
-    kind; ``dst`` holds every field of ``part``): ``logaddexp`` or addition, in place."""
-    for f in present_fields(part):
+    kind; ``dst`` holds every field of ``part``): ``logaddexp`` or addition, in place; a moment
+    (``mom``) as the mean of both parts weighted by their share of term 0's merged sum (first,
+    while ``dst.lse`` still holds the accumulated partial)."""
+    fs = present_fields(part)
+    for f in fs:
+        if merges_as_moment(f):
+            old, new = dst.lse[0], part.lse[0]
+            total = _finite_or_zero(torch.logaddexp(old, new))
+            d = getattr(dst, f.name)
+            d.mul_(torch.exp(old - total)).add_(getattr(part, f.name) * torch.exp(new - total))
+    for f in fs:
         d, v = getattr(dst, f.name), getattr(part, f.name)
+        if merges_as_moment(f):
+            continue
         if merges_by_logaddexp(f):
             torch.logaddexp(d, v, out=d)
         else:

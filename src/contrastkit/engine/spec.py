@@ -6,13 +6,14 @@ The unified row-wise form for anchor ``i`` and candidates ``j``::
     lse_k  = log sum_j w^k_ij exp(r_k * u_ij)     (K log-sum-exp reductions, masked by w^k)
     phi_i  = sum_j softplus(u_ij + bias)          (optional elementwise term, SigLIP)
     tgt_i  = sum_j p_ij u_ij,  mass_i = sum_j p_ij (soft targets evaluated per tile, CWCL)
+    mom_i  = sum_j pi_ij u_ij,  pi_i = softmax_j of term 0 (optional first moment, CACR)
     col_lse_j = log sum_i w^0_ij exp(u_ij)        (optional column reduction, symmetric losses)
     ce_i   = lse_0,i - u_i,pos(i)                 (optional: cross-entropy with one positive)
 
     loss   = sum_i g(row stats_i, side_i)  [+ sum_j g_col(col stats_j, side_j)]
 
 ``g`` (``RowSpec.row_fn``) receives the row statistics as a :class:`RowStatistics` record
-(``lse``, ``ce``, ``phi``, ``tgt``, ``mass``) and ``g_col`` (``RowSpec.col_fn``) the column
+(``lse``, ``ce``, ``phi``, ``tgt``, ``mass``, ``mom``) and ``g_col`` (``RowSpec.col_fn``) the column
 statistics as a :class:`ColumnStatistics` record (``lse`` = ``col_lse`` above, ``tgt``, ``mass``).
 
 Linear target terms with one-hot or label targets (``u_i,pos``, ``sum_{j in P(i)} u_ij``) do not
@@ -154,8 +155,9 @@ class SoftTargets:
     transposed: Optional[Callable[[int, int, int, int], Tensor]] = None
 
 
-#: how the engine merges a statistic's partial values across tiles
-LOGADDEXP, ADD = "logaddexp", "add"
+#: how the engine merges a statistic's partial values across tiles (``MOMENT``: a mean under
+#: term 0's softmax, merged with the weights ``exp(lse_0 partial - lse_0 merged)``)
+LOGADDEXP, ADD, MOMENT = "logaddexp", "add", "moment"
 
 
 def _stat(merge: Optional[str], differentiable: bool = True):
@@ -181,6 +183,9 @@ class RowStatistics:
     tgt, mass:
         ``(b,)``: ``sum_j p_ij u_ij`` and ``sum_j p_ij`` (``RowSpec.soft_targets``); ``mass``
         carries no gradient.
+    mom:
+        ``(b,)``: ``sum_j pi_ij u_ij`` with ``pi_i`` the softmax of term 0 (its weights,
+        exclusions and ``r`` included; ``RowSpec.moment``); 0 for an empty row.
     diag:
         ``(b,)``: the paired logit ``u_i,i+o`` (only from the GPU backend's
         ``contrast_triton(diagonal=o)``).
@@ -191,6 +196,7 @@ class RowStatistics:
     phi: Optional[Tensor] = _stat(ADD)
     tgt: Optional[Tensor] = _stat(ADD)
     mass: Optional[Tensor] = _stat(ADD, differentiable=False)
+    mom: Optional[Tensor] = _stat(MOMENT)
     diag: Optional[Tensor] = _stat(None)  # Triton kernels only
 
 
@@ -229,8 +235,15 @@ def present_fields(stats: Statistics) -> list:
 
 
 def merges_by_logaddexp(f) -> bool:
-    """Partial values of the statistic merge with ``logaddexp`` (else by addition)."""
+    """Partial values of the statistic merge with ``logaddexp`` (else by addition, or as a
+    moment: :func:`merges_as_moment`)."""
     return f.metadata["merge"] == LOGADDEXP
+
+
+def merges_as_moment(f) -> bool:
+    """Partial values are means under term 0's partial softmax (``mom``): merged weighted by
+    ``exp(partial lse_0 - merged lse_0)``."""
+    return f.metadata["merge"] == MOMENT
 
 
 def differentiable(f) -> bool:
@@ -272,6 +285,18 @@ class RowSpec:
     enter the log-sum-exp, so that the two cancel exactly (``lse`` is not rounded to the size of
     the logits first). Paths that cannot read it from the tile (Triton kernels, the ring
     strategy) use :func:`without_positive`: a separate dot product, as exact as ``lse``.
+
+    ``moment`` adds the row statistic ``mom`` ``= sum_j pi_ij u_ij``, the first moment of the
+    logits under term 0's softmax ``pi_ij = w_ij exp(r u_ij - lse_0,i)``, swept beside the
+    log-sum-exp with its exact gradient ``d mom_i / d u_ij = pi_ij (1 + r (u_ij - mom_i))``
+    (CACR's softmax-weighted repulsion needs it; one sweep instead of a second weighted
+    log-sum-exp).
+
+    ``row_group`` (default 1): ``row_fn`` may couple each group of ``row_group`` consecutive
+    rows (N must be a multiple): the single sweep's row blocks then hold whole groups, and
+    ``row_fn`` may return one value per group instead of one per row (MV-InfoNCE: a sample's V
+    views, stored sample-major, combined by a log-sum-exp). With ``reduce=False`` the engine
+    returns ``row_fn``'s output as it is.
     """
 
     terms: Sequence[LSETerm] = (LSETerm(),)
@@ -283,6 +308,8 @@ class RowSpec:
     softplus_bias: Optional[Tensor] = None  # enables phi_i = sum_j softplus(u_ij + bias)
     soft_targets: Optional[SoftTargets] = None
     positive: Optional[Tensor] = None  # adds ce = lse_0 - u_i,positive(i), read in the tile
+    moment: bool = False  # adds mom = sum_j softmax(term 0)_ij u_ij
+    row_group: int = 1  # row_fn may couple each group of row_group consecutive rows
 
     @property
     def plain(self) -> bool:
@@ -295,6 +322,7 @@ class RowSpec:
             and self.terms[0].weights is None
             and self.softplus_bias is None
             and self.soft_targets is None
+            and not self.moment
         )
 
 
@@ -303,7 +331,13 @@ POSITIVE_SIDE = "_positive_logit"
 
 
 def check_positive_index(spec: RowSpec, N: int, M: int) -> None:
-    """``spec.positive``: an (N,) integer tensor of columns in [0, M); term 0 has ``r = 1``."""
+    """``spec.positive``: an (N,) integer tensor of columns in [0, M); term 0 has ``r = 1``.
+    ``spec.moment`` needs a term 0."""
+    if spec.moment and not spec.terms:
+        raise ValueError("RowSpec.moment needs a first LSE term (its softmax weighs the moment)")
+    g = spec.row_group
+    if not isinstance(g, int) or g < 1 or N % g:
+        raise ValueError(f"RowSpec.row_group must be an int >= 1 dividing N={N}, got {g!r}")
     p = spec.positive
     if p is None:
         return

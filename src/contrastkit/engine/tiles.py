@@ -11,6 +11,9 @@ coefficients ``d loss / d stat``:
           + Gtgt_i p_ij + Gcoltgt_j p_ij                     (soft targets)
           + Gcol_j w^0_ij exp(u_ij - col_lse_j)              (column softmax)
           + Gce_i (w^0_ij exp(u_ij - lse_0,i) - [j = pos(i)])  (cross-entropy, ``positive``)
+          + Gmom_i pi_ij (1 + r_0 (u_ij - mom_i))            (first moment, ``moment``)
+
+with ``pi_ij = w^0_ij exp(r_0 u_ij - lse_0,i)`` the softmax of term 0.
 
 With ``RowSpec.positive`` the term-0 reduction is taken of ``u_ij - c_i``, ``c_i = u_i,pos(i)``
 read from the tile (:func:`positive_logits`): its partial sums are the ``ce`` statistic and
@@ -99,7 +102,7 @@ def tile_stats(
     """
     dev = u.device
     lses = []
-    ce = col_lse = phi = tgt = mass = col_tgt = col_mass = None
+    ce = col_lse = phi = tgt = mass = col_tgt = col_mass = mom = None
     if spec.positive is not None and shift is None:
         shift = positive_logits(u, spec, r0, r1, c0)
     for k, term in enumerate(spec.terms):
@@ -111,6 +114,9 @@ def tile_stats(
             lses.append(ce + shift)
         else:
             lses.append(_logsumexp(x, dim=1))
+        if k == 0 and spec.moment:  # 0 for an empty row: exp(-inf - 0) = 0
+            pi = torch.exp(x - _finite_or_zero(lses[0])[:, None])
+            mom = (pi * u).sum(dim=1)
         if k == 0 and spec.columns:
             col_lse = _logsumexp(x, dim=0)
     if spec.softplus_bias is not None:
@@ -124,7 +130,7 @@ def tile_stats(
             col_tgt = pu.sum(dim=0)
             col_mass = p.sum(dim=0)
     rows = RowStatistics(
-        lse=torch.stack(lses) if lses else None, ce=ce, phi=phi, tgt=tgt, mass=mass
+        lse=torch.stack(lses) if lses else None, ce=ce, phi=phi, tgt=tgt, mass=mass, mom=mom
     )
     if not spec.columns:
         return rows, None
@@ -158,7 +164,13 @@ def tile_grad(
         g = coef.lse[k]
         if k == 0 and coef.ce is not None:
             g = g + coef.ce
-        if torch.any(g != 0):
+        if k == 0 and coef.mom is not None:
+            # G_lse r pi + Gmom pi (1 + r (u - mom)) = pi (g r + Gmom (1 - r mom) + Gmom r u)
+            assert row.mom is not None  # present with its coefficient
+            pi = torch.exp(x - _finite_or_zero(row.lse[0])[:, None])
+            f = g * term.r + coef.mom * (1.0 - term.r * row.mom)
+            du += pi * (f[:, None] + (coef.mom * term.r)[:, None] * u)
+        elif torch.any(g != 0):
             du += (g * term.r)[:, None] * torch.exp(x - _finite_or_zero(row.lse[k])[:, None])
         if k == 0 and col_coef is not None and col_coef.lse is not None:
             assert col is not None and col.lse is not None

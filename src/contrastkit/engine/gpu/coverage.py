@@ -115,6 +115,10 @@ def covers(
                 return False, "labels must be two 1-D integer tensors"
     if spec.softplus_bias is not None:
         return False, "an elementwise softplus term (SigLIP)"
+    if getattr(spec, "moment", False):
+        return False, "a first-moment statistic"
+    if getattr(spec, "row_group", 1) != 1:
+        return False, "row groups"
     st = spec.soft_targets
     if st is not None and not isinstance(st, EmbeddingSoftTargets):
         return False, "soft targets given only as a per-tile function"

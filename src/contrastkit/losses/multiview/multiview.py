@@ -22,6 +22,7 @@ from ...objective import (
     engine_args,
     exact_objective,
     gather_rows,
+    global_total,
     kappa,
     objective_group,
     prepare,
@@ -128,19 +129,29 @@ def mv_info_nce(
     Zs, V, N = stack_views(views, n_views)
     Z = prepare(Zs, normalize)
     k = _scalar_kappa(Z, temperature, group)
-    flat = Z.reshape(V * N, -1)
-    # Every vector of every rank is a candidate of every row. The V rows of a sample are
-    # combined by a log-sum-exp after the sweep, so this rank's rows are swept against the
-    # gathered candidates (their gradients go back to their ranks) and the per-sample losses
-    # are reduced over the group with ``reduce``; the row itself is column offset + i.
+    # Sample-major rows (row n V + a: view a of sample n): the V rows of a sample are
+    # consecutive, so the engine's row blocks hold whole samples (``row_group``) and the row
+    # function combines a sample's V log-sum-exps itself: one single sweep. Every vector of
+    # every rank is a candidate of every row: this rank's rows are swept against the gathered
+    # candidates (their gradients go back to their ranks) and the loss summed over the group;
+    # the row itself is column offset + i.
+    flat = Z.transpose(0, 1).reshape(N * V, -1)
     cands = gather_rows(flat, "views", group=group)
+    pos = positive_lse(Z, k, ordered=True).repeat_interleave(V)  # per row, read once per sample
+    w = row_weight(reduction, N, group=group) if reduction != "none" else 1.0
+
+    def row_fn(st, sd):
+        log_den = torch.logsumexp(cast(Tensor, st.lse)[0].view(-1, V), dim=1)
+        return w * (log_den - sd["pos"].view(-1, V)[:, 0])
+
     spec = RowSpec(
         terms=(LSETerm(exclude=PairMask(self_offset=row_offset(V * N, group=group))),),
-        row_fn=lambda st, sd: cast(Tensor, st.lse)[0],
+        row_fn=row_fn,
+        row_side={"pos": pos},
+        row_group=V,
     )
-    rows = run(flat, cands, spec, k, "none", eng, group=None)  # local sweep, global candidates
-    log_den = torch.logsumexp(rows.reshape(V, N), dim=0)
-    return reduce(log_den - positive_lse(Z, k, ordered=True), reduction, group=group)
+    out = run(flat, cands, spec, k, reduction, eng, group=None)  # local sweep, global cands
+    return global_total(out, group=group)
 
 
 @exact_objective

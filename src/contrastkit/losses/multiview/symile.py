@@ -5,7 +5,8 @@
 Engine: each anchor modality is a row-wise softmax over candidates built in O(N d) with autograd
 (Hadamard products), so it runs on the engine (single sweep); the positive is a side input that
 replaces the self column (self excluded from the sweep, added back with ``logaddexp``).
-Rank-local: its negatives are random permutations of the batch (see :class:`Symile`).
+Exact under a process group: every rank builds its candidates from every rank's modalities
+(gathered with their gradients) with permutations of the global batch (rank 0's draw).
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ from ...engine import LSETerm, PairMask, RowSpec
 from ...objective import (
     ScaledObjective,
     engine_args,
+    exact_objective,
+    gather_rows,
+    global_total,
     kappa,
+    objective_group,
     prepare,
-    rank_local_objective,
+    row_offset,
     row_weight,
     run,
 )
@@ -88,7 +93,7 @@ def _permutations(permutations, M: int, N: int, generator, device) -> list:
     return [[p.to(device) for p in perms] for perms in permutations]
 
 
-@rank_local_objective
+@exact_objective
 def symile(
     *representations: Union[Tensor, Sequence[Tensor]],
     scale=None,
@@ -116,12 +121,21 @@ def symile(
             f"negative_sampling='n_squared' is implemented for M=3 modalities (N^2 candidates), "
             f"got M={M}"
         )
+    group = objective_group()  # None without a process group
     R = [prepare(r, normalize) for r in reps]
-    t = kappa(R[0], temperature, scale, group=None)
+    t = kappa(R[0], temperature, scale, group=group)
     if t.dim() != 0:
         raise ValueError(f"scale/temperature must be a scalar, got shape {tuple(t.shape)}")
+    # every rank's modalities (gradients go back to their ranks); this rank's rows are global
+    # rows offset .. offset + N - 1
+    R_all = [gather_rows(r, f"representations[{m}]", group=group) for m, r in enumerate(R)]
+    N_all, offset = R_all[0].shape[0], row_offset(N, group=group)
     if negative_sampling == "n":
-        perms = _permutations(permutations, M, N, generator, R[0].device)
+        perms = _permutations(permutations, M, N_all, generator, R[0].device)
+        if group is not None:  # one draw for the group: rank 0's permutations
+            stacked = torch.stack([torch.stack(p) for p in perms])  # (M, M - 1, N_all)
+            stacked = gather_rows(stacked, "permutations", group=group)[:M]
+            perms = [list(p.unbind(0)) for p in stacked.unbind(0)]
     elif permutations is not None:
         raise ValueError("permutations only apply to negative_sampling='n'")
     full = R[0]
@@ -130,31 +144,33 @@ def symile(
     pos = full.sum(-1) * t  # the positive MIP of every row, shared by all anchor modalities
     # the rows of every anchor modality are reduced; "mean" and "sum" then average over the M
     # anchor modalities, "none" keeps the (M, N) rows
-    w = row_weight(reduction, N, group=None) * (1.0 if reduction == "none" else 1.0 / M)
+    w = row_weight(reduction, N, group=group) * (1.0 if reduction == "none" else 1.0 / M)
     rows = []
     for m in range(M):
-        others = [R[o] for o in range(M) if o != m]
+        others = [R_all[o] for o in range(M) if o != m]
         if negative_sampling == "n":
-            cands = torch.ones_like(R[m])
+            cands = torch.ones_like(R_all[m])
             for r, p in zip(others, perms[m]):
                 cands = cands * r[p]
             spec = RowSpec(
-                terms=(LSETerm(exclude=PairMask(self_offset=0)),),
+                terms=(LSETerm(exclude=PairMask(self_offset=offset)),),
                 # log(exp(pos) + sum exp(u)) - pos, without cancellation when pos dominates
                 row_fn=lambda st, sd: w * F.softplus(cast(Tensor, st.lse)[0] - sd["pos"]),
                 row_side={"pos": pos},
             )
         else:
             y, z = others
-            cands = torch.cat([y * torch.roll(z, s, dims=0) for s in range(N)])
+            cands = torch.cat([y * torch.roll(z, s, dims=0) for s in range(N_all)])
             # column i (shift 0) is row i's positive: the engine reads it from the LSE's logits
             spec = RowSpec(
-                row_fn=lambda st, sd: w * st.ce, positive=torch.arange(N, device=pos.device)
+                row_fn=lambda st, sd: w * st.ce,
+                positive=torch.arange(offset, offset + N, device=pos.device),
             )
+        # this rank's rows against the global candidates, summed over the group below
         rows.append(run(R[m], cands, spec, t, reduction, eng, group=None))
     if reduction == "none":
-        return torch.stack(rows)
-    return sum(rows)
+        return global_total(torch.stack(rows), group=group)
+    return global_total(sum(rows), group=group)
 
 
 class Symile(ScaledObjective, functional=symile, init_temperature=0.07, learnable=True):
@@ -178,9 +194,8 @@ class Symile(ScaledObjective, functional=symile, init_temperature=0.07, learnabl
     true partner reappears as a negative (use M >= 3). ``negative_sampling="n_squared"``
     (M = 3): the candidates are all N^2 products ``y_a * z_b`` (O(N^2 d) memory by nature).
 
-    Rank-local: the negatives are random permutations of the batch, so under a
-    ``torch.distributed`` process group it raises unless called inside
-    ``with contrastkit.distributed.local():`` (a per-rank loss).
+    Exact under a process group: the candidates are built from every rank's modalities with
+    permutations of the global batch (rank 0's draw when ``permutations`` is not given).
 
     Args:
         init_temperature (float): initial ``1 / t``, default 0.07 (logit scale

@@ -20,10 +20,12 @@ contribute 0 and leave the mean's count. The official AgeDB function hard-codes 
 (its argument default 0.2 is ignored); the default here is 0.07.
 
 Engine: one weighted log-sum-exp per row (weights 1 on P(i), eta_ij on N(i), 0 elsewhere, from
-O(B) labels and predictions per tile) and soft targets ``1/|P(i)|`` on P(i).
+O(B) labels and predictions per tile) and soft targets ``1/|P(i)|`` on P(i); both from one
+evaluation of the tile's label masks (in-place passes), once per tile.
 
-Exactness: rank-local. The label windows, the confused negatives and ``|P(i)|`` are computed
-over this rank's batch (the official code is single-process).
+Exactness: exact under a process group (the official code is single-process): targets and
+predictions are gathered, so the label windows, the confused negatives, ``|P(i)|`` (the sweep's
+soft-target mass) and the count of anchors with positives are those of the global batch.
 """
 
 from __future__ import annotations
@@ -38,16 +40,99 @@ from ...engine import LSETerm, RowSpec, SoftTargets
 from ...objective import (
     Objective,
     engine_args,
+    exact_objective,
+    gather_rows,
+    global_rows,
     kappa,
+    objective_group,
     prepare,
-    rank_local_objective,
+    row_offset,
     row_weight,
     run,
 )
 
 __all__ = ["conr", "ConR"]
 
-_COUNT_ROWS = 1024
+
+def _has_near(y: Tensor, window: float) -> Tensor:
+    """``exists j != i: |y_i - y_j| <= window`` per row, exactly as the tile computes it.
+
+    ``fl(y_j - y_i)`` is monotone in ``y_j`` (rounding is monotone), so the closest other value
+    in sorted order decides: O(B log B)."""
+    B = y.shape[0]
+    ys, order = torch.sort(y)
+    gap = ys[1:] - ys[:-1]  # fl(y_next - y): exactly |y_i - y_j| of the neighbours
+    near = gap <= window
+    out_sorted = torch.zeros(B, dtype=torch.bool, device=y.device)
+    out_sorted[:-1] |= near
+    out_sorted[1:] |= near
+    out = torch.empty_like(out_sorted)
+    out[order] = out_sorted
+    return out
+
+
+def _window(vs: Tensor, v: Tensor, window: float) -> tuple[Tensor, Tensor]:
+    """``[lo_i, hi_i)``: the positions ``j`` of sorted ``vs`` with ``|v_i - vs_j| <= window``
+    (contiguous: ``fl(vs_j - v_i)`` is monotone in ``vs_j``), exact to the rounding of the
+    subtraction: approximate bounds, then moved over whole runs of equal values until the
+    predicate holds inside and fails outside."""
+    n = vs.shape[0]
+    lo = torch.searchsorted(vs, v - window, right=False)
+    hi = torch.searchsorted(vs, v + window, right=True)
+    for _ in range(64):
+        changed = False
+        # lo: the first position inside; step left while the value before is inside
+        prev = (lo - 1).clamp(min=0)
+        grow = (lo > 0) & ((v - vs[prev]).abs() <= window)
+        shrink = (lo < n) & ((v - vs[lo.clamp(max=n - 1)]).abs() > window)
+        if bool(grow.any()):
+            lo = torch.where(grow, torch.searchsorted(vs, vs[prev], right=False), lo)
+            changed = True
+        if bool(shrink.any()):
+            lo = torch.where(
+                shrink, torch.searchsorted(vs, vs[lo.clamp(max=n - 1)], right=True), lo
+            )
+            changed = True
+        last = (hi - 1).clamp(min=0)
+        grow = (hi < n) & ((v - vs[hi.clamp(max=n - 1)]).abs() <= window)
+        shrink = (hi > 0) & ((v - vs[last]).abs() > window)
+        if bool(grow.any()):
+            hi = torch.where(grow, torch.searchsorted(vs, vs[hi.clamp(max=n - 1)], right=True), hi)
+            changed = True
+        if bool(shrink.any()):
+            hi = torch.where(shrink, torch.searchsorted(vs, vs[last], right=False), hi)
+            changed = True
+        if not changed:
+            return lo, hi
+    raise RuntimeError("ConR: label windows did not settle")  # pragma: no cover
+
+
+def _range_extreme(x: Tensor, lo: Tensor, hi: Tensor, largest: bool) -> Tensor:
+    """``max`` (or ``min``) of ``x[lo_i:hi_i]`` per row (non-empty ranges), by a sparse table."""
+    op = torch.maximum if largest else torch.minimum
+    table = [x]
+    while 2 ** len(table) <= x.shape[0]:
+        prev, h = table[-1], 2 ** (len(table) - 1)
+        table.append(op(prev[:-h], prev[h:]))
+    k = torch.floor(torch.log2((hi - lo).to(torch.float64))).long()
+    out = torch.empty_like(x[: lo.shape[0]])
+    for level in torch.unique(k).tolist():
+        sel = k == level
+        t = table[level]
+        out[sel] = op(t[lo[sel]], t[hi[sel] - 2**level])
+    return out
+
+
+def _has_confused_negative(y: Tensor, yh: Tensor, window: float) -> Tensor:
+    """``exists j: |y_i - y_j| > window and |yh_i - yh_j| <= window`` per row, exactly: the
+    ``j`` with close predictions are a window of the prediction-sorted order, and the largest
+    ``|y_i - y_j|`` over it is at the window's largest or smallest label."""
+    hs, order = torch.sort(yh)
+    lo, hi = _window(hs, yh, window)
+    ys = y[order]
+    top = _range_extreme(ys, lo, hi, largest=True)
+    bottom = _range_extreme(ys, lo, hi, largest=False)
+    return ((top - y).abs() > window) | ((y - bottom).abs() > window)
 
 
 def _vector(name: str, x, n: int, ref: Tensor) -> Tensor:
@@ -64,7 +149,7 @@ def _vector(name: str, x, n: int, ref: Tensor) -> Tensor:
     return x.detach().to(device=ref.device, dtype=ref.dtype)
 
 
-@rank_local_objective
+@exact_objective
 def conr(
     features: Tensor,
     targets: Tensor,
@@ -83,6 +168,7 @@ def conr(
 ) -> Tensor:
     """ConR of ``features``, ``targets``, ``preds`` (and LDS ``weights``); see :class:`ConR`."""
     eng = engine_args(chunk_size, backend)
+    group = objective_group()  # None without a process group
     check_embeddings("features", features, min_rows=2)
     check_positive("window", window)
     if isinstance(e, bool) or not isinstance(e, (int, float)) or e < 0:
@@ -98,57 +184,70 @@ def conr(
     omega = torch.ones_like(y) if weights is None else _vector("weights", weights, B, Z)
     if bool((omega < 0).any()):
         raise ValueError("weights must be >= 0")
-    k = kappa(Z, temperature, n_rows=B, group=None)
+    k = kappa(Z, temperature, n_rows=B, group=group)
+    # every rank's targets and predictions: the candidates' labels (local rows, global columns)
+    y_all = gather_rows(y, "targets", group=group)
+    yh_all = gather_rows(yh, "preds", group=group)
+    offset, B_all = row_offset(B, group=group), global_rows(B, group=group)
 
-    n_pos = torch.empty(B, dtype=torch.long, device=Z.device)
-    neg_count = torch.empty_like(n_pos)
-    for r0 in range(0, B, _COUNT_ROWS):  # counts by row blocks: O(b B) memory
-        r1 = min(B, r0 + _COUNT_ROWS)
-        near = (y[r0:r1, None] - y[None, :]).abs() <= window
-        n_pos[r0:r1] = near.sum(1) - 1
-        neg_count[r0:r1] = ((~near) & ((yh[r0:r1, None] - yh[None, :]).abs() <= window)).sum(1)
-    has_pos, has_neg = n_pos > 0, neg_count > 0
+    # which anchors have positives / confused negatives: O(B log B) by sorting, no B x B pass
+    # (|P(i)| itself comes from the sweep: the soft targets are P's indicator, mass = |P(i)|)
+    has_pos = _has_near(y_all, window)[offset : offset + B]
+    has_neg = _has_confused_negative(y_all, yh_all, window)[offset : offset + B]
+    cache: dict = {}
+    big = torch.finfo(Z.dtype).max
 
-    def masks(r0, r1, c0, c1):
-        d = (y[r0:r1, None] - y[None, c0:c1]).abs()
-        pos = d <= window
-        rows = torch.arange(r0, r1, device=d.device)[:, None]
-        cols = torch.arange(c0, c1, device=d.device)[None, :]
-        pos &= rows != cols
-        neg = (d > window) & ((yh[r0:r1, None] - yh[None, c0:c1]).abs() <= window)
-        return d, pos, neg
+    def tile(r0, r1, c0, c1):
+        """(weights, soft targets) of a tile, computed once (the engine asks for both)."""
+        key = (r0, r1, c0, c1)
+        if key not in cache:
+            cache.clear()
+            # float arithmetic only (boolean masks are several times slower on CPU); the sign
+            # of a float difference is exact, so 1[d <= window] = min(sign(window - d) + 1, 1)
+            d = torch.sub(y[r0:r1, None], y_all[None, c0:c1]).abs_()
+            pos = torch.rsub(d, window).sign_().add_(1).clamp_(max=1)
+            close = torch.sub(yh[r0:r1, None], yh_all[None, c0:c1]).abs_()
+            close = torch.rsub(close, window).sign_().add_(1).clamp_(max=1)  # |dyh| <= window
+            eta = d.mul_(e).exp_() if push == "exp" else d.mul_(e)
+            den = eta.mul_(omega[r0:r1, None]).clamp_(max=big)  # no inf * 0 below
+            den.mul_(close).mul_(torch.rsub(pos, 1)).add_(pos)
+            g0, g1 = max(r0 + offset, c0), min(r1 + offset, c1)
+            if g0 < g1:  # no self pair (global row index = global column)
+                rows = torch.arange(g0, g1, device=d.device)
+                pos[rows - offset - r0, rows - c0] = 0.0
+                den[rows - offset - r0, rows - c0] = 0.0
+            cache[key] = (den, pos)
+        return cache[key]
 
     def den_weights(r0, r1, c0, c1):
-        d, pos, neg = masks(r0, r1, c0, c1)
-        eta = torch.exp(e * d) if push == "exp" else e * d
-        return torch.where(pos, 1.0, torch.where(neg, omega[r0:r1, None] * eta, 0.0))
+        return tile(r0, r1, c0, c1)[0]
 
     def targets_fn(r0, r1, c0, c1):
-        _, pos, _ = masks(r0, r1, c0, c1)
-        return pos.to(Z.dtype) / n_pos[r0:r1, None].clamp(min=1).to(Z.dtype)
+        return tile(r0, r1, c0, c1)[1]
 
-    count = int(has_pos.sum()) if reduction == "mean" else 1
-    w = row_weight(reduction, max(count, 1), group=None) * omega * (has_pos & has_neg).to(Z.dtype)
-    log_c = torch.log((B - n_pos).to(Z.dtype)) if denominator == "reference" else None
+    den_weights.global_columns = True  # type: ignore[attr-defined]
+
+    w = row_weight(reduction, int(has_pos.sum()), group=group)
+    w = w * omega * (has_pos & has_neg).to(Z.dtype)
+    reference = denominator == "reference"
 
     def row_fn(st, sd):
         lse = st.lse[0]
         ok = sd["w"] != 0
         lse = torch.where(ok, lse, torch.zeros_like(lse))
-        if "log_c" in sd:
-            lse = torch.logaddexp(lse, sd["log_c"])
-        return torch.where(ok, sd["w"] * (lse - st.tgt), torch.zeros_like(lse))
+        if reference:  # the official code's B - |P(i)| entries exp(0)
+            lse = torch.logaddexp(lse, torch.log(B_all - st.mass))
+        mean_pos = st.tgt / st.mass.clamp(min=1)  # (1/|P(i)|) sum_{P(i)} u_ij
+        return torch.where(ok, sd["w"] * (lse - mean_pos), torch.zeros_like(lse))
 
     side = {"w": w}
-    if log_c is not None:
-        side["log_c"] = log_c
     spec = RowSpec(
         terms=(LSETerm(weights=den_weights),),
         soft_targets=SoftTargets(targets_fn),
         row_fn=row_fn,
         row_side=side,
     )
-    return run(Z, Z, spec, k, reduction, eng, group=None)
+    return run(Z, Z, spec, k, reduction, eng, group=group)
 
 
 class ConR(Objective, functional=conr):
@@ -158,7 +257,7 @@ class ConR(Objective, functional=conr):
     samples whose targets are far apart but whose *predictions* are close (the model confuses
     them) are negatives, pushed with a weight that grows with their label distance. Anchors
     without positives, or without confused negatives, contribute 0. Added to the regression
-    loss (``L_reg + beta * ConR``, beta = 4 on AgeDB). Rank-local under a process group.
+    loss (``L_reg + beta * ConR``, beta = 4 on AgeDB). Exact under a process group.
 
     ::
 

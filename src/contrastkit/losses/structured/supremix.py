@@ -29,8 +29,10 @@ Engine: the real candidates are one weighted log-sum-exp per anchor (self exclud
 labels per tile; a plain one without weights); the mixture block is ``O(B Mx d)`` per call and
 enters each row as side inputs (its log-sum-exp and positive sum) with autograd.
 
-Exactness: rank-local. The class sums of the positives and the count of anchors with positives
-are computed over this rank's batch.
+Exactness: exact under a process group. The labels are gathered (classes, counts and the
+distance weights of every rank's candidates), the class sums all-reduced with their gradients,
+and each rank's anchors swept against every rank's views; mixtures stay per anchor. Rows are
+rank-major (each rank's view-major stack), so ``reduction="none"`` orders them by rank.
 """
 
 from __future__ import annotations
@@ -45,11 +47,15 @@ from ...engine import LSETerm, PairMask, RowSpec
 from ...objective import (
     Objective,
     engine_args,
+    exact_objective,
+    gather_rows,
     kappa,
+    objective_group,
     prepare,
-    rank_local_objective,
+    row_offset,
     row_weight,
     run,
+    sum_across_ranks,
 )
 from ...positives.supremix import DISTANCES
 from ...positives.supremix import distance_weight as _distance_weight
@@ -57,7 +63,20 @@ from ...positives.supremix import distance_weight as _distance_weight
 __all__ = ["supremix", "SupReMix", "DISTANCES"]
 
 
-@rank_local_objective
+def _tile_weight(delta: Tensor, kind: str) -> Tensor:
+    """:func:`contrastkit.positives.supremix.distance_weight` in place on a fresh tile of label
+    differences (the engine evaluates it once per tile; fewer passes and temporaries)."""
+    d = delta.abs_()
+    if kind == "L1_inv":
+        return d.add_(1)
+    if kind == "L1":
+        return d.add_(1).reciprocal_()
+    if kind == "L2":
+        return d.mul_(d).add_(1).reciprocal_()
+    return d.mul_(d).add_(1)
+
+
+@exact_objective
 def supremix(
     features: Tensor,
     labels: Tensor,
@@ -78,6 +97,7 @@ def supremix(
     """SupReMix of ``features`` and ``labels`` with optional per-anchor mixtures (the output of
     :meth:`contrastkit.positives.supremix.SupReMixBatch.padded`); see :class:`SupReMix`."""
     eng = engine_args(chunk_size, backend)
+    group = objective_group()  # None without a process group
     check_embeddings("features", features, ndim=3)
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
@@ -93,17 +113,22 @@ def supremix(
     y = labels.detach().to(Z.device, Z.dtype).repeat(V)
     if not bool(torch.isfinite(y).all()):
         raise ValueError("labels contain NaN or Inf values")
-    k = kappa(Z, temperature, group=None)
+    k = kappa(Z, temperature, group=group)
     if k.dim() != 0:
         raise ValueError("temperature must be a scalar for SupReMix")
-    tau = 1.0 / float(k)
+    tau = 1.0 / float(k.detach())
     ratio = 1.0 if base_temperature is None else tau / base_temperature
 
-    # real positives: class sums over exact label equality, O(n d)
-    ids = torch.unique(y, return_inverse=True)[1]
-    n_cls = int(ids.max()) + 1
+    # real positives: class sums over exact label equality, O(n d); under a process group the
+    # classes, counts and sums are those of every rank's rows (labels gathered, sums all-reduced)
+    y_all = gather_rows(y, "labels", group=group)
+    offset = row_offset(n, group=group)
+    ids_all = torch.unique(y_all, return_inverse=True)[1]
+    ids = ids_all[offset : offset + n]
+    n_cls = int(ids_all.max()) + 1
     class_sum = torch.zeros(n_cls, d, dtype=Z.dtype, device=Z.device).index_add(0, ids, Z)
-    n_pos = (torch.bincount(ids, minlength=n_cls)[ids] - 1).to(Z.dtype)
+    class_sum = sum_across_ranks(class_sum, "class sums", group=group)
+    n_pos = (torch.bincount(ids_all, minlength=n_cls)[ids] - 1).to(Z.dtype)
     pos_sum = (Z * (class_sum[ids] - Z)).sum(-1) * k
 
     side_mix = None
@@ -149,15 +174,17 @@ def supremix(
         side_mix = lse_mix
 
     has_pos = n_pos > 0
-    w = row_weight(reduction, max(int(has_pos.sum()), 1), group=None) * ratio
+    w = row_weight(reduction, int(has_pos.sum()), group=group) * ratio
     row_w = has_pos.to(Z.dtype) * w
     mean_pos = pos_sum / n_pos.clamp(min=1)
 
     weights = None
     if use_weight:
 
-        def weights(r0, r1, c0, c1):
-            return _distance_weight(y[r0:r1, None] - y[None, c0:c1], distance)
+        def weights(r0, r1, c0, c1):  # local rows, global columns (every rank's candidates)
+            return _tile_weight(torch.sub(y[r0:r1, None], y_all[None, c0:c1]), distance)
+
+        weights.global_columns = True  # type: ignore[attr-defined]
 
     side = {"pos": mean_pos, "w": row_w}
     if side_mix is not None:
@@ -175,7 +202,7 @@ def supremix(
         row_fn=row_fn,
         row_side=side,
     )
-    return run(Z, Z, spec, k, reduction, eng, group=None)
+    return run(Z, Z, spec, k, reduction, eng, group=group)
 
 
 class SupReMix(Objective, functional=supremix):
@@ -188,7 +215,7 @@ class SupReMix(Objective, functional=supremix):
     bracket the anchor's (mixed to the anchor's label) are hard *positives*. The mixtures come
     from :class:`contrastkit.positives.supremix.SupReMixPairs` (``*batch.padded()``); without
     them the loss is the weighted supervised-contrastive part alone. Anchors without positives
-    contribute 0 and leave the mean. Rank-local under a process group.
+    contribute 0 and leave the mean. Exact under a process group.
 
     ::
 

@@ -25,7 +25,9 @@ tau_plus = 0.1.
 
 Engine form: the repulsion row is ``-beta (2 - 2 E_i)`` with ``E_i`` the
 first moment of the row softmax of ``2 r s`` with ``r = repulsion_scale`` (``-r d2 = 2 r s - 2 r``),
-from two log-sum-exps per row. Attraction is dense over the ``V - 1`` positives (O(N V^2 d)).
+the engine's first-moment statistic (``RowSpec.moment``: ``mom_i = sum_j pi_ij u_ij`` swept
+beside the row's log-sum-exp in one pass, exact gradient). Attraction is dense over the
+``V - 1`` positives (O(N V^2 d)).
 Inputs are always L2-normalised (``d2 = 2 - 2 s`` needs unit vectors).
 """
 
@@ -38,9 +40,19 @@ import torch
 from torch import Tensor
 
 from ..._validation import check_embeddings, check_reduction
-from ...engine import PairMask, RowSpec
-from ...objective import Objective, engine_args, prepare, rank_local_objective, row_weight, run
-from ._moment import first_moment, moment_terms
+from ...engine import LSETerm, PairMask, RowSpec
+from ...objective import (
+    Objective,
+    engine_args,
+    exact_objective,
+    global_rows,
+    global_total,
+    objective_group,
+    prepare,
+    row_weight,
+    run,
+    sum_across_ranks,
+)
 
 __all__ = ["cacr", "CACR"]
 
@@ -88,7 +100,7 @@ def _stack_views(views) -> Tensor:
     return Z
 
 
-@rank_local_objective
+@exact_objective
 def cacr(
     views: Union[Tensor, Sequence[Tensor]],
     *,
@@ -107,9 +119,10 @@ def cacr(
     eng = engine_args(chunk_size, backend)
     check_reduction(reduction)
     _check_options(alpha, beta, attraction_scale, repulsion_scale, weighting, tau_plus)
+    group = objective_group()  # None without a process group
     Z = prepare(_stack_views(views), True)
     V, N = Z.shape[0], Z.shape[1]
-    scale = row_weight(reduction, N, group=None)
+    scale = row_weight(reduction, N, group=group)
 
     # attraction: d2 between views of the same sample, (V, V, N)
     # (rowwise dot products: einsum's batched-matmul backward is pathologically slow here)
@@ -123,21 +136,23 @@ def cacr(
         att = cost.mean(dim=1)  # (V, N)
     else:
         att = (torch.softmax(attraction_scale * d2_pos, dim=1) * cost).sum(dim=1)
-    per_sample = att.mean(dim=0)  # (1/V) sum_x, per i
+    local = att.mean(dim=0)  # (1/V) sum_x, per i: rows that need no other rank's data
 
-    # repulsion over view pairs x < y
+    # repulsion over view pairs x < y (anchors: this rank's samples; negatives: every rank's)
     pairs = [(x, y) for x in range(V) for y in range(x + 1, V)]
-    rep = []
+    swept = []
     for x, y in pairs:
         zx, zy = zs[x], zs[y]
         if weighting in ("without_w2", "none") or repulsion_scale == 0:
             # uniform weights: mean_{j != i} s_ij = (<z_i, sum_j z_j> - s_ii) / (N - 1)
             s_ii = (zx * zy).sum(-1)
-            mean_s = ((zx * zy.sum(0)).sum(-1) - s_ii) / (N - 1)
+            total_y = sum_across_ranks(zy.sum(0), "view sums", group=group)
+            n_all = global_rows(N, group=group)
+            mean_s = ((zx * total_y).sum(-1) - s_ii) / (n_all - 1)
             row = -beta * (2.0 - 2.0 * mean_s)
             if debiased and weighting not in ("without_w2", "none"):
                 row = (-tau_plus * (2.0 - 2.0 * s_ii) + row) / (1.0 - tau_plus)
-            rep.append(row * scale if reduction == "none" else (row * scale).sum())
+            local = local + row / len(pairs)
             continue
         kap = 2.0 * repulsion_scale
         side = {"w": torch.full((N,), scale, dtype=Z.dtype, device=Z.device)}
@@ -145,30 +160,27 @@ def cacr(
             side["pos_d2"] = 2.0 - 2.0 * (zx * zy).sum(-1)
 
         def row_fn(st, sd, kap=kap):
-            e = first_moment(st.lse[0], st.lse[1], kap)
+            e = st.mom / kap  # mom = sum_j pi_ij u_ij, u = kap s
             value = -beta * (2.0 - 2.0 * e)
             if "pos_d2" in sd:
                 value = (-tau_plus * sd["pos_d2"] + value) / (1.0 - tau_plus)
             return sd["w"] * value
 
         spec = RowSpec(
-            terms=moment_terms(PairMask(self_offset=0), zx, zy), row_fn=row_fn, row_side=side
+            terms=(LSETerm(exclude=PairMask(self_offset=0)),),
+            moment=True,
+            row_fn=row_fn,
+            row_side=side,
         )
-        rep.append(
-            run(
-                zx,
-                zy,
-                spec,
-                torch.tensor(kap, dtype=Z.dtype, device=Z.device),
-                reduction,
-                eng,
-                group=None,
-            )
-        )
-    rep_total = sum(rep) / len(pairs)
+        kt = torch.tensor(kap, dtype=Z.dtype, device=Z.device)
+        swept.append(run(zx, zy, spec, kt, reduction, eng, group=group))
     if reduction == "none":
-        return per_sample + rep_total
-    return per_sample.sum() * scale + rep_total
+        out = global_total(local, group=group)
+    else:
+        out = global_total(local.sum() * scale, group=group)
+    for part in swept:
+        out = out + part / len(pairs)
+    return out
 
 
 class CACR(Objective, functional=cacr):
@@ -185,8 +197,9 @@ class CACR(Objective, functional=cacr):
         L_rep     = mean_{x<y} mean_i sum_j pi-_ij (-beta d2(z^x_i, z^y_j))
         loss      = L_att + L_rep          (softmax weights not detached, as the official code)
 
-    Rank-local: under a process group it raises unless called inside
-    ``contrastkit.distributed.local()``.
+    Exact under a process group: the loss of the global batch (each rank's samples repelled
+    from every rank's other views; the engine's first-moment statistic needs no per-tile
+    weights).
 
     Args:
         alpha (float, default 1.0), beta (float, default 1.0): attraction / repulsion cost

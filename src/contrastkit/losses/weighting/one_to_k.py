@@ -28,17 +28,18 @@ from ..._validation import check_compatible, check_embeddings, check_reduction
 from ...engine import RowSpec
 from ...objective import (
     engine_args,
+    exact_objective,
     kappa,
-    local_contrast,
+    objective_group,
     prepare,
-    rank_local_objective,
     row_weight,
+    run,
 )
 
 __all__ = ["one_to_k_contrastive", "OneToKContrastive"]
 
 
-@rank_local_objective
+@exact_objective
 def one_to_k_contrastive(
     images: Tensor,
     texts: Tensor,
@@ -52,6 +53,7 @@ def one_to_k_contrastive(
 ) -> Tensor:
     """1-to-K loss of ``images`` (B, d) and ``texts`` (B K, d); see :class:`OneToKContrastive`."""
     eng = engine_args(chunk_size, backend)
+    group = objective_group()  # None without a process group
     check_reduction(reduction)
     check_embeddings("images", images)
     check_embeddings("texts", texts)
@@ -68,30 +70,42 @@ def one_to_k_contrastive(
     ):
         raise ValueError(f"divide_by must be a finite number > 0 or None, got {divide_by!r}")
     div = float(K if divide_by is None else divide_by)
-    k = kappa(images, temperature, group=None)
+    k = kappa(images, temperature, group=group)
     if k.dim() != 0:
         raise ValueError("temperature must be a scalar for the 1-to-K loss")
     v, t = prepare(images, normalize), prepare(texts, normalize)
     pos_rows = (v * t.view(B, K, -1).sum(1)).sum(-1) * k  # sum_k U_i,Ki+k
     pos_cols = (v.repeat_interleave(K, dim=0) * t).sum(-1) * k  # U_floor(r/K), r
     # mean: mean_i l_i and mean_r l_r; sum / none: per image l_i + (1/K) sum_k l_Ki+k
-    wr = row_weight(reduction, B, group=None) / (2 * div)
+    wr = row_weight(reduction, B, group=group) / (2 * div)
     wc = (
-        row_weight(reduction, BK, group=None)
+        row_weight(reduction, BK, group=group)
         / (2 * div)
         * (1.0 if reduction == "mean" else 1.0 / K)
     )
-    spec = RowSpec(
-        row_fn=lambda st, sd: wr * (K * cast(Tensor, st.lse)[0] - sd["pos"]),
-        row_side={"pos": pos_rows},
-        columns=True,
-        col_fn=lambda st, sd: wc * (st.lse - sd["pos"]),
-        col_side={"pos": pos_cols},
+
+    def row_fn(st, sd):
+        return wr * (K * cast(Tensor, st.lse)[0] - sd["pos"])
+
+    def col_fn(st, sd):
+        return wc * (st.lse - sd["pos"])
+
+    if reduction != "none":  # one two-sided spec (every rank's texts / images under a group)
+        spec = RowSpec(
+            row_fn=row_fn,
+            row_side={"pos": pos_rows},
+            columns=True,
+            col_fn=col_fn,
+            col_side={"pos": pos_cols},
+        )
+        return run(v, t, spec, k, reduction, eng, group=group)
+    # per image: its row plus its K captions' rows of the transposed problem
+    rows = run(
+        v, t, RowSpec(row_fn=row_fn, row_side={"pos": pos_rows}), k, "none", eng, group=group
     )
-    out = local_contrast(v, t, spec, k, group=None, reduce=reduction != "none", **eng)
-    if reduction != "none":
-        return out
-    rows, cols = out
+    cols = run(
+        t, v, RowSpec(row_fn=col_fn, row_side={"pos": pos_cols}), k, "none", eng, group=group
+    )
     return rows + cols.view(B, K).sum(1)
 
 
@@ -109,8 +123,7 @@ class OneToKContrastive(torch.nn.Module):
 
     K = 1 is the CLIP loss. The temperature is a learnable parameter clamped in place to
     ``clamp`` before every forward, as the official code (a hand-written module: it owns that
-    parameter). Rank-local: under a process group it raises unless called inside
-    ``contrastkit.distributed.local()``.
+    parameter). Exact under a process group (every rank's captions and images).
 
     Args:
         temperature (float, default 0.07): initial tau, inside ``clamp``.

@@ -19,17 +19,21 @@ from ...engine import LSETerm, PairMask, RowSpec
 from ...objective import (
     Objective,
     engine_args,
+    exact_objective,
+    gather_rows,
+    objective_group,
     partner_logits,
-    rank_local_objective,
+    replicated,
     row_weight,
     run,
+    sum_across_ranks,
 )
 from ..infonce.supcon import supcon
 
 __all__ = ["sbcl", "SBCL"]
 
 
-@rank_local_objective
+@exact_objective
 def sbcl(
     features: Tensor,
     labels: Tensor,
@@ -47,6 +51,7 @@ def sbcl(
     """SBCL loss of ``features`` (B, 2, d) with class ``labels`` and ``subclass_labels`` (B,)
     and per-class ``class_temperatures`` (C,); see :class:`SBCL`."""
     eng = engine_args(chunk_size, backend)
+    group = objective_group()  # None without a process group
     check_reduction(reduction)
     check_temperature("temperature", temperature)
     check_positive("base_temperature", base_temperature)
@@ -56,7 +61,10 @@ def sbcl(
         raise ValueError(f"features must have two views (B, 2, d), got {tuple(features.shape)}")
     check_labels("labels", labels, B, features)
     check_labels("subclass_labels", subclass_labels, B, features)
-    n_classes = int(labels.max()) + 1
+    # class and sub-class ids, counts and sums over every rank's samples
+    labels_all = gather_rows(labels, "labels", group=group)
+    subclass_all = gather_rows(subclass_labels, "subclass_labels", group=group)
+    n_classes = int(labels_all.max()) + 1
     if class_temperatures is None:
         class_temperatures = features.new_full((n_classes,), float(temperature))
     if not isinstance(class_temperatures, Tensor) or class_temperatures.dim() != 1:
@@ -83,16 +91,19 @@ def sbcl(
     if normalize:
         Z = F.normalize(Z, dim=-1)
     y, s = labels.repeat(2), subclass_labels.repeat(2)
-    k = (1.0 / class_temperatures.to(Z.dtype))[y]  # per-anchor kappa
-    S = int(s.max()) + 1
+    temps = replicated(class_temperatures.to(Z.dtype), group=group)  # shared: global gradient
+    k = (1.0 / temps)[y]  # per-anchor kappa
+    S = int(subclass_all.max()) + 1
     sub_sum = Z.new_zeros(S, Z.shape[1]).index_add(0, s, Z)
     cls_sum = Z.new_zeros(n_classes, Z.shape[1]).index_add(0, y, Z)
-    n_sub = torch.bincount(s, minlength=S)[s]
-    n_cls = torch.bincount(y, minlength=n_classes)[y]
+    sub_sum = sum_across_ranks(sub_sum, "sub-class sums", group=group)
+    cls_sum = sum_across_ranks(cls_sum, "class sums", group=group)
+    n_sub = (2 * torch.bincount(subclass_all, minlength=S))[s]  # two views per sample
+    n_cls = (2 * torch.bincount(labels_all, minlength=n_classes))[y]
     u_partner = partner_logits(Z, k)
     pos_sum = k * (Z * (cls_sum[y] - sub_sum[s])).sum(-1) + u_partner
     n_pos = (n_cls - n_sub + 1).to(Z.dtype)
-    w = row_weight(reduction, 2 * B, group=None) * gamma
+    w = row_weight(reduction, 2 * B, group=group) * gamma
     spec = RowSpec(
         terms=(LSETerm(exclude=PairMask(row_labels=s, col_labels=s, labels="same")),),
         row_fn=lambda st, sd: (
@@ -100,7 +111,7 @@ def sbcl(
         ),
         row_side={"partner": u_partner, "pos": pos_sum / n_pos},
     )
-    term2 = run(Z, Z, spec, k, reduction, eng, group=None)
+    term2 = run(Z, Z, spec, k, reduction, eng, group=group)
     return term1 + term2
 
 
@@ -126,8 +137,8 @@ class SBCL(Objective, functional=sbcl):
         loss = ck.sbcl(features, labels, balancer.subclass_labels[idx],
                        balancer.class_temperatures, temperature=balancer.temperature)
 
-    Rank-local (class and sub-class sums are batch statistics): under a process group it
-    raises unless called inside ``contrastkit.distributed.local()``.
+    Exact under a process group: class and sub-class ids, counts and sums are those of every
+    rank's samples (labels gathered, sums all-reduced with their gradients).
 
     Args:
         temperature (float, default 0.1): tau of the sub-class SupCon term.

@@ -15,9 +15,11 @@ from ...engine import LSETerm, PairMask, RowSpec
 from ...objective import (
     Objective,
     engine_args,
+    exact_objective,
+    gather_rows,
     kappa,
+    objective_group,
     partner_logits,
-    rank_local_objective,
     row_weight,
     run,
     two_views,
@@ -26,7 +28,7 @@ from ...objective import (
 __all__ = ["team_up", "TeamUp"]
 
 
-@rank_local_objective
+@exact_objective
 def team_up(
     h1: Tensor,
     h2: Tensor,
@@ -41,30 +43,34 @@ def team_up(
     """CSGCL team-up contrast of two views ``h1, h2`` (N, d) with node ``strength`` (N,) and
     the schedule's ``gamma``; see :class:`TeamUp`."""
     eng = engine_args(chunk_size, backend)
+    group = objective_group()  # None without a process group
     check_temperature("temperature", temperature)
     Z, partner = two_views(h1, h2, normalize=True, names=("h1", "h2"), min_rows=1)
     N = h1.shape[0]
     check_tensor("strength", strength, kind="float", shape=(N,), ref=h1)
     cs = torch.cat([strength, strength]).to(Z.dtype).detach()
-    k = kappa(Z, temperature, group=None)
+    k = kappa(Z, temperature, group=group)
     shift = gamma * cs / temperature
-    col_w = torch.exp(shift - shift.max())  # weights up to a constant factor, added back below
-    w = row_weight(reduction, 2 * N, group=None)
+    # every rank's candidates' strengths (global columns); one constant over the global batch
+    shift_all = gather_rows(shift, "strength", group=group)
+    top = shift_all.max()
+    col_w = torch.exp(shift_all - top)  # weights up to a constant factor, added back below
+    w = row_weight(reduction, 2 * N, group=group)
+
+    def weights(r0, r1, c0, c1):  # local rows, global columns
+        return col_w[None, c0:c1].expand(r1 - r0, c1 - c0)
+
+    weights.global_columns = True  # type: ignore[attr-defined]
     spec = RowSpec(
-        terms=(
-            LSETerm(
-                exclude=PairMask(self_offset=0),
-                weights=lambda r0, r1, c0, c1: col_w[None, c0:c1].expand(r1 - r0, c1 - c0),
-            ),
-        ),
+        terms=(LSETerm(exclude=PairMask(self_offset=0), weights=weights),),
         row_fn=lambda st, sd: w * (cast(Tensor, st.lse)[0] + sd["const"] - sd["pos"] - sd["shift"]),
         row_side={
             "pos": partner_logits(Z, k),
             "shift": shift,
-            "const": shift.max().expand(2 * N),
+            "const": top.expand(2 * N),
         },
     )
-    return run(Z, Z, spec, k, reduction, eng, group=None)
+    return run(Z, Z, spec, k, reduction, eng, group=group)
 
 
 class TeamUp(Objective, functional=team_up):
@@ -82,9 +88,8 @@ class TeamUp(Objective, functional=team_up):
     ``cs`` is the node strength (:func:`contrastkit.negatives.community_strength` read at the
     nodes' communities); ``gamma`` follows the schedule
     :func:`contrastkit.negatives.team_up_gamma` and is an input of each call; ``gamma = 0`` is
-    GRACE (= NT-Xent). Rank-local (the engine's per-tile weights are not exchanged across
-    ranks): under a process group it raises unless called inside
-    ``contrastkit.distributed.local()``.
+    GRACE (= NT-Xent). Exact under a process group (every rank's nodes are candidates, their
+    strengths gathered).
 
     Args:
         temperature (float, default 0.2): tau.
