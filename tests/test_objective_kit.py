@@ -295,3 +295,29 @@ def test_the_architecture_page_example_runs():
     m = re.search(r"## Writing an objective.*?```python\n(.*?)```", text, re.S)
     assert m, "the section and its example"
     exec(compile(m.group(1), "<docs/architecture.md example>", "exec"), {})
+
+
+# --- kit helpers ---------------------------------------------------------------------------
+
+
+def test_index_dot_equals_the_gathered_product_and_its_gradients(monkeypatch):
+    from contrastkit.objective import index_dot, inputs
+
+    monkeypatch.setattr(inputs, "INDEX_DOT_ELEMS", 24)  # blocks of 1 row: every block edge
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(7, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    idx = torch.randint(0, 5, (7, 3), generator=g)
+    idx[2] = 1  # one row names the same candidate three times
+    want = (a[:, None, :] * b[idx]).sum(-1)
+    torch.testing.assert_close(index_dot(a, b, idx), want)
+    w = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    ga, gb = torch.autograd.grad((index_dot(a, b, idx) * w).sum(), (a, b))
+    wa, wb = torch.autograd.grad((want * w).sum(), (a, b))
+    torch.testing.assert_close(ga, wa)
+    torch.testing.assert_close(gb, wb)
+    assert torch.autograd.gradcheck(lambda x, y: index_dot(x, y, idx), (a, b))
+    half = index_dot(a.detach().half(), b.detach().half(), idx)
+    assert half.dtype == torch.float32  # the compute dtype of fp16 rows
+    with pytest.raises(ValueError, match=r"index must have shape \(7, l\)"):
+        index_dot(a, b, idx[:3])

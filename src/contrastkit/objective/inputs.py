@@ -24,6 +24,7 @@ __all__ = [
     "engine_args",
     "gpu_device",
     "half_path",
+    "index_dot",
     "partner_logits",
     "prepare",
     "row_dot",
@@ -78,6 +79,57 @@ def row_dot(a: Tensor, b: Tensor) -> Tensor:
     if a.dtype in HALF and b.dtype == a.dtype:
         return _RowDotHalf.apply(a, b)
     return (wide(a) * wide(b)).sum(-1)
+
+
+#: elements of one gathered ``(rows, l, d)`` block of :func:`index_dot` (4 MiB in fp32)
+INDEX_DOT_ELEMS = 1 << 20
+
+
+class _IndexDot(torch.autograd.Function):
+    """``u_il = <a_i, b_{index_il}>`` block by block: neither direction keeps the gathered
+    ``(N, l, d)`` rows (they are gathered again, a block at a time, in backward)."""
+
+    @staticmethod
+    def forward(ctx, a, b, index):
+        N, L = index.shape
+        out = a.new_empty(N, L)
+        rows = max(1, INDEX_DOT_ELEMS // max(1, L * a.shape[1]))
+        for r0 in range(0, N, rows):
+            r1 = min(r0 + rows, N)
+            torch.bmm(b[index[r0:r1]], a[r0:r1, :, None], out=out[r0:r1, :, None])
+        ctx.save_for_backward(a, b, index)
+        ctx.rows = rows
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b, index = ctx.saved_tensors
+        N = index.shape[0]
+        ga = torch.empty_like(a) if ctx.needs_input_grad[0] else None
+        gb = torch.zeros_like(b) if ctx.needs_input_grad[1] else None
+        for r0 in range(0, N, ctx.rows):
+            r1 = min(r0 + ctx.rows, N)
+            idx, gc = index[r0:r1], g[r0:r1]
+            if ga is not None:
+                torch.bmm(gc[:, None, :], b[idx], out=ga[r0:r1, None, :])
+            if gb is not None:
+                gb.index_add_(
+                    0, idx.reshape(-1), (gc[:, :, None] * a[r0:r1, None, :]).flatten(0, 1)
+                )
+        return ga, gb, None
+
+
+def index_dot(a: Tensor, b: Tensor, index: Tensor) -> Tensor:
+    """Dot products of every row of ``a (N, d)`` with the rows of ``b (K, d)`` that ``index
+    (N, l)`` names: ``u_il = <a_i, b_{index_il}>``, shape ``(N, l)``, differentiable in ``a`` and
+    ``b``. Memory O(N l) beside the inputs: the ``(N, l, d)`` gathered rows that
+    ``(a[:, None] * b[index]).sum(-1)`` builds (and keeps for backward) are formed a block of
+    about ``2**20`` elements at a time in both directions. ``index`` must be valid (``0 <= index
+    < K``); mask invalid slots afterwards."""
+    if index.dim() != 2 or index.shape[0] != a.shape[0]:
+        raise ValueError(f"index must have shape ({a.shape[0]}, l), got {tuple(index.shape)}")
+    dt = torch.promote_types(compute_dtype(a.dtype), compute_dtype(b.dtype))
+    return _IndexDot.apply(a.to(dt), b.to(dt), index.long())
 
 
 def gpu_device(x: Tensor) -> bool:

@@ -19,9 +19,13 @@ Engine: not used. The loss is a soft-target cross-entropy over ``K`` prototypes 
 scores, K ~ 3000 is small and the scores are the model's output layer anyway), and the Sinkhorn
 targets couple every row and column of the batch.
 
-Exactness: rank-local. The Sinkhorn codes normalise over this rank's batch (and queue); the
-official ``distributed_sinkhorn`` all-reduces those sums, which is not implemented here, so under
-a process group :func:`swav` raises unless called inside ``contrastkit.distributed.local()``.
+Exactness: exact under a process group, as the official ``distributed_sinkhorn``. Each rank
+holds its batch's columns of ``Q`` (and its own queue, as the official per-GPU queue); the total
+and the per-prototype (row) normalisers are log-sum-exps over every rank's columns (each rank's
+``K`` partial log-sum-exps are all-gathered and combined), the per-sample (column) normalisers
+are local, and ``B'`` counts every rank's columns. The codes, the loss (mean over the global
+batch) and the prototypes' gradient are those of one process on the concatenated batch and
+queues.
 
 Defaults as ``main_swav.py``: tau 0.1, epsilon 0.05, 3 iterations, crops_for_assign (0, 1).
 """
@@ -36,7 +40,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..._validation import check_embeddings, check_positive, check_reduction, check_temperature
-from ...objective import EPS, prepare, rank_local_objective, reduce
+from ...objective import (
+    EPS,
+    exact_objective,
+    gather_rows,
+    global_rows,
+    objective_group,
+    prepare,
+    reduce,
+    replicated,
+)
 
 __all__ = ["sinkhorn_knopp", "swav", "SwAV"]
 
@@ -46,7 +59,17 @@ def _check_iterations(n_iters) -> None:
         raise ValueError(f"sinkhorn_iterations must be an integer >= 1, got {n_iters!r}")
 
 
-@rank_local_objective
+def _logsumexp_across(x: Tensor, group) -> Tensor:
+    """``log sum_r exp(x_r)`` elementwise over the ranks of ``group`` (``x`` locally): every
+    rank's partial log-sum-exps are gathered (``W x numel`` floats) and combined in one order, so
+    every rank gets the same numbers."""
+    if group is None:
+        return x
+    every = gather_rows(x.reshape(1, -1), "partial log-sum-exps", group=group)
+    return torch.logsumexp(every, dim=0).reshape(x.shape)
+
+
+@exact_objective
 @torch.no_grad()
 def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, n_iters: int = 3) -> Tensor:
     """Codes ``(B', K)`` from scores ``(B', K)``: each row sums to 1, columns about ``B'/K``.
@@ -68,20 +91,27 @@ def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, n_iters: int = 3) -> T
 
         q = sinkhorn_knopp(z @ prototypes.T, epsilon=0.05)   # (B, K), rows sum to 1
 
-    Rank-local: the normalisations run over this rank's rows only (see :class:`SwAV`).
+    Under a process group each rank passes its own rows and gets their codes; the sums run over
+    every rank's rows (``B'`` is the global count), as SwAV's ``distributed_sinkhorn``.
     """
     check_embeddings("scores", scores)
     check_positive("epsilon", epsilon)
     _check_iterations(n_iters)
+    return _sinkhorn(scores, epsilon, n_iters, objective_group())
+
+
+def _sinkhorn(scores: Tensor, epsilon: float, n_iters: int, group) -> Tensor:
     x = scores.detach()
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
-    logQ = (x / epsilon).t()  # K x B'
-    K, B = logQ.shape
-    logQ = logQ - torch.logsumexp(logQ.reshape(-1), dim=0)
+    logQ = (x / epsilon).t()  # K x B' (this rank's columns)
+    K = logQ.shape[0]
+    B = global_rows(logQ.shape[1], group=group)
+    logQ = logQ - _logsumexp_across(torch.logsumexp(logQ.reshape(-1), dim=0), group)
     log_k, log_b = math.log(K), math.log(B)
     for _ in range(n_iters):
-        logQ = logQ - (torch.logsumexp(logQ, dim=1, keepdim=True) + log_k)
+        rows = _logsumexp_across(torch.logsumexp(logQ, dim=1, keepdim=True), group)
+        logQ = logQ - (rows + log_k)
         logQ = logQ - (torch.logsumexp(logQ, dim=0, keepdim=True) + log_b)
     return torch.exp(logQ + log_b).t()
 
@@ -102,7 +132,7 @@ def _check_crops(n_crops, crops_for_assign) -> tuple[int, tuple[int, ...]]:
     return n_crops, cfa
 
 
-@rank_local_objective
+@exact_objective
 def swav(
     embeddings: Tensor,
     prototypes: Tensor,
@@ -145,8 +175,9 @@ def swav(
                 f"queue must have shape ({len(cfa)}, Q, {embeddings.shape[1]}), got "
                 f"{tuple(queue.shape) if isinstance(queue, Tensor) else type(queue).__name__}"
             )
+    group = objective_group()
     z = prepare(embeddings, normalize)  # fp16/bf16 are computed in fp32
-    W = prototypes.to(z.dtype)
+    W = replicated(prototypes.to(z.dtype), group=group)
     scores = z @ W.t()  # (V B, K)
     log_p = [
         F.log_softmax(scores[v * B : (v + 1) * B] / temperature, dim=1) for v in range(n_crops)
@@ -156,10 +187,11 @@ def swav(
         out = scores[a * B : (a + 1) * B].detach()
         if queue is not None:
             out = torch.cat([queue[i].to(z.dtype) @ W.detach().t(), out])
-        q = sinkhorn_knopp(out, epsilon, sinkhorn_iterations)[-B:].to(z.dtype)
+        with torch.no_grad():
+            q = _sinkhorn(out, epsilon, sinkhorn_iterations, group)[-B:].to(z.dtype)
         sub = sum(-(q * log_p[v]).sum(dim=1) for v in range(n_crops) if v != a)
         rows = rows + sub / (n_crops - 1)
-    return reduce(rows / len(cfa), reduction, group=None)
+    return reduce(rows / len(cfa), reduction, group=group)
 
 
 class SwAV(torch.nn.Module):
@@ -171,8 +203,9 @@ class SwAV(torch.nn.Module):
     sample must predict those codes with a softmax over the prototypes. The module owns the
     prototypes (re-normalised in place before each forward, as the official training loop) and
     the optional queue of past embeddings that stabilises Sinkhorn at small batch sizes. The
-    functional :func:`swav` takes the prototypes (and queue) as inputs. Rank-local under a
-    process group (the Sinkhorn sums are over this rank's batch).
+    functional :func:`swav` takes the prototypes (and queue) as inputs. Exact under a process
+    group: the Sinkhorn sums run over every rank's batch (and queue), as SwAV's
+    ``distributed_sinkhorn``; each rank keeps a queue of its own embeddings.
 
     ::
 
