@@ -7,9 +7,9 @@ whose call computes the scalar loss (engine version, ``backend="tiled"``);
 AMCL: a single search block). Shapes, so that every case contrasts ``n x n`` similarities:
 SogCLR / iSogCLR / AMCL two views of ``n/2`` (stacked to ``n`` anchors and candidates); focal:
 ``n`` queries against ``n`` positives; CACR: two views of ``n``; 1-to-K: ``n/2`` images against
-``n`` texts (K = 2, ``n/2 x n`` logits); bimodal SogCLR: ``n`` images and ``n`` texts (two
-``n x n`` directions). Stateful objectives read a fixed state (``update=False``), so repeated
-calls do the same work.
+``n`` texts (K = 2, ``n/2 x n`` logits); bimodal SogCLR and iSogCLR: ``n`` images and ``n``
+texts (two ``n x n`` directions). Stateful objectives read a fixed state (``update=False``), so
+repeated calls do the same work.
 
 Run: ``python benchmarks/objectives_adaptive.py --n 1024 [--dense]`` (forward + backward
 seconds per case, best of ``--repeat`` calls after one warm-up call).
@@ -28,7 +28,7 @@ from contrastkit.losses.weighting.cacr import cacr
 from contrastkit.losses.weighting.focal import focal_info_nce
 from contrastkit.losses.weighting.one_to_k import one_to_k_contrastive
 from contrastkit.losses.weighting.sogclr import isogclr, sogclr
-from contrastkit.losses.weighting.sogclr_bimodal import sogclr_bimodal
+from contrastkit.losses.weighting.sogclr_bimodal import isogclr_bimodal, sogclr_bimodal
 
 Factory = Callable[[int, int, torch.Generator], Callable[[], torch.Tensor]]
 
@@ -86,6 +86,27 @@ def _sogclr_bimodal(backend):
     return factory
 
 
+def _isogclr_bimodal(backend):
+    def factory(n, d, gen):
+        img, txt = _x(gen, n, d), _x(gen, n, d)
+        idx = torch.randperm(4 * n, generator=gen)[:n]
+
+        def state(lo, hi):
+            return lo + (hi - lo) * torch.rand(4 * n, generator=gen)
+
+        st = [state(0.5, 1.5), state(0.0, 5.0), state(0.5, 1.5), state(0.0, 5.0)]
+        st += [state(0.01, 0.05), state(0.01, 0.05), torch.zeros(4 * n), torch.zeros(4 * n)]
+
+        def call():
+            return isogclr_bimodal(
+                img, txt, idx, *st, update=False, normalize=True, backend=backend
+            )
+
+        return call
+
+    return factory
+
+
 def _focal(backend):
     def factory(n, d, gen):
         q, p = _x(gen, n, d), _x(gen, n, d)
@@ -128,6 +149,7 @@ for _name, _make in (
     ("sogclr", _sogclr),
     ("isogclr", _isogclr),
     ("sogclr_bimodal", _sogclr_bimodal),
+    ("isogclr_bimodal", _isogclr_bimodal),
     ("focal_info_nce", _focal),
     ("one_to_k", _one_to_k),
     ("cacr", _cacr),

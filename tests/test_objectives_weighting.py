@@ -355,6 +355,53 @@ def test_sogclr_cosine_gamma_schedule():
     assert "gamma_current" in m.state_dict() and "u" in m.state_dict()
 
 
+def test_gamma_unseen_replaces_gamma_only_on_an_all_unseen_batch():
+    """The first-epoch rule inside the objective (on the global batch under a process group):
+    ``gamma_unseen`` is used when ``u`` is zero at every index of the batch, per direction for
+    the bimodal losses; the modules pass ``(gamma, 1.0)`` in the first epoch only."""
+    h1, h2 = rnd(6, 4, seed=40), rnd(6, 4, seed=41)
+    idx = torch.tensor([0, 2, 4, 6, 8, 9])
+    kw = dict(temperature=0.3, update=False)
+    fresh = torch.zeros(10, dtype=F64)
+    close(
+        sogclr(h1, h2, idx, fresh, gamma=0.6, gamma_unseen=1.0, **kw),
+        sogclr(h1, h2, idx, fresh, gamma=1.0, **kw),
+    )
+    seen = fresh.clone()
+    seen[8] = 2.0  # one index of the batch seen: gamma as given
+    close(
+        sogclr(h1, h2, idx, seen, gamma=0.6, gamma_unseen=1.0, **kw),
+        sogclr(h1, h2, idx, seen, gamma=0.6, **kw),
+    )
+    assert not torch.allclose(
+        sogclr(h1, h2, idx, seen, gamma=0.6, **kw), sogclr(h1, h2, idx, seen, gamma=1.0, **kw)
+    )
+    other = fresh.clone()
+    other[1] = 2.0  # seen, but not in the batch
+    close(
+        sogclr(h1, h2, idx, other, gamma=0.6, gamma_unseen=1.0, **kw),
+        sogclr(h1, h2, idx, other, gamma=1.0, **kw),
+    )
+    # bimodal: images unseen, texts seen -> gamma_unseen for the image direction only
+    st = [fresh.clone(), fresh.clone(), seen.clone(), fresh.clone()]
+    bkw = dict(temperature=0.2, normalize=True, update=False)
+    close(
+        sogclr_bimodal(h1, h2, idx, *st, gamma=0.6, gamma_unseen=1.0, **bkw),
+        sogclr_bimodal(h1, h2, idx, *st, gamma=1.0, gamma_txt=0.6, **bkw),
+    )
+    with pytest.raises(ValueError, match="gamma_unseen"):
+        sogclr(h1, h2, idx, fresh, gamma_unseen=1.5)
+    m = SogCLR(10, gamma=0.7)
+    assert m.gamma_args() == (0.7, 1.0)  # first epoch (before and after adjust_gamma(0))
+    m.adjust_gamma(0)
+    assert m.gamma_args() == (0.7, 1.0)
+    m.adjust_gamma(1)
+    assert m.gamma_args() == (pytest.approx(0.7), None)
+    c = SogCLR(10, gamma=0.8, gamma_schedule="cosine", gamma_decay_epochs=4)
+    c.adjust_gamma(2)
+    assert c.gamma_args() == (pytest.approx(0.9), None)
+
+
 def _libauc():
     """LibAUC's GCLoss_v1, loaded from its own file (``libauc/losses/contrastive.py`` needs only
     torch and numpy; importing the package pulls pandas, scikit-learn, ...)."""
@@ -1240,6 +1287,10 @@ def test_exact_and_rank_local_declarations():
         one_to_k_contrastive,
         team_up,
         sbcl,
+        sogclr,
+        isogclr,
+        sogclr_bimodal,
+        isogclr_bimodal,
     }
     for e in __import__("contrastkit.objective", fromlist=["entries"]).entries("weighting"):
         local = getattr(e.functional, "exact_under_group", True) is False

@@ -33,7 +33,13 @@ single sweep computes with the gradients anyway. Gamma as LibAUC: ``'constant'``
 ``gamma = 1`` while the epoch counter says "first epoch" and every index of the batch is
 unseen (``u[index].sum() == 0``, a batch-level test), else ``gamma``; ``'cosine'`` decays from
 1 to ``gamma`` over ``gamma_decay_epochs`` (call :meth:`SogCLR.adjust_gamma` each epoch). A
-repeated index in a batch: the last write wins. The bimodal (image-text) losses are in
+repeated index in a batch: the last write wins.
+
+Under a process group (exact): each rank passes its rows and their indices and holds the whole
+state; its anchors are contrasted with every rank's rows (``2B - 2`` negatives of the global
+batch), and the new values of every rank's rows are all-gathered with their indices and written
+(in rank-major order, as one process on the concatenated batch would) into every rank's state.
+The bimodal (image-text) losses are in
 :mod:`contrastkit.losses.weighting.sogclr_bimodal`.
 """
 
@@ -53,7 +59,16 @@ from ..._validation import (
     check_temperature,
 )
 from ...engine import LSETerm, PairMask, RowSpec
-from ...objective import engine_args, rank_local_objective, row_weight, run, two_views
+from ...objective import (
+    engine_args,
+    exact_objective,
+    gather_rows,
+    objective_group,
+    row_weight,
+    run,
+    sum_across_ranks,
+    two_views,
+)
 
 __all__ = ["sogclr", "isogclr", "SogCLR", "iSogCLR"]
 
@@ -90,20 +105,27 @@ def _check_index(index, B: int, n_samples: int, ref: Tensor) -> None:
         )
 
 
-def _gcl(z1, z2, index, u, tau_b, gamma, eps, reduction, eng):
+def _gcl(z1, z2, index, u, tau_b, gamma, gamma_unseen, eps, reduction, eng, group):
     """Shared core. ``tau_b``: float, or the per-sample state (n_samples,) read at ``index``.
-    Returns (loss, log ubar, cE, tau) per stacked row (2B,), detached, ``cE = (1/(2B-2)) sum
-    omega s``."""
+    Returns (loss, log ubar, cE, tau) per stacked row of this rank (2B,), detached, ``cE =
+    (1/(2B-2)) sum omega s`` (``B`` the global batch), and the global batch's indices."""
     check_reduction(reduction)
     Z, partner = two_views(z1, z2, True, min_rows=2)
     B = z1.shape[0]
     _check_state("u", u, None, z1)
     _check_index(index, B, u.shape[0], z1)
     check_range("gamma", float(gamma), 0.0, 1.0, lo_open=False, hi_open=False)
+    if gamma_unseen is not None:
+        check_range("gamma_unseen", float(gamma_unseen), 0.0, 1.0, hi_open=False)
     check_positive("eps", eps)
     if isinstance(tau_b, Tensor):
         tau_b = tau_b.detach()[index]
-    n_neg = 2 * B - 2
+    # the first collective: every rank's dataset indices (the global count, the unseen-batch
+    # test and the state exchange); the identity without a group
+    index_all = _gather_index(index, u.shape[0], group)
+    if gamma_unseen is not None and float(u.detach()[index_all].sum()) == 0.0:
+        gamma = gamma_unseen  # LibAUC's first-epoch rule, on the global batch
+    n_neg = 2 * index_all.shape[0] - 2
     dt = Z.dtype
     if isinstance(tau_b, Tensor):
         tau_rows = tau_b.detach().to(dt).repeat(2)
@@ -112,7 +134,7 @@ def _gcl(z1, z2, index, u, tau_b, gamma, eps, reduction, eng):
     pos = (Z[:B] * Z[B:]).sum(-1)
     pos = torch.cat([pos, pos])
     u_old = u.detach()[index].to(dt).repeat(2)
-    w = row_weight(reduction, B, group=None)
+    w = row_weight(reduction, index_all.shape[0], group=None)  # the global count, gathered
     log_ubar_out = torch.empty(2 * B, dtype=dt, device=Z.device)
     log_n = math.log(n_neg)
     log_eps = math.log(eps)
@@ -140,18 +162,47 @@ def _gcl(z1, z2, index, u, tau_b, gamma, eps, reduction, eng):
     # The value needs cE_i = c_i sum_j pi_ij s_ij, a first moment of the row softmax. With
     # kappa = 1/tau as a leaf, d out / d kappa_i = w c_i tau_i sum_j pi_ij s_ij exactly, and the
     # engine returns it with the gradients it computes anyway (single sweep: at no extra cost).
+    # Under a group the rows are this rank's anchors against every rank's candidates, and the
+    # gradient reaching this rank's rows carries the group's scale (world size for "ddp").
     grad_mode = torch.is_grad_enabled()
     kap = (1.0 / tau_rows).requires_grad_(True)
     with torch.enable_grad():
-        out = run(Z, Z, spec, kap, reduction, eng, group=None)
+        out = run(Z, Z, spec, kap, reduction, eng, group=group)
         (dk,) = torch.autograd.grad(out.sum(), kap, retain_graph=True)
-    ce = (dk / (w * tau_rows)).detach()
-    out = out + (w * ce if reduction == "none" else (w * ce).sum())
+    scale = 1.0 if group is None else group.scale
+    ce = (dk / (w * tau_rows * scale)).detach()
     if reduction == "none":
+        out = out + w * ce
         out = out[:B] + out[B:]
+    else:
+        out = out + sum_across_ranks((w * ce).sum(), "first_moment", group=group)
     if not (grad_mode and (z1.requires_grad or z2.requires_grad)):
         out = out.detach()  # the kappa leaf is ours: no graph unless the inputs have one
-    return out, log_ubar_out, ce, tau_rows
+    return out, log_ubar_out, ce, tau_rows, index_all
+
+
+def _gather_index(index: Tensor, n_samples: int, group) -> Tensor:
+    """Every rank's dataset indices, rank-major (``index`` itself locally). Each rank appends
+    its state size, so that a rank whose state has another size makes every rank raise the same
+    ``ValueError`` (instead of one rank failing to index while the others wait)."""
+    if group is None:
+        return index
+    mine = torch.cat([index.to(torch.int64), index.new_tensor([n_samples], dtype=torch.int64)])
+    every = gather_rows(mine, "index", group=group).view(-1, index.shape[0] + 1)
+    sizes = every[:, -1].tolist()
+    if len(set(sizes)) > 1:
+        detail = ", ".join(f"rank {r}: {n}" for r, n in enumerate(sizes))
+        raise ValueError(
+            "every rank must hold the whole per-sample state (the same n_samples on every rank "
+            f"of the process group); got {detail}"
+        )
+    return every[:, :-1].reshape(-1)
+
+
+def _share_rows(vals: Tensor, group) -> Tensor:
+    """Every rank's per-row state values (B, k), rank-major like the gathered indices, so that
+    every rank writes the same entries as one process on the global batch (identity locally)."""
+    return gather_rows(vals.detach().contiguous(), "state_rows", group=group)
 
 
 def _log(x: float) -> float:
@@ -166,7 +217,7 @@ def _state_value(log_ubar: Tensor, dtype: torch.dtype) -> Tensor:
     return log_mean.exp().clamp(max=torch.finfo(dtype).max).to(dtype)
 
 
-@rank_local_objective
+@exact_objective
 def sogclr(
     z1: Tensor,
     z2: Tensor,
@@ -175,6 +226,7 @@ def sogclr(
     *,
     temperature: float = 0.1,
     gamma: float = 0.9,
+    gamma_unseen: Optional[float] = None,
     eps: float = 1e-8,
     update: bool = True,
     reduction: str = "mean",
@@ -183,17 +235,29 @@ def sogclr(
 ) -> Tensor:
     """SogCLR loss of two views (B, d), B >= 2, with dataset ``index`` (B,) into the state ``u``
     (n_samples,), which is updated in place when ``update`` (as ``F.batch_norm`` does with its
-    running statistics). ``gamma`` is used as given (the module applies the schedule)."""
+    running statistics). ``gamma`` is used as given, or ``gamma_unseen`` when that is given and
+    every index of the batch is unseen (``u[index]`` all zero; the modules pass 1 in the first
+    epoch, LibAUC's rule).
+
+    Under a process group (exact): every rank passes its own rows ``z1, z2, index`` and the
+    *whole* state ``u``, identical on every rank; its anchors are contrasted with every rank's
+    samples, the loss is that of one process on the concatenated batch, and the unseen test is
+    on the global batch. With ``update`` the new ``u`` of every rank's rows is exchanged
+    (all-gather of the indices and one value per row), so every rank's ``u`` afterwards equals
+    the single-process buffer. ``reduction="none"`` returns this rank's rows."""
     eng = engine_args(chunk_size, backend)
     check_temperature("temperature", temperature)
-    loss, log_ubar, _, _ = _gcl(z1, z2, index, u, temperature, gamma, eps, reduction, eng)
+    group = objective_group()
+    loss, log_ubar, _, _, index_all = _gcl(
+        z1, z2, index, u, temperature, gamma, gamma_unseen, eps, reduction, eng, group
+    )
     if update:
         with torch.no_grad():  # the mean of the two views' ubar, from their logs
-            u[index] = _state_value(log_ubar, u.dtype)
+            u[index_all] = _share_rows(_state_value(log_ubar, u.dtype), group)
     return loss
 
 
-@rank_local_objective
+@exact_objective
 def isogclr(
     z1: Tensor,
     z2: Tensor,
@@ -203,6 +267,7 @@ def isogclr(
     grad_tau: Tensor,
     *,
     gamma: float = 0.9,
+    gamma_unseen: Optional[float] = None,
     rho: float = 0.3,
     eta: float = 0.01,
     beta: float = 0.9,
@@ -215,7 +280,13 @@ def isogclr(
     backend: str = "auto",
 ) -> Tensor:
     """iSogCLR loss: SogCLR with per-sample temperatures ``tau[index]``; when ``update``, the
-    states ``u``, ``grad_tau`` and ``tau`` (all (n_samples,)) are updated in place."""
+    states ``u``, ``grad_tau`` and ``tau`` (all (n_samples,)) are updated in place.
+
+    Under a process group as :func:`sogclr`: every rank passes the whole states (identical on
+    every rank) and its own rows; the new ``u`` and the temperature gradient of every rank's
+    rows are exchanged (two values per row) and every rank applies the same momentum and
+    temperature step to the global batch's entries, so the three states stay equal to the
+    single-process ones on every rank."""
     eng = engine_args(chunk_size, backend)
     check_embeddings("z1", z1)
     _check_state("u", u, None, z1)
@@ -224,17 +295,24 @@ def isogclr(
     _check_isog(rho, eta, beta, min_temperature, max_temperature)
     if not bool((tau > 0).all()):
         raise ValueError("tau (the per-sample temperatures) must be > 0")
-    loss, log_ubar, ce, tau_rows = _gcl(z1, z2, index, u, tau, gamma, eps, reduction, eng)
+    group = objective_group()
+    loss, log_ubar, ce, tau_rows, index_all = _gcl(
+        z1, z2, index, u, tau, gamma, gamma_unseen, eps, reduction, eng, group
+    )
     if update:
         B = z1.shape[0]
         with torch.no_grad():
             g_rows = log_ubar + rho - ce / tau_rows
             g = (g_rows[:B] + g_rows[B:]) / 2
-            u[index] = _state_value(log_ubar, u.dtype)
-            grad_tau[index] = ((1.0 - beta) * grad_tau[index] + beta * g.to(grad_tau.dtype)).to(
-                grad_tau.dtype
-            )
-            tau[index] = (tau[index] - eta * grad_tau[index]).clamp(
+            u_new = _state_value(log_ubar, u.dtype)
+            dt = torch.promote_types(g.dtype, u.dtype)  # exact for both values
+            vals = _share_rows(torch.stack([u_new.to(dt), g.to(dt)], 1), group)
+            u[index_all] = vals[:, 0].to(u.dtype)
+            g = vals[:, 1].to(g.dtype)
+            grad_tau[index_all] = (
+                (1.0 - beta) * grad_tau[index_all] + beta * g.to(grad_tau.dtype)
+            ).to(grad_tau.dtype)
+            tau[index_all] = (tau[index_all] - eta * grad_tau[index_all]).clamp(
                 min=min_temperature, max=max_temperature
             )
     return loss
@@ -298,9 +376,19 @@ class _GammaSchedule(torch.nn.Module):
         self.gamma_current.fill_(g)
         return g
 
+    def gamma_args(self) -> tuple[float, Optional[float]]:
+        """``(gamma, gamma_unseen)`` for the functional: in the first epoch of the constant
+        schedule ``(gamma, 1.0)`` (the objective uses 1 on a batch of unseen indices, tested on
+        the global batch under a process group), else ``(the scheduled gamma, None)``."""
+        g = float(self.gamma_current)
+        if self.gamma_schedule == "constant" and g > self.gamma:
+            return self.gamma, 1.0
+        return g, None
+
     def effective_gamma(self, index: Tensor, state: str = "u") -> float:
         """LibAUC's rule: gamma = 1 in the first epoch while the batch's indices are all unseen
-        (``state[index].sum() == 0``)."""
+        (``state[index].sum() == 0``), on this process's ``index`` only (the objectives apply
+        it to the global batch themselves, see :meth:`gamma_args`)."""
         g = float(self.gamma_current)
         if self.gamma_schedule == "constant" and g > self.gamma:
             return 1.0 if float(getattr(self, state)[index].sum()) == 0.0 else self.gamma
@@ -320,9 +408,14 @@ class SogCLR(_GammaSchedule):
         l_i    = -s_i,pos + (1 / (2B - 2)) sum_{j in S_i^-} (E_ij / ubar_i) s_ij  (E/ubar detached)
         loss   = mean_i (l_i^(1) + l_i^(2)),     u[index_i] <- mean of the two views' ubar_i
 
-    The state is updated in training mode only (``.eval()`` freezes it). Rank-local: the
-    state is per rank; under a process group it raises unless called inside
-    ``contrastkit.distributed.local()``.
+    The state is updated in training mode only (``.eval()`` freezes it).
+
+    Under a process group (``torch.distributed``) the loss and gradients are those of one
+    process on the concatenated batch: each rank's anchors see every rank's samples as
+    negatives, and the first-epoch rule tests the global batch. Every rank keeps the whole
+    buffer ``u``; after each step the new ``u`` of every rank's rows is all-gathered with the
+    indices (12 bytes a row in fp32), so the buffer is identical on every rank and equal to the
+    single-process one (LibAUC does the same for ``u``; see docs/objectives/weighting.md).
 
     Args:
         n_samples (int): dataset size; ``index`` values lie in ``[0, n_samples)``.
@@ -381,15 +474,15 @@ class SogCLR(_GammaSchedule):
         self.reduction, self.chunk_size, self.backend = reduction, chunk_size, backend
 
     def forward(self, z1: Tensor, z2: Tensor, index: Tensor) -> Tensor:
-        check_embeddings("z1", z1)
-        _check_index(index, z1.shape[0], self.n_samples, self.u)
+        gamma, gamma_unseen = self.gamma_args()
         return sogclr(
             z1,
             z2,
             index,
             self.u,
             temperature=self.temperature,
-            gamma=self.effective_gamma(index),
+            gamma=gamma,
+            gamma_unseen=gamma_unseen,
             eps=self.eps,
             update=self.training,
             reduction=self.reduction,
@@ -418,8 +511,12 @@ class iSogCLR(_GammaSchedule):  # noqa: N801 (the paper's name)
 
     Buffers ``u``, ``tau`` (the per-sample temperatures, init ``temperature``) and
     ``grad_tau`` (their momentum), all (n_samples,) (LibAUC's names, kept for checkpoints).
-    Rank-local: under a process group it raises unless called inside
-    ``contrastkit.distributed.local()``.
+
+    Under a process group as :class:`SogCLR`: the exchange carries the new ``u`` and the
+    temperature gradient of every rank's rows, and every rank applies the same momentum and
+    temperature step to the global batch's entries, so ``u``, ``grad_tau`` and ``tau`` are
+    identical on every rank and equal to one process's (LibAUC keeps ``tau`` and ``grad_tau``
+    per rank: a sample that moves to another rank finds a stale temperature there).
 
     Args:
         n_samples (int): dataset size.
@@ -488,8 +585,7 @@ class iSogCLR(_GammaSchedule):  # noqa: N801 (the paper's name)
         self.register_buffer("grad_tau", torch.zeros(n_samples))
 
     def forward(self, z1: Tensor, z2: Tensor, index: Tensor) -> Tensor:
-        check_embeddings("z1", z1)
-        _check_index(index, z1.shape[0], self.n_samples, self.u)
+        gamma, gamma_unseen = self.gamma_args()
         return isogclr(
             z1,
             z2,
@@ -497,7 +593,8 @@ class iSogCLR(_GammaSchedule):  # noqa: N801 (the paper's name)
             self.u,
             self.tau,
             self.grad_tau,
-            gamma=self.effective_gamma(index),
+            gamma=gamma,
+            gamma_unseen=gamma_unseen,
             rho=self.rho,
             eta=self.eta,
             beta=self.beta,

@@ -23,6 +23,12 @@ tau in [0.005, 0.05]. Gamma schedule as the unimodal loss, per direction (``u_im
 assumed distinct (LibAUC reads the state back after writing it; with repeats the two differ).
 Inputs are used as given (LibAUC does not normalise; ``normalize=True`` does).
 
+Under a process group (exact): each rank passes its pairs and their indices and holds the whole
+states; its images are contrasted with every rank's texts and its texts with every rank's
+images, the running maxima are over every rank's samples (a forward-only all-gather of both
+modalities), and the new state values of every rank's pairs are all-gathered with their
+indices and written into every rank's states (in rank-major order).
+
 Engine form: two one-directional plain log-sum-exps (images over texts, texts over images; each
 direction has its own per-row temperatures), the first moment for the value from the engine's
 temperature gradient, and one forward-only blocked pass for the row and column maxima that the
@@ -45,10 +51,38 @@ from ..._validation import (
     check_temperature,
 )
 from ...engine import LSETerm, PairMask, RowSpec
-from ...objective import engine_args, prepare, rank_local_objective, row_weight, run
-from .sogclr import _check_index, _check_isog, _check_state, _GammaSchedule
+from ...objective import (
+    engine_args,
+    exact_objective,
+    gather_rows,
+    objective_group,
+    prepare,
+    row_weight,
+    run,
+    sum_across_ranks,
+)
+from .sogclr import (
+    _check_index,
+    _check_isog,
+    _check_state,
+    _GammaSchedule,
+    _gather_index,
+    _share_rows,
+)
 
 __all__ = ["sogclr_bimodal", "isogclr_bimodal", "SogCLRBimodal", "iSogCLRBimodal"]
+
+
+def _row_max(A: Tensor, C: Tensor, block: Optional[int]) -> Tensor:
+    """max_j <a_i, c_j> per row, in row blocks, no gradient (memory O(block x M))."""
+    n = A.shape[0]
+    b = block or min(n, max(256, (1 << 24) // max(C.shape[0], 1)))
+    rows = torch.empty(n, dtype=A.dtype, device=A.device)
+    with torch.no_grad():
+        Ad, Cd = A.detach(), C.detach()
+        for r0 in range(0, n, b):
+            rows[r0 : r0 + b] = (Ad[r0 : r0 + b] @ Cd.t()).amax(dim=1)
+    return rows
 
 
 def _row_col_max(A: Tensor, C: Tensor, block: Optional[int]) -> tuple[Tensor, Tensor]:
@@ -66,14 +100,15 @@ def _row_col_max(A: Tensor, C: Tensor, block: Optional[int]) -> tuple[Tensor, Te
     return rows, cols
 
 
-def _direction(A, C, pos, smax, u_old, b_old, tau, gamma, eps, w, reduction, eng):
-    """One direction. Returns (row values, u_new, b_new, total weight C_i, C_i E_i)."""
-    n = A.shape[0]
+def _direction(A, C, pos, smax, u_old, b_old, tau, gamma, eps, w, n, reduction, eng, group):
+    """One direction, this rank's rows ``A`` against every rank's ``C`` (``n`` in all). Returns
+    (loss, u_new, b_new, total weight C_i, C_i E_i), the last four per row of ``A``."""
+    rows = A.shape[0]
     dt = A.dtype
     s_ii = pos.detach()
     b_new = torch.maximum(b_old, (smax - s_ii) / tau)
     u_keep = (1.0 - gamma) * u_old * torch.exp(b_old - b_new)
-    u_out = torch.empty(n, dtype=dt, device=A.device)
+    u_out = torch.empty(rows, dtype=dt, device=A.device)
     mass_out = torch.empty_like(u_out)
 
     def row_fn(st, sd):
@@ -95,21 +130,27 @@ def _direction(A, C, pos, smax, u_old, b_old, tau, gamma, eps, w, reduction, eng
             "tau": tau,
             "b": b_new,
             "u_keep": u_keep,
-            "rowid": torch.arange(n, device=A.device),
+            "rowid": torch.arange(rows, device=A.device),
         },
     )
     kap = (1.0 / tau).requires_grad_(True)
     with torch.enable_grad():
-        out = run(A, C, spec, kap, reduction, eng, group=None)
+        out = run(A, C, spec, kap, reduction, eng, group=group)
         (dk,) = torch.autograd.grad(out.sum(), kap, retain_graph=True)
-    ce = (dk / (w * tau)).detach()  # C_i sum_j pi_ij s_ij
-    out = out + (w * ce if reduction == "none" else (w * ce).sum())
+    scale = 1.0 if group is None else group.scale  # the group's gradient convention
+    ce = (dk / (w * tau * scale)).detach()  # C_i sum_j pi_ij s_ij
+    if reduction == "none":
+        out = out + w * ce
+    else:
+        out = out + sum_across_ranks((w * ce).sum(), "first_moment", group=group)
     return out, u_out, b_new, mass_out, ce
 
 
 def _bimodal(image, text, index, st, tau_img, tau_txt, gammas, eps, reduction, normalize, eng):
     """Shared core. ``st``: dict of the state tensors (u_img, b_img, u_txt, b_txt); ``tau_*``:
-    float or per-sample state. Returns (loss, per-direction (u, b, mass, cE, tau) tuples)."""
+    float or per-sample state; ``gammas``: (image, text, unseen or None). Returns (loss,
+    per-direction (u, b, mass, cE, tau, s_ii) tuples of this rank's rows, the global batch's
+    indices, the global batch size)."""
     check_reduction(reduction)
     check_embeddings("image", image, min_rows=2)
     check_embeddings("text", text, min_rows=2)
@@ -119,11 +160,18 @@ def _bimodal(image, text, index, st, tau_img, tau_txt, gammas, eps, reduction, n
     for name, t in st.items():
         _check_state(name, t, st["u_img"].shape[0], image)
     _check_index(index, B, st["u_img"].shape[0], image)
-    for g in gammas:
+    for g in gammas[:2]:
         check_range("gamma", float(g), 0.0, 1.0, hi_open=False)
+    if gammas[2] is not None:
+        check_range("gamma_unseen", float(gammas[2]), 0.0, 1.0, hi_open=False)
     check_positive("eps", eps)
     Im, Tx = prepare(image, normalize), prepare(text, normalize)
     dt = Im.dtype
+    group = objective_group()
+    # the first collective: every rank's dataset indices (the global count, the unseen-batch
+    # test and the state exchange); the identity without a group
+    index_all = _gather_index(index, st["u_img"].shape[0], group)
+    n = index_all.shape[0]
 
     def rows(t):
         if isinstance(t, Tensor):
@@ -132,8 +180,13 @@ def _bimodal(image, text, index, st, tau_img, tau_txt, gammas, eps, reduction, n
 
     ti, tt = rows(tau_img), rows(tau_txt)
     pos = (Im * Tx).sum(-1)
-    rmax, cmax = _row_col_max(Im, Tx, eng.get("chunk_size"))
-    w = row_weight(reduction, B, group=None) / 2
+    if group is None:
+        rmax, cmax = _row_col_max(Im, Tx, eng.get("chunk_size"))
+    else:  # the running shift needs the maxima over every rank's samples (forward only)
+        both = gather_rows(torch.stack([Im.detach(), Tx.detach()], 1), "maxima", group=group)
+        rmax = _row_max(Im, both[:, 1], eng.get("chunk_size"))
+        cmax = _row_max(Tx, both[:, 0], eng.get("chunk_size"))
+    w = row_weight(reduction, n, group=None) / 2  # the global count, gathered
     grad_mode = torch.is_grad_enabled()
     res = []
     total: Union[float, Tensor] = 0.0
@@ -141,27 +194,46 @@ def _bimodal(image, text, index, st, tau_img, tau_txt, gammas, eps, reduction, n
         (Im, Tx, rmax, ti, gammas[0], "img"),
         (Tx, Im, cmax, tt, gammas[1], "txt"),
     ):
+        if gammas[2] is not None and float(st["u_" + key].detach()[index_all].sum()) == 0.0:
+            g = gammas[2]  # LibAUC's first-epoch rule, per direction, on the global batch
         u_old = st["u_" + key].detach()[index].to(dt)
         b_old = st["b_" + key].detach()[index].to(dt)
         out, u_new, b_new, mass, ce = _direction(
-            A, C, pos, smax, u_old, b_old, tau, g, eps, w, reduction, eng
+            A, C, pos, smax, u_old, b_old, tau, g, eps, w, n, reduction, eng, group
         )
         total = total + out
         res.append((u_new, b_new, mass, ce, tau, pos.detach()))
     assert isinstance(total, Tensor)  # both directions added
     if not (grad_mode and (image.requires_grad or text.requires_grad)):
         total = total.detach()
-    return total, res
+    return total, res, index_all, n, group
 
 
-def _write(st, index, res):
+def _new_states(st, res) -> list:
+    """The new (u_img, b_img, u_txt, b_txt) of this rank's rows, in the states' dtypes."""
+    out = []
+    for (u_new, b_new, *_), key in zip(res, ("img", "txt")):
+        out += [u_new.to(st["u_" + key].dtype), b_new.to(st["b_" + key].dtype)]
+    return out
+
+
+def _exchange(values: list, group) -> list:
+    """Every rank's per-row values (each (B,)), rank-major: one all-gather of a (B, k) block in
+    a dtype exact for all of them (the identity without a group)."""
+    dt = values[0].dtype
+    for v in values[1:]:
+        dt = torch.promote_types(dt, v.dtype)
+    block = _share_rows(torch.stack([v.to(dt) for v in values], 1), group)
+    return [block[:, i].to(v.dtype) for i, v in enumerate(values)]
+
+
+def _write(st, index_all, new):
     with torch.no_grad():
-        for (u_new, b_new, *_), key in zip(res, ("img", "txt")):
-            st["u_" + key][index] = u_new.to(st["u_" + key].dtype)
-            st["b_" + key][index] = b_new.to(st["b_" + key].dtype)
+        for name, v in zip(_STATES, new):
+            st[name][index_all] = v
 
 
-@rank_local_objective
+@exact_objective
 def sogclr_bimodal(
     image: Tensor,
     text: Tensor,
@@ -174,6 +246,7 @@ def sogclr_bimodal(
     temperature: float = 0.01,
     gamma: float = 0.9,
     gamma_txt: Optional[float] = None,
+    gamma_unseen: Optional[float] = None,
     eps: float = 1e-20,
     update: bool = True,
     normalize: bool = False,
@@ -183,20 +256,30 @@ def sogclr_bimodal(
 ) -> Tensor:
     """Bimodal SogCLR of paired ``image``, ``text`` (B, d), B >= 2, with dataset ``index`` (B,);
     the four states (n_samples,) are updated in place when ``update``. ``gamma_txt`` defaults
-    to ``gamma``. ``reduction="none"``: per-pair values (B,) whose mean is the loss."""
+    to ``gamma``; ``gamma_unseen`` (when given) replaces the gamma of a direction whose state
+    is all zero at the batch's indices (the modules pass 1 in the first epoch, LibAUC's rule).
+    ``reduction="none"``: per-pair values (B,) whose mean is the loss.
+
+    Under a process group (exact): every rank passes its own pairs and index and the *whole*
+    states, identical on every rank; its images are contrasted with every rank's texts (and
+    its texts with every rank's images), the loss is that of one process on the concatenated
+    batch, and the running maxima and the unseen test are over the global batch. With
+    ``update`` the four new values of every rank's pairs are exchanged (an all-gather of the
+    indices and a (B, 4) block), so every rank's states equal the single-process ones."""
     eng = engine_args(chunk_size, backend)
     check_temperature("temperature", temperature)
     st = {"u_img": u_img, "b_img": b_img, "u_txt": u_txt, "b_txt": b_txt}
-    gammas = (gamma, gamma if gamma_txt is None else gamma_txt)
-    loss, res = _bimodal(
+    gammas = (gamma, gamma if gamma_txt is None else gamma_txt, gamma_unseen)
+    loss, res, index_all, _, group = _bimodal(
         image, text, index, st, temperature, temperature, gammas, eps, reduction, normalize, eng
     )
     if update:
-        _write(st, index, res)
+        with torch.no_grad():
+            _write(st, index_all, _exchange(_new_states(st, res), group))
     return loss
 
 
-@rank_local_objective
+@exact_objective
 def isogclr_bimodal(
     image: Tensor,
     text: Tensor,
@@ -212,6 +295,7 @@ def isogclr_bimodal(
     *,
     gamma: float = 0.9,
     gamma_txt: Optional[float] = None,
+    gamma_unseen: Optional[float] = None,
     rho: float = 6.0,
     eta: float = 0.01,
     beta: float = 0.9,
@@ -225,7 +309,11 @@ def isogclr_bimodal(
     backend: str = "auto",
 ) -> Tensor:
     """Bimodal iSogCLR: per-sample temperatures ``tau_img[index]`` (image rows) and
-    ``tau_txt[index]`` (text rows); all ten states (n_samples,) are updated in place."""
+    ``tau_txt[index]`` (text rows); all eight states (n_samples,) are updated in place.
+
+    Under a process group as :func:`sogclr_bimodal`; the exchange carries six values per pair
+    (the four SogCLR states and the two temperature gradients) and every rank applies the same
+    momentum and temperature steps to the global batch's entries."""
     eng = engine_args(chunk_size, backend)
     _check_isog(rho, eta, beta, min_temperature, max_temperature)
     st = {"u_img": u_img, "b_img": b_img, "u_txt": u_txt, "b_txt": b_txt}
@@ -236,23 +324,25 @@ def isogclr_bimodal(
         _check_state(name, t, u_img.shape[0] if isinstance(u_img, Tensor) else None, image)
     if not bool((tau_img > 0).all()) or not bool((tau_txt > 0).all()):
         raise ValueError("tau_img and tau_txt (the per-sample temperatures) must be > 0")
-    gammas = (gamma, gamma if gamma_txt is None else gamma_txt)
-    loss, res = _bimodal(
+    gammas = (gamma, gamma if gamma_txt is None else gamma_txt, gamma_unseen)
+    loss, res, index_all, n, group = _bimodal(
         image, text, index, st, tau_img, tau_txt, gammas, eps, reduction, normalize, eng
     )
     if update:
-        n = image.shape[0] - 1
         with torch.no_grad():
-            for (u_new, b_new, mass, ce, tau, s_ii), key in zip(res, ("img", "txt")):
+            grads = []
+            for u_new, b_new, mass, ce, tau, s_ii in res:
                 # sum_j p_ij l_ij / tau = (C E - C s_ii) / tau
-                grad = torch.log(u_new) + rho + b_new - (ce - mass * s_ii) / (tau * n)
+                grads.append(torch.log(u_new) + rho + b_new - (ce - mass * s_ii) / (tau * (n - 1)))
+            new = _exchange(_new_states(st, res) + grads, group)
+            for grad, key in zip(new[4:], ("img", "txt")):
                 g = extra["grad_tau_" + key]
-                g[index] = ((1.0 - beta) * g[index] + beta * grad.to(g.dtype)).to(g.dtype)
+                g[index_all] = ((1.0 - beta) * g[index_all] + beta * grad.to(g.dtype)).to(g.dtype)
                 t = extra["tau_" + key]
-                t[index] = (t[index] - eta * g[index]).clamp(
+                t[index_all] = (t[index_all] - eta * g[index_all]).clamp(
                     min=min_temperature, max=max_temperature
                 )
-        _write(st, index, res)
+            _write(st, index_all, new[:4])
     return loss
 
 
@@ -273,8 +363,13 @@ class SogCLRBimodal(_GammaSchedule):
         loss = (mean_i sum_{j != i} p_ij l_ij  +  the same for texts) / 2
 
     Buffers ``u_img, b_img, u_txt, b_txt`` (n_samples,), updated in training mode only.
-    Rank-local: under a process group it raises unless called inside
-    ``contrastkit.distributed.local()``.
+
+    Under a process group (``torch.distributed``) the loss and gradients are those of one
+    process on the concatenated batch (each rank's images against every rank's texts and
+    vice versa; the running shift from the maxima over every rank's samples). Every rank keeps
+    the whole buffers; after each step the four new values of every rank's pairs are
+    all-gathered with the indices, so the buffers are identical on every rank and equal to one
+    process's (LibAUC gathers ``u`` but keeps ``b`` per rank).
 
     Args:
         n_samples (int): dataset size.
@@ -331,13 +426,8 @@ class SogCLRBimodal(_GammaSchedule):
         self.temperature, self.normalize = temperature, normalize
         self.reduction, self.chunk_size, self.backend = reduction, chunk_size, backend
 
-    def _gammas(self, image, index):
-        check_embeddings("image", image)
-        _check_index(index, image.shape[0], self.n_samples, self.u_img)
-        return self.effective_gamma(index, "u_img"), self.effective_gamma(index, "u_txt")
-
     def forward(self, image: Tensor, text: Tensor, index: Tensor) -> Tensor:
-        g_img, g_txt = self._gammas(image, index)
+        gamma, gamma_unseen = self.gamma_args()
         return sogclr_bimodal(
             image,
             text,
@@ -347,8 +437,8 @@ class SogCLRBimodal(_GammaSchedule):
             self.u_txt,
             self.b_txt,
             temperature=self.temperature,
-            gamma=g_img,
-            gamma_txt=g_txt,
+            gamma=gamma,
+            gamma_unseen=gamma_unseen,
             eps=self.eps,
             update=self.training,
             normalize=self.normalize,
@@ -370,8 +460,10 @@ class iSogCLRBimodal(SogCLRBimodal):  # noqa: N801 (the paper's name)
         tau_i <- clamp(tau_i - eta g_i, min_temperature, max_temperature)
 
     Besides the SogCLR states, buffers ``tau_img, tau_txt`` (init ``temperature``) and
-    ``grad_tau_img, grad_tau_txt`` (LibAUC's names). Rank-local: under a process group it
-    raises unless called inside ``contrastkit.distributed.local()``.
+    ``grad_tau_img, grad_tau_txt`` (LibAUC's names). Under a process group as
+    :class:`SogCLRBimodal`, with the two temperature gradients in the exchange (six values a
+    pair): every rank applies the same temperature steps, so all eight buffers stay identical
+    on every rank and equal to one process's.
 
     Args:
         n_samples (int): dataset size.
@@ -449,7 +541,7 @@ class iSogCLRBimodal(SogCLRBimodal):  # noqa: N801 (the paper's name)
             self.register_buffer(name, torch.zeros(n_samples))
 
     def forward(self, image: Tensor, text: Tensor, index: Tensor) -> Tensor:
-        g_img, g_txt = self._gammas(image, index)
+        gamma, gamma_unseen = self.gamma_args()
         return isogclr_bimodal(
             image,
             text,
@@ -462,8 +554,8 @@ class iSogCLRBimodal(SogCLRBimodal):  # noqa: N801 (the paper's name)
             self.tau_txt,
             self.grad_tau_img,
             self.grad_tau_txt,
-            gamma=g_img,
-            gamma_txt=g_txt,
+            gamma=gamma,
+            gamma_unseen=gamma_unseen,
             rho=self.rho,
             eta=self.eta,
             beta=self.beta,
