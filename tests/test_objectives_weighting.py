@@ -786,7 +786,7 @@ def test_benchmark_hook_engine_equals_dense():
     spec.loader.exec_module(bench)
     names = [n for n in bench.CASES if not n.endswith("-dense")]
     assert set(bench.CASES) == set(names) | {n + "-dense" for n in names}
-    assert len(names) == 7
+    assert len(names) == 8
     for name in names:
         call = bench.CASES[name](160, 8, torch.Generator().manual_seed(0))
         tiled = call()
