@@ -374,6 +374,39 @@ def test_info_nce_with_negatives_all_kinds_equal_reference():
     )
 
 
+def test_info_nce_with_negatives_moco_path_sweeps_the_queue_only():
+    """in_batch_negatives=False without weights: the own key is a side term and the engine
+    sweeps the queue alone; same values and gradients as the reference (extra negatives with
+    a validity mask included), and a positive far above every negative gives ~0, not a
+    cancellation error."""
+    q, k = rand(7, 5, seed=21, grad=True), rand(9, 5, seed=22, grad=True)
+    queue, extra = rand(6, 5, seed=23, grad=True), rand(7, 3, 5, seed=24, grad=True)
+    valid = torch.rand(7, 3, generator=torch.Generator().manual_seed(1)) < 0.5
+    want = ref_info_nce(q, k, queue, extra, valid, tau=0.2, in_batch=False)
+    gw = torch.autograd.grad(want.sum(), (q, k, queue, extra))
+    for eng in ENGINES_SHORT:
+        got = info_nce_with_negatives(
+            q,
+            k,
+            queue,
+            extra,
+            valid,
+            in_batch_negatives=False,
+            temperature=0.2,
+            reduction="none",
+            **eng,
+        )
+        torch.testing.assert_close(got, want)
+        for a, b in zip(torch.autograd.grad(got.sum(), (q, k, queue, extra)), gw):
+            torch.testing.assert_close(a, b)
+    x = torch.tensor([[1.0, 0.0]], dtype=D64)
+    far = info_nce_with_negatives(
+        x, x, -x, in_batch_negatives=False, temperature=0.01, reduction="none"
+    )
+    tiny = torch.log1p(torch.exp(torch.tensor([-200.0], dtype=D64)))  # 1.4e-87, not 0
+    torch.testing.assert_close(far, tiny, rtol=1e-9, atol=0.0)
+
+
 def test_info_nce_with_negatives_gradcheck():
     q = rand(4, 3, seed=16, grad=True)
     k = rand(5, 3, seed=17, grad=True)
@@ -835,3 +868,35 @@ def _nce_twin():
 
 
 _MORE_TWINS = {"dexml": _dexml_twin, "nce": _nce_twin, "compositional_nll": _compositional_twin}
+
+
+def _empty_denominator_two_ranks(rank, world, rdzv, out):
+    import os
+
+    import test_distributed as T
+
+    dist = T._init(rank, world, rdzv)
+    g = torch.Generator().manual_seed(rank)
+    q, k = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
+    w = torch.ones(4, 8)  # this rank's queries over the 8 keys of both ranks
+    if rank == 1:
+        w[2] = 0.0  # rank 1's query 2 has no denominator left
+    res = {}
+    try:
+        info_nce_with_negatives(q, k, weights=w)
+    except ValueError as exc:
+        res["empty"] = str(exc)
+    torch.save(res, os.path.join(out, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_info_nce_with_negatives_empty_denominator_raises_on_every_rank():
+    """The check runs after the engine (after the first exchange): the count of empty queries
+    is summed over ranks so that every rank raises, instead of one rank raising and the other
+    waiting in the next collective."""
+    from test_distributed import _spawn
+
+    res = _spawn(_empty_denominator_two_ranks, 2)
+    for r in res:
+        assert "weights leave 1 queries with an empty denominator" in r.get("empty", ""), r

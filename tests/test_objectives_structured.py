@@ -982,7 +982,9 @@ def test_published_aliases_and_registry():
     }
     assert found["mlcd"].module_aliases == ("MLCDLoss",)
     assert found["sinkhorn_knopp"].module is None  # a helper of SwAV
-    exact = {"conr", "supremix"}  # labels gathered: exact under a process group
+    # labels gathered (ConR, SupReMix), centres / prototypes replicated (MLCD, SwAV and its
+    # Sinkhorn-Knopp step): exact under a process group
+    exact = {"conr", "supremix", "mlcd", "swav", "sinkhorn_knopp"}
     for name, e in found.items():
         assert (getattr(e.functional, "exact_under_group", True) is False) != (name in exact)
 
@@ -1047,3 +1049,48 @@ def test_conr_row_flags_by_sorting_match_the_pairwise_masks(dtype):
         assert torch.equal(
             _has_confused_negative(y, yh, window), ((d > window) & (dh <= window)).any(1)
         )
+
+
+# ----------------------------------------------------------------------------------------------
+# MLCD under a process group: the negative centres agree on every rank
+# ----------------------------------------------------------------------------------------------
+
+
+def _mlcd_two_ranks(rank, world, rdzv, out):
+    import os
+
+    import test_distributed as T
+
+    dist = T._init(rank, world, rdzv)
+    g = torch.Generator().manual_seed(rank)
+    e, C = torch.randn(4, 8, generator=g), torch.randn(10, 8, generator=_gen(5))
+    pos = torch.zeros(4, 1, dtype=torch.long)
+    res = {}
+    try:  # the caller's negatives differ across ranks: every rank raises
+        mlcd(e, C, pos, torch.tensor([1, 2 + rank]))
+    except ValueError as exc:
+        res["differ"] = str(exc)
+    # generators seeded differently: every rank uses rank 0's sample
+    res["rows"] = mlcd(e, C, pos, negative_ratio=0.5, generator=_gen(100 + rank), reduction="none")
+    torch.save(res, os.path.join(out, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_mlcd_negatives_are_the_same_on_every_rank():
+    from test_distributed import _spawn
+
+    import contrastkit.distributed as ckd
+
+    res = _spawn(_mlcd_two_ranks, 2)
+    for r in res:
+        assert "must be the same centre indices on every rank" in r["differ"], r
+        assert "rank 0 [1, 2], rank 1 [1, 3]" in r["differ"]
+    e1 = torch.randn(4, 8, generator=torch.Generator().manual_seed(1))
+    C = torch.randn(10, 8, generator=_gen(5))
+    pos = torch.zeros(4, 1, dtype=torch.long)
+    with ckd.local():
+        want = mlcd(e1, C, pos, negative_ratio=0.5, generator=_gen(100), reduction="none")
+        own = mlcd(e1, C, pos, negative_ratio=0.5, generator=_gen(101), reduction="none")
+    assert not torch.allclose(own, want)  # rank 1's own sample would differ
+    torch.testing.assert_close(res[1]["rows"], want)

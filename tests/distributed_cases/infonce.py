@@ -1,5 +1,11 @@
 """Distributed cases of the infonce family objectives added for issue 14 (dexml, nce; both
-exact: per-row means with global counts): 2 ranks == 1 process on the global batch.
+exact: per-row means with global counts) and 15 (info_nce_with_negatives, mixup_contrastive):
+2 ranks == 1 process on the global batch.
+
+``info_nce_with_negatives``: every rank's keys and queue rows are candidates (the global queue is
+the rank-major concatenation of the ranks' queues), per-anchor negatives are rows, and the
+dense weights ``(n, n)`` sharded by rows are each rank's ``(N, W N)`` weights over the global key
+columns. ``mixup_contrastive``: ``perm`` holds each row's partner as a global row index.
 
 DEXML's ``positives`` index the candidates of the query's own rank (as InfoNCE's in-batch
 positive): the global inputs keep every query's positives inside its rank's block of rows, and
@@ -9,10 +15,13 @@ from __future__ import annotations
 
 import torch
 
+import contrastkit as ck
 from contrastkit.distributed import _ops
 from contrastkit.losses.infonce import DEXML, NCE, dexml, nce
+from contrastkit.negatives import ClusterNegativeWeights
 
 PER_RANK = 5  # rows per rank in tests/test_distributed.py
+TILED = {"backend": "tiled", "chunk_size": 3}
 
 
 def _rand(g, *shape):
@@ -55,7 +64,87 @@ def _nce_shared(g, n, d):
     return [_rand(g, n), _rand(g, 2 * n), _rand(g, n), _rand(g, 2 * n)], []
 
 
+def _with_negatives(g, n, d):
+    """Queries, keys, a queue (2 rows per query), 3 per-anchor negatives with a validity mask
+    (some rows with none valid), dense weights over the global keys (some zero, diagonal too),
+    cluster labels (n, 2)."""
+    valid = torch.rand(n, 3, generator=g) < 0.6
+    valid[1] = False
+    weights = torch.rand(n, n, generator=g, dtype=torch.float64) * 2
+    weights[torch.rand(n, n, generator=g) < 0.2] = 0.0
+    labels = torch.randint(0, 3, (n, 2), generator=g)
+    rows = [_rand(g, n, d), _rand(g, n, d), _rand(g, 2 * n, d), _rand(g, n, 3, d), valid]
+    return rows + [weights, labels], [torch.tensor(0.3, dtype=torch.float64)]
+
+
+def _global(x):
+    """Every rank's rows of ``x`` (``x`` itself in one process)."""
+    ctx = _ops.current()
+    return x if ctx is None else _ops.gather(ctx, x)
+
+
+def _cluster_weights(labels):
+    """MEOW weights of this rank's queries over every rank's keys: ``(N, W N)``."""
+    return ClusterNegativeWeights(labels.T, _global(labels).T)
+
+
+def _mixup(g, n, d):
+    """Mixed x, y, a permutation of the global batch (row 0 a fixed point, partners across
+    ranks), mixing coefficients (some 1: unmixed)."""
+    perm = torch.randperm(n, generator=g)
+    perm[[0, perm.tolist().index(0)]] = perm[[perm.tolist().index(0), 0]]  # perm(0) = 0
+    mix = 0.2 + 0.6 * torch.rand(n, generator=g, dtype=torch.float64)
+    mix[torch.rand(n, generator=g) < 0.25] = 1.0
+    return [_rand(g, n, d), _rand(g, n, d), perm, mix], []
+
+
 CASES = {
+    "mixup_contrastive": (
+        _mixup,
+        lambda rows, shared: ck.mixup_contrastive(*rows, temperature=0.2, **TILED),
+    ),
+    "mixup_contrastive_official_none": (
+        _mixup,
+        lambda rows, shared: ck.mixup_contrastive(
+            *rows, temperature=0.3, official_self_pair=True, reduction="none"
+        ),
+    ),
+    "mixup_contrastive_sum_module": (
+        _mixup,
+        lambda rows, shared: ck.MixupContrastive(temperature=0.1, reduction="sum")(*rows),
+    ),
+    "info_nce_with_negatives": (
+        _with_negatives,
+        lambda rows, shared: ck.info_nce_with_negatives(
+            *rows[:5], rows[5], temperature=shared[0], backend="tiled", chunk_size=4
+        ),
+    ),
+    "info_nce_with_negatives_cluster_none": (
+        _with_negatives,
+        lambda rows, shared: ck.info_nce_with_negatives(
+            rows[0],
+            rows[1],
+            None,
+            rows[3],
+            weights=_cluster_weights(rows[6]),
+            temperature=shared[0],
+            reduction="none",
+            backend="tiled",
+            chunk_size=3,
+        ),
+    ),
+    "info_nce_with_negatives_moco_none": (
+        _with_negatives,
+        lambda rows, shared: ck.info_nce_with_negatives(
+            *rows[:5], in_batch_negatives=False, temperature=shared[0], reduction="none"
+        ),
+    ),
+    "info_nce_with_negatives_moco_sum_module": (
+        _with_negatives,
+        lambda rows, shared: ck.InfoNCEWithNegatives(
+            temperature=shared[0], in_batch_negatives=False, reduction="sum"
+        )(rows[0], rows[1], rows[2], weights=rows[5] + 0.5),
+    ),
     "dexml": (
         _dexml,
         lambda rows, shared: dexml(

@@ -4,6 +4,11 @@ TMLR 2025, arXiv:2409.17777; official code RaghavSinghal10/M3CoL, ``model/utils.
 
 The mixing itself (``x~ = beta x + (1 - beta) x[perm]``) is
 :class:`contrastkit.positives.MultimodalMixup`; this module is the loss of the mixed batch.
+
+Under a process group the loss is that of the global batch: ``perm`` gives each of this rank's
+rows its partner as a *global* row index (a permutation of the global batch, sharded by rows like
+every per-row input), the partners' ``y`` rows are gathered, and the soft targets that other
+ranks' mixed rows put on this rank's columns are gathered with them (one value per row).
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ from ...engine import RowSpec
 from ...objective import (
     Objective,
     engine_args,
+    exact_objective,
+    gather_rows,
     kappa,
+    objective_group,
     prepare,
-    rank_local_objective,
+    row_offset,
     row_weight,
     run,
 )
@@ -34,7 +42,7 @@ from ...objective import (
 __all__ = ["mixup_contrastive", "MixupContrastive", "mixup_contrastive_loss"]
 
 
-@rank_local_objective
+@exact_objective
 def mixup_contrastive(
     x_mixed: Tensor,
     y: Tensor,
@@ -49,33 +57,41 @@ def mixup_contrastive(
 ) -> Tensor:
     """M3CoL's bidirectional soft-target InfoNCE of a mixed batch; see
     :class:`MixupContrastive`."""
+    group = objective_group()
     eng = engine_args(chunk_size, backend)
     check_temperature("temperature", temperature)
     check_embeddings("x_mixed", x_mixed)
     check_embeddings("y", y)
     check_compatible("x_mixed", x_mixed, "y", y, same_rows=True)
     B = x_mixed.shape[0]
-    check_index("perm", perm, B, shape=(B,), ref=x_mixed)
+    B_all = B * (1 if group is None else group.world)  # rows of the global batch
+    check_index("perm", perm, B_all, shape=(B,), ref=x_mixed)
     check_tensor("mix", mix, kind="float", shape=(B,), ref=x_mixed)
     X, Y = prepare(x_mixed, True), prepare(y, True)
-    k = kappa(X, temperature, group=None)
+    k = kappa(X, temperature, group=group)
     mix = mix.to(X.dtype).detach()
     diag = mix.clone()
     off = 1 - mix
-    selfp = perm == torch.arange(B, device=perm.device)
+    start = row_offset(B, group=group)  # global index of this rank's first row
+    selfp = perm == torch.arange(start, start + B, device=perm.device)
     if official_self_pair:
         diag = torch.where(selfp, 1 - mix, diag)
         off = torch.where(selfp, torch.zeros_like(off), off)
     else:  # P_ii = beta + (1 - beta) = 1
         diag = torch.where(selfp, torch.ones_like(diag), diag)
         off = torch.where(selfp, torch.zeros_like(off), off)
+    w = row_weight(reduction, B, group=group) / 2
     u_diag = (X * Y).sum(-1) * k
-    u_off = (X * Y[perm]).sum(-1) * k  # u_i,perm(i)
+    Y_all = gather_rows(Y, "y", group=group)  # the partners y_perm(i) live on any rank
+    u_off = (X * Y_all[perm]).sum(-1) * k  # u_i,perm(i)
     row_tgt = diag * u_diag + off * u_off
     row_mass = diag + off
-    col_tgt = (diag * u_diag).index_add(0, perm, off * u_off)
-    col_mass = diag.index_add(0, perm, off)
-    w = row_weight(reduction, B, group=None) / 2
+    # column j gets P_ij = 1 - beta_i from every row i with perm(i) = j, on any rank
+    pair = gather_rows(torch.stack([off * u_off, off], 1), "mix", group=group)
+    perm_all = gather_rows(perm, "perm", group=group)
+    into = pair.new_zeros(B_all, 2).index_add(0, perm_all, pair)[start : start + B]
+    col_tgt = diag * u_diag + into[:, 0]
+    col_mass = diag + into[:, 1]
     spec = RowSpec(
         row_fn=lambda st, sd: w * (sd["mass"] * cast(Tensor, st.lse)[0] - sd["tgt"]),
         row_side={"mass": row_mass, "tgt": row_tgt},
@@ -83,7 +99,7 @@ def mixup_contrastive(
         col_fn=lambda st, sd: w * (sd["mass"] * st.lse - sd["tgt"]),
         col_side={"mass": col_mass, "tgt": col_tgt},
     )
-    return run(X, Y, spec, k, reduction, eng, group=None)
+    return run(X, Y, spec, k, reduction, eng, group=group)
 
 
 class MixupContrastive(Objective, functional=mixup_contrastive):
@@ -97,8 +113,13 @@ class MixupContrastive(Objective, functional=mixup_contrastive):
     tiled engine (the two non-zero targets per row are O(N d) side inputs). Inputs are always
     L2-normalised. Official quirk: when ``perm(i) = i`` the official code overwrites ``P_ii``
     with ``1 - beta_i``; here ``P_ii = 1`` (``official_self_pair=True`` reproduces the code).
-    Rank-local (``perm`` permutes this rank's batch): under a process group it raises unless
-    the caller asks for a per-rank loss with ``contrastkit.distributed.local()``.
+    Exact under a process group (either strategy): the loss of the global batch, with
+    ``perm`` a permutation of the global batch given by rows (each rank passes its rows'
+    partners as global row indices, and its rows' ``mix``); the partners' ``y`` rows and the
+    targets other ranks' rows put on this rank's columns are gathered: ``2 (W - 1) B d``
+    elements per step more than CLIP (``y`` all-gathered, its gradient reduce-scattered) plus
+    ``5 (W - 1) B`` small values. The official code computes the loss per device on its local
+    batch (``perm`` local); ``contrastkit.distributed.local()`` gives that.
 
     Mixing and loss in two lines (M3CoL adds ``loss(x mixed vs y) + loss(y mixed vs x)`` times
     ``lambda_mix = 0.1`` to its classification loss)::
@@ -122,7 +143,8 @@ class MixupContrastive(Objective, functional=mixup_contrastive):
     Inputs:
         - ``x_mixed``: (B, d) float; the mixed modality.
         - ``y``: (B, d) float; the other modality, ``y_i`` pairs with ``x_i``.
-        - ``perm``: (B,) long; the mixing permutation.
+        - ``perm``: (B,) long; the mixing permutation (under a process group: this rank's
+          rows' partners, as global row indices).
         - ``mix``: (B,) float; ``beta_i`` (1 for an unmixed sample); no gradient.
         - returns a scalar, or (B,) with ``reduction="none"``.
 

@@ -19,10 +19,15 @@ training code is not public (deepglint/unicom releases models); this follows the
 equations. Circle's self-paced weights (alpha_p, alpha_n) are not included.
 
 Engine: ``lse_n`` is a log-sum-exp over the sampled centres per image with the image's own
-positives excluded (an index mask), swept by the engine; ``lse_p`` is O(N l d) and a side input.
+positives excluded (an index mask), swept by the engine; ``lse_p`` is a side input of O(N l d)
+work and O(N l) memory (:func:`~contrastkit.objective.index_dot`: the ``(N, l, d)`` gathered
+centres are never stored).
 
-Exactness: rank-local. The centres are shared by every rank and the negative centres are sampled
-per call, so the distributed engine path (which gathers candidates over ranks) does not apply.
+Exactness: exact under a process group. The centres are *replicated* (every rank holds the same
+``(k, d)`` tensor; nothing is gathered, and their gradient is that of the global loss on every
+rank), the sampled negative centres are the same on every rank (an internal sample is rank 0's,
+all-gathered; ``negatives`` given by the caller must match on every rank, checked), each rank
+sweeps its own images against them and the loss is the mean (sum) over the global images.
 """
 
 from __future__ import annotations
@@ -38,11 +43,16 @@ from ...engine import LSETerm, PairMask, RowSpec
 from ...objective import (
     Objective,
     engine_args,
+    exact_objective,
+    gather_rows,
+    global_total,
+    index_dot,
     kappa,
+    local_contrast,
+    objective_group,
     prepare,
-    rank_local_objective,
+    replicated,
     row_weight,
-    run,
 )
 
 __all__ = ["mlcd", "MLCD", "MLCDLoss"]
@@ -60,7 +70,7 @@ def _check_options(scale, margin, form, negative_ratio):
     check_range("negative_ratio", negative_ratio, 0.0, 1.0, lo_open=True, hi_open=False)
 
 
-@rank_local_objective
+@exact_objective
 def mlcd(
     embeddings: Tensor,
     centres: Tensor,
@@ -79,6 +89,7 @@ def mlcd(
 ) -> Tensor:
     """MLCD of ``embeddings`` against ``centres`` with ``positives`` (and optionally the sampled
     ``negatives``); see :class:`MLCD`."""
+    group = objective_group()
     eng = engine_args(chunk_size, backend)
     _check_options(scale, margin, form, negative_ratio)
     check_embeddings("embeddings", embeddings)
@@ -97,6 +108,7 @@ def mlcd(
     )
     pos = positives[:, None] if positives.dim() == 1 else positives
     pos = pos.to(device=embeddings.device, dtype=torch.long)
+    sampled = negatives is None
     if negatives is None:
         n_neg = max(1, int(round(negative_ratio * k_all)))
         negatives = (
@@ -106,13 +118,15 @@ def mlcd(
         )
     check_index("negatives", negatives, k_all, ndim=1, what="centres")
     negatives = negatives.to(embeddings.device, torch.long)
+    if group is not None:
+        negatives = _same_negatives(negatives, sampled, group)
 
     E = prepare(embeddings, normalize)
-    W = prepare(centres, normalize)
-    k = kappa(E, scale=scale, n_rows=N, group=None)
-    # positives: O(N l d) with autograd
+    W = prepare(replicated(centres, group=group), normalize)
+    k = kappa(E, scale=scale, n_rows=N, group=group)
+    # positives: O(N l d) work, O(N l) memory, with autograd
     valid = pos >= 0
-    s_p = (E[:, None, :] * W[pos.clamp(min=0)]).sum(-1)
+    s_p = index_dot(E, W, pos.clamp(min=0))  # no (N, l, d) copy of the positive centres
     x_p = (-k * (s_p - margin)).masked_fill(~valid, float("-inf"))
     has_p = valid.any(1)
     lse_p = torch.logsumexp(torch.where(has_p[:, None], x_p, torch.zeros_like(x_p)), dim=1)
@@ -122,7 +136,7 @@ def mlcd(
     col_of[negatives] = torch.arange(negatives.numel(), device=E.device)
     excl = torch.where(valid, col_of[pos.clamp(min=0)], torch.full_like(pos, -1))
     C = W[negatives]
-    w = row_weight(reduction, N, group=None)
+    w = row_weight(reduction, N, group=group)
     if form == "mlcd":
 
         def row_fn(st, sd):
@@ -137,7 +151,28 @@ def mlcd(
         row_fn=row_fn,
         row_side={"lse_p": lse_p},
     )
-    return run(E, C, spec, k, reduction, eng, group=None)
+    # the candidates (centres) are replicated, not gathered: this rank's images against them,
+    # then the global total (every rank's images; counts in ``w`` are global)
+    out = local_contrast(E, C, spec, k, reduce=reduction != "none", group=None, **eng)
+    if reduction == "none":
+        out = out[0]
+    return global_total(out, group=group)
+
+
+def _same_negatives(negatives: Tensor, sampled: bool, group) -> Tensor:
+    """The negative centres every rank uses: rank 0's sample when drawn here (ranks' generators
+    may differ), the caller's when given (must then be the same on every rank)."""
+    every = gather_rows(negatives, "negatives", group=group).view(group.world, -1)
+    if sampled:
+        return every[0]
+    differ = [r for r in range(group.world) if not torch.equal(every[r], every[0])]
+    if differ:
+        raise ValueError(
+            "negatives must be the same centre indices on every rank of the process group "
+            f"(the centres are shared); rank(s) {differ} differ from rank 0: "
+            f"rank 0 {every[0][:6].tolist()}, rank {differ[0]} {every[differ[0]][:6].tolist()}"
+        )
+    return negatives
 
 
 class MLCD(Objective, functional=mlcd):
@@ -147,7 +182,10 @@ class MLCD(Objective, functional=mlcd):
     contrasted with a random subset of the other centres (``negative_ratio``, resampled each
     call, the image's own positives excluded). The loss pulls the image towards all its
     positive centres and away from the sampled negatives, in the Circle-loss form with scale
-    ``gamma`` and margin ``m``. Rank-local under a process group.
+    ``gamma`` and margin ``m``. Exact under a process group: the centres are shared by every
+    rank (their gradient is the global loss's on every rank), the sampled negatives are rank
+    0's sample (given ``negatives`` must be equal on every rank) and the loss is the mean over
+    the images of every rank.
 
     ::
 
@@ -164,7 +202,8 @@ class MLCD(Objective, functional=mlcd):
             the unified Circle form).
         negative_ratio (float in (0, 1], default 1.0): fraction of the centres sampled as
             negatives each call (paper: 0.1; 1.0 uses every centre).
-        generator (torch.Generator or None, default None): generator of the sampling.
+        generator (torch.Generator or None, default None): generator of the sampling (under
+            a process group the sample drawn on rank 0 is used by every rank).
         reduction (str, default "mean"): ``"mean"`` | ``"sum"`` | ``"none"`` (per image).
         normalize (bool, default True): L2-normalise embeddings and centres.
         chunk_size (int or None, default None), backend (str, default "auto"): engine options.
@@ -175,7 +214,7 @@ class MLCD(Objective, functional=mlcd):
         - ``positives``: ``(N, l)`` (or ``(N,)``) int64 indices of each image's positive centres,
           ``-1`` = padding.
         - ``negatives`` (optional): ``(M,)`` int64 indices of the sampled negative centres
-          (default: drawn with ``negative_ratio``).
+          (default: drawn with ``negative_ratio``); the same on every rank of a process group.
 
     Example::
 
