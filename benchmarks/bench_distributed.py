@@ -7,7 +7,10 @@ backward once; a size "fits" when the two ranks' peak resident memory together s
 
 * ``ck_info_nce``: contrastkit InfoNCE under the world group (one-sided);
 * ``ck_info_nce_ring``: the same with ``strategy="ring"`` (shards passed around, Inf-CL);
-* ``ck_clip``: contrastkit symmetric CLIP loss under the world group;
+* ``ck_clip``: contrastkit symmetric CLIP loss under the world group (one sweep per rank, the
+  column statistics combined across ranks: one side gathered, 8 N M d FLOPs over the group);
+* ``ck_clip_two_pass``: the same loss on the former route (the columns as rows of the
+  transposed problem: both sides gathered, 2 x 6 N M d FLOPs), for comparison;
 * ``open_clip``: open_clip's ``ClipLoss(local_loss=True, gather_with_grad=True)``: gather every
   feature, then dense ``(B / 2) x B`` logits per direction on each rank.
 
@@ -16,6 +19,9 @@ Sizes whose *estimated* peak (dense logits for open_clip) exceeds twice the budg
 Quick check (minutes): ``python benchmarks/bench_distributed.py --budget-gib 2 --max 16384``.
 The figure for docs/benchmarks.md (24 GiB, hours on 2 cores for the largest contrastkit sizes):
 ``python benchmarks/bench_distributed.py --budget-gib 24 --start 8192 --max 4194304``.
+Step time of the two CLIP routes (``--steps 3``: the fastest of 3 steps per process):
+``python benchmarks/bench_distributed.py --start 8192 --max 8192 --steps 3 --methods
+ck_clip,ck_clip_two_pass``.
 """
 
 from __future__ import annotations
@@ -36,14 +42,14 @@ import torch.multiprocessing as mp
 ROOT = Path(__file__).resolve().parents[1]
 D = 128
 GIB = 1 << 30
-METHODS = ("ck_info_nce", "ck_info_nce_ring", "ck_clip", "open_clip")
+METHODS = ("ck_info_nce", "ck_info_nce_ring", "ck_clip", "ck_clip_two_pass", "open_clip")
 
 
 def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
-def _worker(rank, world, rdzv, out, method, batch, threads):
+def _worker(rank, world, rdzv, out, method, batch, threads, steps=1):
     import torch.distributed as dist
 
     torch.set_num_threads(threads)
@@ -72,22 +78,28 @@ def _worker(rank, world, rdzv, out, method, batch, threads):
         if oc is None:
             raise RuntimeError(peers.SKIP_REASONS["open_clip_losses"])
         loss_fn = oc.ClipLoss(local_loss=True, gather_with_grad=True, rank=rank, world_size=world)
+    if method == "ck_clip_two_pass":
+        from contrastkit.distributed import _run
+
+        _run.SYMMETRIC_ROUTE = "two-pass"
     base = _peak_rss_bytes()
-    dist.barrier()
-    t0 = time.perf_counter()
-    with ckd.CommCounter() as counter:
-        if method == "ck_info_nce":
-            loss = ck.info_nce(q, k, scale=scale)
-        elif method == "ck_info_nce_ring":
-            with ckd.group("world", strategy="ring"):
+    seconds = float("inf")
+    for _ in range(steps):
+        dist.barrier()
+        t0 = time.perf_counter()
+        with ckd.CommCounter() as counter:
+            if method == "ck_info_nce":
                 loss = ck.info_nce(q, k, scale=scale)
-        elif method == "ck_clip":
-            loss = ck.clip(q, k, scale=scale)
-        else:
-            loss = loss_fn(F.normalize(q, dim=-1), F.normalize(k, dim=-1), scale)
-        loss.backward()
-    dist.barrier()
-    seconds = time.perf_counter() - t0
+            elif method == "ck_info_nce_ring":
+                with ckd.group("world", strategy="ring"):
+                    loss = ck.info_nce(q, k, scale=scale)
+            elif method in ("ck_clip", "ck_clip_two_pass"):
+                loss = ck.clip(q, k, scale=scale)
+            else:
+                loss = loss_fn(F.normalize(q, dim=-1), F.normalize(k, dim=-1), scale)
+            loss.backward()
+        dist.barrier()
+        seconds = min(seconds, time.perf_counter() - t0)
     res = {
         "rank": rank,
         "peak_rss": _peak_rss_bytes(),
@@ -101,11 +113,11 @@ def _worker(rank, world, rdzv, out, method, batch, threads):
     dist.destroy_process_group()
 
 
-def run_once(method: str, batch: int, threads: int, timeout: float):
+def run_once(method: str, batch: int, threads: int, timeout: float, steps: int = 1):
     with tempfile.TemporaryDirectory() as tmp:
         ctx = mp.start_processes(
             _worker,
-            args=(2, os.path.join(tmp, "rdzv"), tmp, method, batch, threads),
+            args=(2, os.path.join(tmp, "rdzv"), tmp, method, batch, threads, steps),
             nprocs=2,
             join=False,
             start_method="spawn",
@@ -140,6 +152,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--threads", type=int, default=1, help="threads per rank")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
+    ap.add_argument("--steps", type=int, default=1, help="steps per run (step s: the fastest)")
     args = ap.parse_args()
     budget = args.budget_gib * GIB
     print(f"2 ranks, gloo, CPU, d = {D}, fp32, budget {args.budget_gib:g} GiB (sum of peak RSS)")
@@ -155,7 +168,7 @@ def main() -> None:
             if estimate_bytes(method, batch) > 2 * budget:
                 print(f"| {method} | {batch} | (estimate > 2x budget, not run) | | | | no |")
                 break
-            res, err = run_once(method, batch, args.threads, args.timeout)
+            res, err = run_once(method, batch, args.threads, args.timeout, args.steps)
             if res is None:
                 print(f"| {method} | {batch} | failed: {err} | | | | no |")
                 break

@@ -1,3 +1,7 @@
+"""Benchmark hooks for ALBEF's momentum distillation (bench_objectives.py): ``n`` image-text
+pairs of width ``d``, no queue, so each direction is one ``n x n`` row problem (2 sweeps per
+call, as ``info_nce_i2t_t2i``: two InfoNCE calls on the same candidates)."""
+
 import torch
 
 from contrastkit import info_nce

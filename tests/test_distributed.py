@@ -7,6 +7,7 @@ shard gradients and the shared temperature / scale gradients with the single-pro
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from torch.overrides import TorchFunctionMode
 
 import contrastkit as ck
 from contrastkit import distributed as ckd
@@ -44,7 +46,7 @@ def make_case(name: str, world: int, seed: int = 0):
     t = torch.tensor(0.2, dtype=torch.float64)
     if name in ("info_nce", "info_nce_sum", "info_nce_none", "info_nce_tiled"):
         rows, shared = [_rand(g, n, D), _rand(g, n, D)], [t]
-    elif name == "info_nce_rowtemp":  # one temperature per anchor: a per-row input, local
+    elif name in ("info_nce_rowtemp", "info_nce_sym_rowtemp"):  # per-anchor: a per-row input
         rows, shared = [_rand(g, n, D), _rand(g, n, D), 0.1 + torch.rand(n, generator=g)], []
         rows[2] = rows[2].double()
     elif name == "info_nce_fp32":
@@ -55,6 +57,14 @@ def make_case(name: str, world: int, seed: int = 0):
         rows, shared = [_rand(g, n, D), _rand(g, n, D)], [torch.tensor(0.7, dtype=torch.float64)]
     elif name == "mnrl":
         rows, shared = [_rand(g, n, D), _rand(g, n, D), _rand(g, n, D)], []
+    elif name == "two_sided_masked":  # global columns: excluded (2 per row, -1 unused), positive
+        # index masks are given in local columns (-1 = unused), so excluded columns are the
+        # row's own rank's; the positive may be any rank's candidate
+        own = torch.arange(n)[:, None] // N * N
+        excl = own + torch.randint(0, N, (n, 2), generator=g)
+        excl[::3, 1] = -1
+        pos_col = torch.randint(0, n, (n,), generator=g)  # often another rank's candidate
+        rows, shared = [_rand(g, n, D), _rand(g, n, D), excl, pos_col], [t]
     elif name in ("nt_xent", "nt_xent_tiled", "dcl", "dcl_tiled", "dclw", "debiased", "hcl"):
         rows, shared = [_rand(g, n, D), _rand(g, n, D)], [t]
     elif name in ("supcon", "supcon_tiled", "supcon_one"):
@@ -91,6 +101,8 @@ def call_case(name, rows, shared):
         return ck.InfoNCE(temperature=shared[0], backend="tiled", chunk_size=4)(rows[0], rows[1])
     if name == "info_nce_private":
         return ck.info_nce(rows[0], rows[1], rows[2], temperature=shared[0], **tiled)
+    if name == "info_nce_sym_rowtemp":  # two-sided: the single sweep takes per-row kappa
+        return ck.info_nce(rows[0], rows[1], temperature=rows[2], symmetric=True, **tiled)
     if name == "info_nce_sym":
         return ck.info_nce(rows[0], rows[1], temperature=shared[0], symmetric=True)
     if name == "info_nce_sym_tiled":
@@ -99,6 +111,8 @@ def call_case(name, rows, shared):
         return ck.clip_loss(rows[0], rows[1], scale=shared[0].exp() * 4, **tiled)
     if name == "mnrl":
         return ck.multiple_negatives_ranking(rows[0], rows[1], rows[2])
+    if name == "two_sided_masked":
+        return masked_two_sided(*rows, temperature=shared[0])
     if name == "nt_xent":
         return ck.nt_xent(rows[0], rows[1], temperature=shared[0])
     if name == "nt_xent_tiled":
@@ -128,6 +142,32 @@ def call_case(name, rows, shared):
     if name in FAMILY_CASES:
         return FAMILY_CASES[name][1](rows, shared)
     raise KeyError(name)
+
+
+@ckd.exact_objective
+def masked_two_sided(q, k, excl, pos_col, temperature):
+    """A two-sided plain spec with every sparse exclusion and a positive (none of the library's
+    symmetric objectives has them): ``(mean_i ce_i + mean_j (col_lse_j - u_jj)) / 2`` where row
+    ``i`` excludes its own column and the columns ``excl[i]`` from its log-sum-exp and
+    ``ce_i = lse_i - u_i,pos_col(i)``; ``excl``/``pos_col`` hold global columns (made local
+    here: the engine's masks are in local columns)."""
+    from contrastkit.engine import LSETerm, PairMask, RowSpec
+    from contrastkit.objective import kappa, objective_group, row_offset, row_weight, run
+
+    group = objective_group()
+    n = q.shape[0]
+    off = row_offset(n, group=group)
+    w = row_weight("mean", n, group=group) / 2
+    kk = kappa(q, temperature, None, n_rows=n, group=group)
+    spec = RowSpec(
+        terms=(LSETerm(exclude=PairMask(self_offset=0, index=excl.where(excl < 0, excl - off))),),
+        row_fn=lambda st, sd: w * st.ce,
+        positive=pos_col - off,
+        columns=True,
+        col_fn=lambda st, sd: w * (st.lse - sd["pos"]),
+        col_side={"pos": (q * k).sum(-1) * kk},
+    )
+    return run(q, k, spec, kk, "mean", {"chunk_size": 3, "backend": "tiled"}, group=group)
 
 
 FAST = [
@@ -162,6 +202,8 @@ MORE = [
     "info_nce_fp32",
     "info_nce_private",
     "info_nce_sym",
+    "info_nce_sym_rowtemp",
+    "two_sided_masked",
     "mnrl",
     "nt_xent",
     "dcl",
@@ -236,6 +278,8 @@ def _worker(rank, world, rdzv, out, names, sections=()):
         res["misc"] = _misc(rank, world)
     if "ddp_model" in sections:
         res["ddp_model"] = _ddp_model(rank, world)
+    if "flops" in sections:
+        res["flops"] = _flops(rank, world)
     torch.save(res, os.path.join(out, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
@@ -306,10 +350,78 @@ def _misc(rank, world):
     with ckd.CommCounter() as c:
         ck.clip_loss(q, k, scale=torch.tensor(10.0, requires_grad=True)).backward()
     res["bytes_clip"] = (dict(c.bytes), dict(c.calls))
+    with _two_pass(), ckd.CommCounter() as c:
+        ck.clip_loss(q, k, scale=torch.tensor(10.0, requires_grad=True)).backward()
+    res["bytes_clip_two_pass"] = (dict(c.bytes), dict(c.calls))
     with ckd.group("world", strategy="ring"), ckd.CommCounter() as c:
         ck.info_nce(q, k).backward()
     res["bytes_ring"] = (dict(c.bytes), dict(c.calls))
     return res
+
+
+class GemmFlops(TorchFunctionMode):
+    """Counts the FLOPs of the matrix products (``2 m k n``; ``mm``, ``addmm``, ``addmm_``,
+    ``matmul`` of matrices) called inside the block. The engine's single sweep computes every
+    gradient product in its forward (backward only scales), so all of them are seen here
+    (a TorchDispatchMode would also see autograd's, but its first use imports torch._dynamo,
+    seconds)."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in ("mm", "matmul", "__matmul__"):
+            a, b = args[:2]
+        elif name in ("addmm", "addmm_"):
+            a, b = args[1:3]
+        else:
+            a = b = None
+        if a is not None and a.dim() == 2 and b.dim() == 2:
+            self.flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
+        return func(*args, **(kwargs or {}))
+
+
+FLOP_ROWS = 12  # anchors per rank of the FLOP count (the engine's tiles: chunk_size=4)
+
+
+def flop_case(name, rows, scale):
+    kw = {"backend": "tiled", "chunk_size": 4}
+    if name == "info_nce_sym":
+        return ck.info_nce(rows[0], rows[1], temperature=0.2, symmetric=True, **kw)
+    return ck.clip_loss(rows[0], rows[1], scale=scale, **kw)
+
+
+def _flops(rank, world):
+    """GEMM FLOPs of one symmetric step (forward + backward) on this rank, on the single-sweep
+    route and on the two-pass route."""
+    res = {}
+    for name in ("info_nce_sym", "clip"):
+        g = torch.Generator().manual_seed(3)
+        rows = [_rand(g, FLOP_ROWS * world, D).chunk(world)[rank] for _ in range(2)]
+        for route in ("single", "two-pass"):
+            leaves = [r.clone().requires_grad_() for r in rows]
+            scale = torch.tensor(5.0, dtype=torch.float64, requires_grad=True)
+            ctx = _two_pass() if route == "two-pass" else contextlib.nullcontext()
+            with ctx, GemmFlops() as fc, ckd.group("world", gradients="exact"):
+                loss = flop_case(name, leaves, scale)
+                loss.backward()
+            res[name, route] = (fc.flops, loss.detach(), [x.grad for x in leaves], scale.grad)
+    return res
+
+
+@contextlib.contextmanager
+def _two_pass():
+    """Plain two-sided specs on the two-pass route (both sides gathered) instead of the single
+    sweep with column statistics combined across ranks."""
+    from contrastkit.distributed import _run
+
+    _run.SYMMETRIC_ROUTE = "two-pass"
+    try:
+        yield
+    finally:
+        _run.SYMMETRIC_ROUTE = "single"
 
 
 def _ddp_model(rank, world):
@@ -400,7 +512,7 @@ FAMILY = list(FAMILY_CASES)
 @pytest.fixture(scope="module")
 def two():
     """One 2-process run for every fast check (process start-up dominates the runtime)."""
-    return _spawn(_worker, 2, FAST + MORE + FAMILY, ("ddp", "ring", "misc", "ddp_model"))
+    return _spawn(_worker, 2, FAST + MORE + FAMILY, ("ddp", "ring", "misc", "ddp_model", "flops"))
 
 
 @pytest.mark.parametrize("name", FAST + MORE + FAMILY)
@@ -451,6 +563,32 @@ def test_ddp_step_equals_single_process_step(two):
         torch.testing.assert_close(res["scale"], loss_fn.logit_scale.grad, **TOL)
 
 
+@pytest.mark.parametrize("name", ["info_nce_sym", "clip"])
+def test_symmetric_step_flops_across_ranks_equal_one_process(two, name):
+    """A two-sided plain objective (single sweep with column statistics combined across ranks)
+    costs 8 N M d GEMM FLOPs summed over the ranks, as one process on the global batch (the
+    column LSE sweep 2, the sweep 2, dA and dB 2 each); the two-pass route costs 2 x 6 N M d.
+    Values and gradients of both routes equal one process."""
+    world = 2
+    n = FLOP_ROWS * world  # N = M = n globally
+    g = torch.Generator().manual_seed(3)
+    rows = [_rand(g, n, D).requires_grad_() for _ in range(2)]
+    scale = torch.tensor(5.0, dtype=torch.float64, requires_grad=True)
+    with GemmFlops() as fc:
+        loss = flop_case(name, rows, scale)
+        loss.backward()
+    assert fc.flops == 8 * n * n * D
+    for route, factor in (("single", 8), ("two-pass", 12)):
+        got = [res["flops"][name, route] for res in two]
+        assert sum(r[0] for r in got) == factor * n * n * D, (route, [r[0] for r in got])
+        for _flops_r, value, _grads, sgrad in got:
+            torch.testing.assert_close(value, loss.detach(), **TOL)
+            if name == "clip":
+                torch.testing.assert_close(sgrad, scale.grad, **TOL)
+        for i, x in enumerate(rows):
+            torch.testing.assert_close(torch.cat([r[2][i] for r in got]), x.grad, **TOL)
+
+
 def test_mismatched_ranks_fail_everywhere_and_collectives(two):
     world = 2
     for r, res in enumerate(two):
@@ -482,10 +620,23 @@ def test_mismatched_ranks_fail_everywhere_and_collectives(two):
         # two exchanges (the global row count, the shapes), each one fixed-size record per rank
         meta = 2 * (world - 1) * ckd._ops._WIDTH * 8
         assert nbytes["all_gather"] == payload + meta and calls["all_gather"] == 3
-        # symmetric (CLIP): both sides gathered and scattered
+        # symmetric (CLIP, M = N candidates per rank): one side gathered and scattered, plus the
+        # column statistics: the partial column LSEs of all W M columns combined by two
+        # all-reduces (max, then sum of exponentials: 2 x 2 (W - 1) / W x W M 8 bytes) and the
+        # column coefficients of this rank's M columns all-gathered ((W - 1) M 8 bytes); the
+        # loss and the logit scale's gradient are one all-reduced scalar each
         nbytes, calls = res["bytes_clip"]
+        col_stats = 2 * 2 * (world - 1) * N * 8
+        scalars = 2 * round(2 * (world - 1) / world * 8)
+        assert nbytes["reduce_scatter"] == payload and calls["reduce_scatter"] == 1
+        assert nbytes["all_gather"] == payload + meta + (world - 1) * N * 8
+        assert calls["all_gather"] == 4
+        assert nbytes["all_reduce"] == col_stats + scalars and calls["all_reduce"] == 4
+        # the same step on the two-pass route: both sides gathered and scattered
+        nbytes, calls = res["bytes_clip_two_pass"]
         assert nbytes["reduce_scatter"] == 2 * payload
         assert nbytes["all_gather"] == 2 * payload + meta
+        assert nbytes["all_reduce"] == scalars
         # ring: shards forward (W - 1), shards + gradient accumulators back (W - 1), one hop home
         nbytes, calls = res["bytes_ring"]
         shard = N * D * 8

@@ -659,3 +659,117 @@ def test_row_groups_couple_consecutive_rows_in_one_sweep():
         torch.testing.assert_close(rows.sum(), want)
     with pytest.raises(ValueError, match="row_group"):
         contrast(A[:10], B, dataclasses.replace(spec, row_group=3), kappa)
+
+
+def _softmax_targets_problem(seed=17, N=9, M=600, d=4):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(N, d, generator=g, dtype=torch.float64, requires_grad=True)
+    B = torch.randn(M, d, generator=g, dtype=torch.float64, requires_grad=True)
+    # base-2 teacher logits: some pairs without target (-inf), row 4 without any target
+    T2 = 3 * torch.randn(N, M, generator=g, dtype=torch.float64)
+    T2[torch.rand(N, M, generator=g) < 0.2] = float("-inf")
+    T2[4] = float("-inf")
+    W = torch.rand(N, M, generator=g, dtype=torch.float64)
+    W[W < 0.2] = 0
+    positive = torch.randint(0, M, (N,), generator=g)
+    side = torch.randn(N, generator=g, dtype=torch.float64, requires_grad=True)
+    return A, B, T2, W, positive, side
+
+
+def _dense_softmax_targets_loss(A, B, kappa, T2, w, positive, side):
+    """float64 reference: p = softmax_2(T2) (0 on a row of -inf), tgt = sum_j p u, mass,
+    ce = lse - u_pos with lse over the kept, weighted pairs."""
+    u = kappa * A @ B.T
+    lse = torch.logsumexp(u + torch.log(w), 1)
+    ok = torch.isfinite(T2).any(1)
+    p = torch.where(ok[:, None], torch.softmax(T2 * math.log(2.0), 1), 0)
+    tgt, mass = (p * u).sum(1), p.sum(1)
+    ce = lse - u[torch.arange(len(u)), positive]
+    return (0.3 * ce + 0.5 * (mass * lse - tgt) + torch.sin(tgt) * side).sum()
+
+
+@pytest.mark.parametrize("weights", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("returns", ["out", "new"])
+def test_softmax_soft_targets_with_positive_on_the_single_term_route(monkeypatch, weights, returns):
+    """``SoftTargets.logits`` (targets a row softmax of base-2 logits, normalised in the sweep)
+    beside ``RowSpec.positive`` on the in-cache single-term route: values and gradients
+    (anchors, candidates, kappa, side) equal the float64 dense formula in one and in several
+    column chunks and row blocks, with pairs and a whole row without targets; ``logits`` is
+    called once per chunk and ``fn`` (the dense path's targets) never; a tile ``logits``
+    returns instead of filling ``out`` is copied, not overwritten; candidates without
+    gradient give the anchors the same gradient."""
+    A, B, T2, W, positive, side = _softmax_targets_problem()
+    N, M = T2.shape
+    T2_before = T2.clone()
+    kappa = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+    w = W if weights else torch.ones(N, M, dtype=torch.float64)
+    want = _dense_softmax_targets_loss(A, B, kappa, T2, w, positive, side)
+    gwant = torch.autograd.grad(want, [A, B, kappa, side])
+    calls = {"logits": 0, "fn": 0}
+
+    def logits(r0, r1, c0, c1, out):
+        calls["logits"] += 1
+        assert out.shape == (r1 - r0, c1 - c0) and out.is_contiguous()
+        if returns == "out":
+            return out.copy_(T2[r0:r1, c0:c1])
+        return T2[r0:r1, c0:c1]  # the caller's own data: must not be written
+
+    def fn(r0, r1, c0, c1):
+        calls["fn"] += 1
+        t = T2[r0:r1] * math.log(2.0)
+        p = torch.softmax(t, 1)
+        return torch.where(torch.isfinite(t).any(1, keepdim=True), p, 0)[:, c0:c1]
+
+    def row_fn(st, sd):
+        assert st.ce is not None and st.tgt is not None and st.mass is not None
+        return 0.3 * st.ce + 0.5 * (st.mass * st.lse[0] - st.tgt) + torch.sin(st.tgt) * sd["s"]
+
+    spec = RowSpec(
+        terms=(LSETerm(weights=(lambda r0, r1, c0, c1: W[r0:r1, c0:c1]) if weights else None),),
+        soft_targets=SoftTargets(fn, logits=logits),
+        positive=positive,
+        row_fn=row_fn,
+        row_side={"s": side},
+    )
+    assert fused.single_term(spec)
+    for chunk_elems in (fused.CHUNK_ELEMS, 1000):  # 1000: chunks of 256 columns
+        monkeypatch.setattr(fused, "CHUNK_ELEMS", chunk_elems)
+        for chunk in (None, 4):
+            calls.update(logits=0, fn=0)
+            got = contrast(A, B, spec, kappa, backend="tiled", chunk_size=chunk)
+            rows = math.ceil(N / (chunk or N))
+            assert calls == {
+                "logits": rows * len(fused.column_chunks(M, min(chunk or N, N))),
+                "fn": 0,
+            }
+            msg = f"{chunk} {chunk_elems}"
+            torch.testing.assert_close(got, want, msg=msg)
+            grads = torch.autograd.grad(got, [A, B, kappa, side])
+            for a, b in zip(grads, gwant):
+                torch.testing.assert_close(a, b, msg=msg)
+            # candidates without gradient (a teacher's, a queue): the anchors' gradient stays
+            got = contrast(A, B.detach(), spec, kappa, backend="tiled", chunk_size=chunk)
+            torch.testing.assert_close(torch.autograd.grad(got, [A])[0], gwant[0], msg=msg)
+    assert torch.equal(T2, T2_before)
+    dense = contrast(A, B, spec, kappa, backend="dense")  # fn's targets
+    assert calls["fn"] > 0
+    torch.testing.assert_close(dense, want)
+
+
+def test_softmax_soft_targets_gradcheck():
+    A, B, T2, _, positive, side = _softmax_targets_problem(seed=18, N=5, M=7, d=3)
+    spec = RowSpec(
+        soft_targets=SoftTargets(
+            lambda r0, r1, c0, c1: torch.zeros(r1 - r0, c1 - c0, dtype=T2.dtype),  # unused
+            logits=lambda r0, r1, c0, c1, out: out.copy_(T2[r0:r1, c0:c1]),
+        ),
+        positive=positive,
+        row_fn=lambda st, sd: 0.3 * st.ce + 0.5 * (st.mass * st.lse[0] - st.tgt) + st.tgt**2,
+    )
+    kappa = torch.tensor(1.1, dtype=torch.float64, requires_grad=True)
+    for chunk in (2, None):
+
+        def f(a, b, k, chunk=chunk):
+            return contrast(a, b, spec, k, backend="tiled", chunk_size=chunk)
+
+        assert torch.autograd.gradcheck(f, (A, B, kappa))

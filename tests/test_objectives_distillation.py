@@ -901,6 +901,45 @@ def test_momentum_distillation_half_precision_and_reductions():
         assert all(x.grad.dtype == dtype and torch.isfinite(x.grad).all() for x in leaves)
 
 
+@pytest.mark.parametrize("temperature", [0.07, 0.001], ids=["albef", "clamp-low"])
+def test_momentum_distillation_in_sweep_teacher_softmax(monkeypatch, temperature):
+    """The tiled single sweep normalises the momentum softmax in the sweep (no teacher
+    log-sum-exp pre-pass) over several column chunks and row blocks: fp32 values and gradients
+    equal the float64 ALBEF transcription, also at ALBEF's lowest temperature (base-2 teacher
+    logits up to about 1,440: the chunk maxima keep them finite)."""
+    import importlib
+
+    from contrastkit.engine import fused
+
+    md_module = importlib.import_module("contrastkit.losses.distillation.momentum_distillation")
+
+    def no_prepass(*args):
+        raise AssertionError("teacher log-sum-exp pre-pass on the single sweep")
+
+    monkeypatch.setattr(fused, "CHUNK_ELEMS", 1000)  # chunks of 256 columns
+    v, t, vm, tm, qv, qt = albef_inputs(n=96, d=8, q=200, seed=3)
+    leaves32 = [x.detach().float().requires_grad_() for x in (v, t)]
+    other32 = [x.float() for x in (vm, tm, qv, qt)]
+    want, g64 = value_and_grads(
+        lambda v, t: ref_albef(v, t, vm, tm, qv, qt, temperature=temperature), [v, t]
+    )
+    for eng in ({"backend": "dense"}, {"backend": "tiled"}, {"backend": "tiled", "chunk_size": 64}):
+        got, g32 = value_and_grads(
+            lambda v, t, eng=eng: momentum_distillation(
+                v, t, *other32, temperature=temperature, **eng
+            ),
+            leaves32,
+        )
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+        if eng["backend"] == "dense":  # fp32 on materialised logits: the error fp32 allows
+            dense_err = [(a.double() - b).abs().max() for a, b in zip(g32, g64)]
+            monkeypatch.setattr(md_module, "_teacher_lse", no_prepass)  # the dense path's
+            continue
+        for a, b, e in zip(g32, g64, dense_err):
+            err = (a.double() - b).abs().max()
+            assert err <= max(2 * e, 1e-5), (eng, err, e)
+
+
 def test_momentum_distillation_docstring_is_a_manual_with_a_runnable_example():
     test_docstring_is_a_manual_with_a_runnable_example(MomentumDistillation)
     assert REGISTRY["momentum_distillation"].module is MomentumDistillation

@@ -221,6 +221,22 @@ def _all_reduce(ctx: Context, x: Tensor, op=None) -> Tensor:
     return x
 
 
+def logsumexp_across(ctx: Context, partial: Tensor) -> Tensor:
+    """``log sum_r exp(partial_r)`` elementwise over the ranks (no gradient): an all-reduce of
+    the maximum, then one of ``sum exp(partial - max)``; ``-inf`` everywhere gives ``-inf``.
+    Bytes: ``2 x 2 (W - 1) n / W`` for ``n`` bytes of ``partial``."""
+    dist = _dist()
+    m = _all_reduce(ctx, partial.detach(), op=dist.ReduceOp.MAX)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    s = _all_reduce(ctx, torch.exp(partial.detach() - m))
+    return torch.log(s) + m
+
+
+def all_gather_values(ctx: Context, x: Tensor) -> Tensor:
+    """Rank-major concatenation of every rank's ``x`` (no gradient, no shape check)."""
+    return _all_gather(ctx, x.detach())
+
+
 # ---------------------------------------------------------------------------------------------
 # the exchange: before any data moves, every rank learns every rank's shapes, the options that
 # must match (objective, temperature, symmetric, reduction, strategy, ...) and whether its input

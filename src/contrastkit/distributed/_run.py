@@ -3,8 +3,20 @@
 Rank ``r`` holds anchors ``A_r`` (N, d) and candidates ``B_r`` (M, d). The global problem is the
 rank-major concatenation ``A = cat_r A_r``, ``B = cat_r B_r``. Rank ``r`` computes the rows of
 its own anchors against the gathered ``B`` (the engine tiles them; the similarity matrix is never
-formed) and, for two-sided objectives, the columns of its own candidates as rows of the
-transposed problem ``B_r`` against the gathered ``A`` (no cross-rank column statistics needed).
+formed). Two-sided objectives:
+
+* plain specs (CLIP, symmetric InfoNCE; ``RowSpec.plain``) with ``strategy="gather"`` run the
+  single sweep of one process on this rank's rows (:func:`_two_sided_single_sweep`): the
+  partial column log-sum-exps over this rank's anchors are combined across ranks (two
+  all-reduces of ``W M`` floats), ``col_fn`` is evaluated on this rank's own columns and its
+  coefficients all-gathered (``W M`` floats), then one sweep with both softmaxes gives the
+  complete ``dA_r`` and this rank's part of ``dB``, reduce-scattered: ``8 N (W M) d`` FLOPs per
+  rank (``8 N_global M_global d`` over the group, as one process), one side gathered;
+* others (ring strategy, soft targets, label masks, ``reduction="none"``, very large ``W M``
+  where the single sweep gives way to the two-sweep path, CUDA tensors: their one-sided passes
+  run on the Triton kernels) compute the columns of their own candidates as rows of the
+  transposed problem ``B_r`` against the gathered ``A``: both sides gathered,
+  ``2 x 6 N (W M) d`` FLOPs per rank.
 Pair masks (and ``RowSpec.positive``) given in local columns are shifted to global ones by the
 rank offset. The ring strategy does not read positives from the tile (its shards merge plain
 log-sum-exps): it computes them with a separate dot product (``engine.spec.without_positive``).
@@ -84,6 +96,62 @@ def _rows_global(ctx, A, B, spec: RowSpec, k: Tensor, reduce: bool, engine_kw: d
     return contrast(A, Bg, spec, k, reduce=reduce, **engine_kw)
 
 
+#: how plain two-sided specs run under the gather strategy: "single" (one sweep, column
+#: statistics combined across ranks) or "two-pass" (the transposed problem as a second pass,
+#: both sides gathered). The latter is kept for benchmarks/bench_distributed.py's comparison.
+SYMMETRIC_ROUTE = "single"
+
+
+class _GroupColumns:
+    """:class:`contrastkit.engine.fused.ColumnGroup` over the ranks of ``ctx``: this rank owns
+    the gathered columns ``[r M, (r + 1) M)``."""
+
+    def __init__(self, ctx: _ops.Context, own: tuple[int, int]):
+        self.ctx = ctx
+        self.own = own
+
+    def combine(self, partial: Tensor) -> Tensor:
+        return _ops.logsumexp_across(self.ctx, partial)
+
+    def gather(self, coef: Tensor) -> Tensor:
+        return _ops.all_gather_values(self.ctx, coef)
+
+
+def _single_sweep_route(ctx, anchors: Tensor, candidates: Tensor, spec: RowSpec, k, reduce, kw):
+    """Whether a two-sided spec takes :func:`_two_sided_single_sweep` (see the module doc).
+
+    The two routes issue different collectives, so the choice reads only what every rank
+    shares (the spec's kind, the exchanged shapes, the strategy, the device), never the
+    per-rank ``chunk_size`` / ``backend`` (not compared across ranks)."""
+    from ..engine.dispatch import FUSED_MAX_ELEMS, fused_block_rows
+
+    if not (spec.columns and spec.col_fn is not None and spec.plain and reduce):
+        return False
+    if ctx.strategy != "gather" or SYMMETRIC_ROUTE != "single":
+        return False
+    if anchors.is_cuda:  # the Triton kernels take the one-sided passes
+        return False
+    M = ctx.world * candidates.shape[0]
+    return fused_block_rows(M, None) * M <= FUSED_MAX_ELEMS
+
+
+def _two_sided_single_sweep(ctx, A: Tensor, B: Tensor, spec: RowSpec, k: Tensor, engine_kw):
+    """``sum_i row_fn_i + sum_j col_fn_j`` counted once over the group: rows of this rank's
+    anchors and columns of this rank's candidates (``col_side`` is in local columns), from one
+    sweep of this rank's anchors against every rank's candidates with global column
+    statistics. ``dB`` of the gathered candidates is partial and reduce-scattered."""
+    M = B.shape[0]
+    shift = ctx.rank * M
+    Bg = _ops.gather(ctx, B)
+    spec = replace(
+        spec, terms=tuple(replace(t, exclude=_shift(t.exclude, ctx, shift)) for t in spec.terms)
+    )
+    if spec.positive is not None:
+        spec = replace(spec, positive=spec.positive + shift)
+    cols = _GroupColumns(ctx, (shift, shift + M))
+    return contrast(A, Bg, spec, k, reduce=True, column_group=cols, **engine_kw)
+
+
 def _as_columns(stats: RowStatistics) -> ColumnStatistics:
     """Row statistics of the transposed problem as the column statistics of the original."""
     return ColumnStatistics(lse=stats.lse[0], tgt=stats.tgt, mass=stats.mass)
@@ -112,6 +180,9 @@ def run_distributed(
     _ops.check_same(ctx, anchors=anchors, candidates=candidates)
     N = anchors.shape[0]
     reduce = reduction != "none"
+    if _single_sweep_route(ctx, anchors, candidates, spec, k, reduce, engine_kw):
+        total = _two_sided_single_sweep(ctx, anchors, candidates, spec, k, engine_kw)
+        return _ops.global_loss(ctx, total)
     row_spec = replace(spec, columns=False, col_fn=None, col_side={})
     rows = _rows_global(ctx, anchors, candidates, row_spec, k, reduce, engine_kw)
     cols = None

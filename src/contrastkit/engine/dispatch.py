@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .fused import FusedRowLoss, PlainRows, plain_rows
+from .fused import ColumnGroup, FusedRowLoss, PlainRows, plain_rows
 from .recompute import row_statistics
 from .spec import ColumnStatistics, RowSpec, RowStatistics, check_positive_index
 from .tiles import tile_stats
@@ -96,6 +96,7 @@ def contrast(
     reduce: bool = True,
     chunk_size: Optional[int] = None,
     backend: str = "auto",
+    column_group: Optional[ColumnGroup] = None,
 ):
     """Compute a row-wise objective exactly without materialising the ``N x M`` logits.
 
@@ -103,6 +104,11 @@ def contrast(
     ``kappa`` is 1/temperature, a 0-dim tensor or one value per anchor (N,), and may require
     grad. Returns the scalar loss ``sum_i row_fn_i (+ sum_j col_fn_j)`` when ``reduce``, else the
     tuple ``(row values (N,), column values (M,) or None)``.
+
+    ``column_group`` (``contrastkit.distributed`` only): the anchors are this process's share of
+    a two-sided plain spec's anchors (``reduce`` only); the single sweep then combines the
+    column statistics across processes (:class:`~contrastkit.engine.fused.ColumnGroup`), and
+    ``col_side`` holds the rows of ``column_group.own`` only.
     """
     N, M = anchors.shape[0], candidates.shape[0]
     check_positive_index(spec, N, M)
@@ -111,7 +117,12 @@ def contrast(
     kappa = kappa.to(dt)
     bias = spec.softplus_bias
     path = choose_path(N, M, spec, reduce, backend, chunk_size)
-    if path != "dense" and anchors.is_cuda and backend == "auto" and chunk_size is None:
+    if column_group is not None:
+        if not (reduce and spec.plain and spec.columns):
+            raise ValueError("column_group needs a two-sided plain spec and reduce=True")
+        path = "fused"
+    gpu_auto = column_group is None and backend == "auto" and chunk_size is None
+    if path != "dense" and anchors.is_cuda and gpu_auto:
         from .gpu import maybe_contrast  # CUDA tensors only: on CPU nothing changes
 
         out = maybe_contrast(anchors, candidates, spec, kappa, reduce)
@@ -128,7 +139,7 @@ def contrast(
         vals = [v.to(dt) if v.is_floating_point() else v for _, _, v in sides]
         rows = -(-fused_block_rows(M, chunk_size) // spec.row_group) * spec.row_group
         block = (rows, fused_block_rows(N, chunk_size))  # row blocks of whole row groups
-        return FusedRowLoss.apply(A, B, kappa, bias, spec, block, keys, *vals)
+        return FusedRowLoss.apply(A, B, kappa, bias, spec, block, column_group, keys, *vals)
     if (
         plain_rows(spec) and chunk_size is None and fused_block_rows(M, None) * M <= FUSED_MAX_ELEMS
     ):  # per-row plain log-sum-exps: the in-cache route, recomputed in backward

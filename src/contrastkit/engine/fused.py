@@ -21,19 +21,21 @@ exponentiated with ``exp2``, which is about three times faster than ``exp`` on C
 nothing of the size of the logits is rounded (as in ``F.cross_entropy``).
 
 Single-term specs that are not plain (one log-sum-exp with ``r = 1`` and per-tile weights, label
-or dense masks, soft targets or the first moment ``RowSpec.moment``: CACR, ConR, SupReMix) take
-the same in-cache base-2 route (:func:`_term_block`): each pair function is called once per
-column chunk, its tile multiplies the exponentials in place (no ``log``/``exp`` of weights, no
-second evaluation for the gradient), and the moment ``sum_j pi_ij u_ij`` is reduced from the
-chunk's logits beside its row sum. ``reduce=False`` on plain one-sided specs (rows combined
-after the sweep: MV-InfoNCE, uniformity) uses :class:`PlainRows`: the same route forward, and
-recomputed in backward.
+or dense masks, soft targets, a positive or the first moment ``RowSpec.moment``: CACR, ConR,
+SupReMix, ALBEF) take the same in-cache base-2 route (:func:`_term_block`): each pair function
+is called once per column chunk, its tile multiplies the exponentials in place (no
+``log``/``exp`` of weights, no second evaluation for the gradient), and the moment
+``sum_j pi_ij u_ij`` is reduced from the chunk's logits beside its row sum. Soft targets given
+as a row softmax (``SoftTargets.logits``: a teacher's logits) are normalised in the same sweep
+(online softmax, no pre-pass); candidates without gradient skip ``du^T a``.
+``reduce=False`` on plain one-sided specs (rows combined after the sweep: MV-InfoNCE,
+uniformity) uses :class:`PlainRows`: the same route forward, and recomputed in backward.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional, Protocol, Sequence
 
 import torch
 from torch import Tensor
@@ -180,15 +182,14 @@ def _shared_exp_block(flat, tmp, a2, B, spec, r0, r1, chunks, col_shift, v, C):
 
 def single_term(spec: RowSpec) -> bool:
     """Specs the in-cache single-term route computes: one log-sum-exp with ``r = 1`` whose
-    exclusions, per-tile weights, soft targets and first moment are evaluated chunk by chunk
-    (each pair function called once per chunk), no softplus term, columns or positive."""
+    exclusions, per-tile weights, soft targets, ``positive`` and first moment are evaluated
+    chunk by chunk (each pair function called once per chunk), no softplus term or columns."""
     return (
         not spec.plain
         and len(spec.terms) == 1
         and spec.terms[0].r == 1.0
         and spec.softplus_bias is None
         and not spec.columns
-        and spec.positive is None
     )
 
 
@@ -201,17 +202,37 @@ def _drop_zero_weights(u: Tensor, w: Tensor) -> None:
     u.add_(pen)
 
 
+class BlockTargets:
+    """What a :func:`single_term` block keeps for its gradient besides the exponentials: the
+    soft-target chunks ``tiles`` (``p`` itself, or with ``SoftTargets.logits`` the unnormalised
+    ``2^(t - m_c)`` in a reused buffer, turned into ``p`` by ``factor`` (b, chunks)), and the
+    block's positive columns (``RowSpec.positive``; else None)."""
+
+    __slots__ = ("tiles", "factor", "positive")
+
+    def __init__(self) -> None:
+        self.tiles: list[Tensor] = []
+        self.factor: Optional[Tensor] = None
+        self.positive: Optional[Tensor] = None
+
+
 def _term_block(bufs, a2, B, spec, r0, r1, chunks):
     """Statistics of a :func:`single_term` spec on a full-width row block, chunk by chunk.
 
     Each chunk's base-2 logits ``u2 = a2 @ B_c^T`` go to ``bufs[0]``; soft targets ``p`` (the
     function's tiles, kept for the gradient) give ``tgt``/``mass`` from the unmasked logits;
-    with a moment the logits are kept in ``bufs[1]``. Excluded pairs (and zero weights) are set
-    to ``-inf`` (about ``-finfo.max``) in place, the chunk is shifted by its row maximum,
+    with a moment the logits are kept in ``bufs[1]``. With ``SoftTargets.logits`` the teacher's
+    base-2 logits go to a third buffer (appended to ``bufs`` on first use, with a chunk of
+    scratch for their products with the logits), are shifted by
+    their chunk maximum and exponentiated in place; ``tgt`` is reduced from these unnormalised
+    tiles and normalised with the merged teacher row sums afterwards (online softmax: no
+    pre-pass). With ``RowSpec.positive`` the positive's logit is read from the chunk (before
+    masking) and ``ce = (log2(rowsum) + (m - c)) ln 2``. Excluded pairs (and zero weights) are
+    set to ``-inf`` (about ``-finfo.max``) in place, the chunk is shifted by its row maximum,
     exponentiated with ``exp2`` and multiplied by the weights: ``bufs[0]`` then holds
     ``w exp2(u2 - m_c)``. Chunk maxima are merged afterwards.
-    Returns ``(stats, rowsum, scale, E, U, P)``: ``rowsum`` = ``sum_j w_ij exp2(u2_ij - m_i)``,
-    ``scale`` (b, chunks) = ``exp2(m_c - m)``, and the chunk views.
+    Returns ``(stats, rowsum, scale, E, U, T)``: ``rowsum`` = ``sum_j w_ij exp2(u2_ij - m_i)``,
+    ``scale`` (b, chunks) = ``exp2(m_c - m)``, the chunk views and a :class:`BlockTargets`.
     """
     b = r1 - r0
     term = spec.terms[0]
@@ -221,21 +242,46 @@ def _term_block(bufs, a2, B, spec, r0, r1, chunks):
     ss = torch.empty_like(ms)
     ts = torch.empty_like(ms) if spec.moment else None
     soft = spec.soft_targets
+    logits = None if soft is None else soft.logits
     tgt = torch.zeros(b, dtype=dt, device=dev) if soft is not None else None
     mass = torch.zeros(b, dtype=dt, device=dev) if soft is not None else None
+    T = BlockTargets()
+    if logits is not None:  # teacher chunk maxima, row sums and sum_j 2^(t - m_c) u2
+        if len(bufs) < 3:  # the teacher tiles of a block, and one chunk's products
+            bufs.append(torch.empty_like(bufs[0]))
+            bufs.append(torch.empty(max(b * (c1 - c0) for c0, c1 in chunks), dtype=dt, device=dev))
+        tms, tss, tts = torch.empty_like(ms), torch.empty_like(ms), torch.empty_like(ms)
+    pos2 = None
+    if spec.positive is not None:
+        T.positive = spec.positive[r0:r1]
+        pos2 = torch.empty(b, dtype=dt, device=dev)
     E: list[Tensor] = []
     U: list[Tensor] = []
-    P: list[Tensor] = []
     for ci, (c0, c1) in enumerate(chunks):
         n = b * (c1 - c0)
+        pc = None
+        if logits is not None:
+            pc = bufs[2][b * c0 : b * c0 + n].view(b, c1 - c0)
+            got = logits(r0, r1, c0, c1, pc)
+            if got is not pc:
+                pc.copy_(got.detach())
+            tmc = pc.amax(dim=1)
+            tms[:, ci] = tmc
+            tss[:, ci] = pc.sub_(_finite_or_zero(tmc)[:, None]).exp2_().sum(dim=1)
         uc = bufs[0][b * c0 : b * c0 + n].view(b, c1 - c0)
         torch.mm(a2, B[c0:c1].t(), out=uc)
-        if soft is not None:  # kept as the function returned them (read-only)
+        if pc is not None:  # (vecdot would allocate its product per chunk)
+            tts[:, ci] = torch.mul(pc, uc, out=bufs[3][:n].view(b, c1 - c0)).sum(dim=1)
+            T.tiles.append(pc)
+        elif soft is not None:  # kept as the function returned them (read-only)
             assert tgt is not None and mass is not None
             pc = soft.fn(r0, r1, c0, c1).detach().to(dt)
             tgt.add_(torch.linalg.vecdot(pc, uc))
             mass.add_(pc.sum(dim=1))
-            P.append(pc)
+            T.tiles.append(pc)
+        if pos2 is not None:
+            pr, pcol = positive_entries(spec, r0, r1, c0, c1)
+            pos2[pr] = uc[pr, pcol]
         if spec.moment:
             xc = bufs[1][b * c0 : b * c0 + n].view(b, c1 - c0)
             xc.copy_(uc)
@@ -267,37 +313,66 @@ def _term_block(bufs, a2, B, spec, r0, r1, chunks):
     scale = torch.exp2(ms - m[:, None])
     rowsum = (ss * scale).sum(dim=1)
     lse = (torch.log2(rowsum) + m) * LN2
+    if logits is not None:  # p = 2^(t - m_c) * 2^(m_c - m_t) / rowsum_t
+        tm = _finite_or_zero(tms.amax(dim=1))
+        tscale = torch.exp2(tms - tm[:, None])
+        trow = (tss * tscale).sum(dim=1)
+        tinv = torch.where(trow > 0, 1.0 / trow, torch.zeros_like(trow))
+        T.factor = tscale * tinv[:, None]
+        tgt = (tts * T.factor).sum(dim=1)
+        mass = (trow > 0).to(dt)
     mom = None
     if ts is not None:
         inv = torch.where(rowsum > 0, 1.0 / rowsum, torch.zeros_like(rowsum))
         mom = (ts * scale).sum(dim=1) * inv * LN2
-    stats = RowStatistics(lse=lse[None], tgt=None if tgt is None else tgt * LN2, mass=mass, mom=mom)
-    return stats, rowsum, scale, E, U, P
+    ce = None if pos2 is None else (torch.log2(rowsum) + (m - pos2)) * LN2
+    stats = RowStatistics(
+        lse=lse[None], ce=ce, tgt=None if tgt is None else tgt * LN2, mass=mass, mom=mom
+    )
+    return stats, rowsum, scale, E, U, T
 
 
-def _term_grad(gA, dB, a, B, chunks, stats, coef, rowsum, scale, E, U, P) -> None:
+def _term_grad(gA, dB, a, B, chunks, stats, coef, rowsum, scale, E, U, T) -> None:
     """Gradients of a :func:`single_term` block from its chunk views (overwritten):
-    ``du = pi (G_lse + Gmom (1 - mom) + Gmom u) + Gtgt p``, ``pi = E scale / rowsum``."""
+    ``du = pi (G_lse + Gce + Gmom (1 - mom) + Gmom u) + Gtgt p - Gce [j = pos]``,
+    ``pi = E scale / rowsum`` (``T``: the block's :class:`BlockTargets`). Candidates that
+    need no gradient (momentum features, queues, a teacher) get none: ``dB`` is left alone,
+    which saves the ``2 b M d`` of ``du^T a``."""
     inv = torch.where(rowsum > 0, 1.0 / rowsum, torch.zeros_like(rowsum))
     f1 = coef.lse[0]
+    if coef.ce is not None:
+        f1 = f1 + coef.ce
     if coef.mom is not None:
         f1 = f1 + coef.mom * (1.0 - stats.mom)
     f1 = (f1 * inv)[:, None] * scale
     f2 = None if coef.mom is None else (coef.mom * inv * LN2)[:, None] * scale
+    P = T.tiles
+    grad_b = B.requires_grad  # the candidates as FusedRowLoss received them
+    gp = None
+    if P:  # Gtgt, times the per-chunk normalisation of unnormalised teacher tiles
+        gp = coef.tgt[:, None] if T.factor is None else coef.tgt[:, None] * T.factor
     for ci, (c0, c1) in enumerate(chunks):
         fc = f1[:, ci : ci + 1]
-        if f2 is None and not P:  # fold the row factors into the GEMMs
+        if f2 is None and gp is None:  # fold the row factors into the GEMMs
             gA.addcmul_(torch.mm(E[ci], B[c0:c1]), fc)
-            dB[c0:c1].addmm_(E[ci].t(), a * fc)
+            if grad_b:
+                dB[c0:c1].addmm_(E[ci].t(), a * fc)
             continue
         if f2 is not None:  # E (f1 + f2 u2), built in the logits' buffer
             du = U[ci].mul_(f2[:, ci : ci + 1]).add_(fc).mul_(E[ci])
         else:
             du = E[ci].mul_(fc)
-        if P:
-            du.addcmul_(P[ci], coef.tgt[:, None])
+        if gp is not None:
+            du.addcmul_(P[ci], gp if gp.shape[1] == 1 else gp[:, ci : ci + 1])
         gA.addmm_(du, B[c0:c1])
-        dB[c0:c1].addmm_(du.t(), a)
+        if grad_b:
+            dB[c0:c1].addmm_(du.t(), a)
+    if coef.ce is not None:  # d ce / d u_i,pos(i) has a -1 besides the softmax
+        assert T.positive is not None
+        p, gce = T.positive, coef.ce[:, None]
+        gA.sub_(gce * B[p])
+        if grad_b:
+            dB.index_add_(0, p, gce * a, alpha=-1)
 
 
 def _column_lse(A, B, kappa, spec, block) -> Tensor:
@@ -337,17 +412,38 @@ def _column_lse(A, B, kappa, spec, block) -> Tensor:
     return out
 
 
+class ColumnGroup(Protocol):
+    """Column statistics shared with other processes (``contrastkit.distributed``): this
+    process holds some of the anchor rows of a two-sided plain spec and every candidate.
+
+    ``combine(partial)`` turns the column log-sum-exps over this process's anchors ``(M,)``
+    into those over every process's anchors (the same on every process); ``own = (c0, c1)``
+    are the columns whose ``col_fn`` this process evaluates (``col_side`` holds those rows
+    only, so every column's value is counted once over the group); ``gather(coef)`` returns the
+    ``d loss / d col_lse`` of all ``M`` columns from those of its own columns.
+    """
+
+    own: tuple[int, int]
+
+    def combine(self, partial: Tensor) -> Tensor: ...
+
+    def gather(self, coef: Tensor) -> Tensor: ...
+
+
 class FusedRowLoss(torch.autograd.Function):
     """loss = sum_i row_fn(stats_i, side_i) [+ sum_j col_fn(col stats_j, side_j)].
 
     Inputs ``A (N, d)``, ``B (M, d)`` in compute dtype; ``block`` = (anchor rows per block,
-    candidate rows per block of the column pre-pass); ``side_keys`` are ``("row"|"col", name)``.
+    candidate rows per block of the column pre-pass); ``cols``: ``None``, or a
+    :class:`ColumnGroup` when ``A`` is one process's share of the anchors (the column
+    statistics are then combined across processes, and ``dB`` holds this process's part of the
+    candidates' gradient); ``side_keys`` are ``("row"|"col", name)``.
     """
 
     @staticmethod
-    def forward(ctx, A, B, kappa, bias, spec, block, side_keys, *side_vals):
+    def forward(ctx, A, B, kappa, bias, spec, block, cols, side_keys, *side_vals):
         N, M = A.shape[0], B.shape[0]
-        need_grad = any(ctx.needs_input_grad[:4]) or any(ctx.needs_input_grad[7:])
+        need_grad = any(ctx.needs_input_grad[:4]) or any(ctx.needs_input_grad[8:])
         row_side = {k: v for (scope, k), v in zip(side_keys, side_vals) if scope == "row"}
         col_side = {k: v for (scope, k), v in zip(side_keys, side_vals) if scope == "col"}
         dA = torch.zeros_like(A) if need_grad else None
@@ -366,12 +462,20 @@ class FusedRowLoss(torch.autograd.Function):
             if not plain:
                 raise ValueError("the single-sweep path supports columns only for plain specs")
             col_lse = _column_lse(A, B, kappa, spec, block[1])
-            col_stats = ColumnStatistics(lse=col_lse)
+            own = slice(None)
+            if cols is not None:  # partial LSEs over this process's anchors -> global ones
+                col_lse = cols.combine(col_lse)
+                own = slice(*cols.own)
+            col_stats = ColumnStatistics(lse=col_lse[own])
             val, cc, sg = row_coefficients(spec.col_fn, col_stats, col_side, need_grad)
             loss += val
             for k, g in sg.items():
                 side_grads[("col", k)] = g
             col_coef = cc.lse if need_grad else None
+            if cols is not None:  # every process issues the same collectives, grad or not
+                own_coef = col_coef if col_coef is not None else torch.zeros_like(col_lse[own])
+                coef = cols.gather(own_coef)
+                col_coef = coef if need_grad else None
             col_shift = _finite_or_zero(col_lse) * LOG2E
             fold = col_coef is not None and bool((col_coef > 0).all())
             if fold:  # G_j softmax_col = exp2(u2 - lse2_j + log2 G_j): saves a pass
@@ -495,6 +599,7 @@ class FusedRowLoss(torch.autograd.Function):
             scale(dB),
             scale(dkappa),
             scale(dbias) if ctx.needs_input_grad[3] else None,
+            None,
             None,
             None,
             None,

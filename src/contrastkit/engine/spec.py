@@ -149,10 +149,20 @@ class SoftTargets:
     when the spec has columns, ``col_tgt_j`` and ``col_mass_j`` per column. ``transposed``
     (optional) gives ``p_ji`` for the transposed problem (rows: candidates, columns: anchors);
     contrastkit.distributed needs it for two-sided objectives (the engine itself does not).
+
+    ``logits`` (optional) declares the targets a row softmax: ``logits(r0, r1, c0, c1, out)``
+    returns the tile of base-2 logits ``t_ij`` (written into ``out``, a contiguous ``(b, t)``
+    buffer of the compute dtype, or returned as a new tensor the engine may overwrite), with
+    ``p_ij = 2^t_ij / sum_k 2^t_ik`` over all ``M`` columns (``-inf`` entries allowed; a row of
+    ``-inf`` has no targets) and ``fn`` returning the same ``p``. The single sweep's in-cache
+    route then reduces the normaliser in the same sweep (online softmax: no pre-pass over the
+    teacher) and calls ``logits`` once per chunk into a reused buffer; ``mass`` is exactly 1
+    (0 for a row without targets). The other paths call ``fn``.
     """
 
     fn: Callable[[int, int, int, int], Tensor]
     transposed: Optional[Callable[[int, int, int, int], Tensor]] = None
+    logits: Optional[Callable[[int, int, int, int, Tensor], Tensor]] = None
 
 
 #: how the engine merges a statistic's partial values across tiles (``MOMENT``: a mean under

@@ -1,10 +1,11 @@
 """ALBEF's image-text contrastive loss with momentum distillation: soft targets mixing a momentum
 model's in-batch (and queue) softmax with the one-hot pairing, both directions, on the engine
-with the targets recomputed per tile (exact under a process group: the momentum batch is
-gathered without gradient, the queue is shared)."""
+with the targets computed per chunk and normalised in the sweep (exact under a process group:
+the momentum batch is gathered without gradient, the queue is shared)."""
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Union
 
 import torch
@@ -36,6 +37,7 @@ from ...objective import (
 __all__ = ["momentum_distillation", "MomentumDistillation"]
 
 _PREPASS_ROWS = 256
+LOG2E = 1.0 / math.log(2.0)
 
 
 def _teacher_lse(anchors: Tensor, cands: Tensor, k: Tensor, block: int) -> Tensor:
@@ -71,20 +73,29 @@ def _direction(
         spec = RowSpec(terms=(LSETerm(),), row_fn=plain, positive=positive)
         return run(anchors, cands, spec, kap, reduction, eng, group=None)
     kt = kap.detach()  # the targets use the current temperature, without gradient
-    t_lse = _teacher_lse(teacher, cands, kt, block)
+    teacher2 = teacher * (kt * LOG2E)  # base-2 teacher logits t2 = teacher2 @ cands^T
+    t_lse: list[Tensor] = []  # the natural-log row normalisers, for the paths that call fn
+
+    def logits(r0: int, r1: int, c0: int, c1: int, out: Tensor) -> Tensor:
+        return torch.mm(teacher2[r0:r1], cands[c0:c1].T, out=out)
 
     def targets(r0: int, r1: int, c0: int, c1: int) -> Tensor:
-        return alpha * torch.exp((teacher[r0:r1] @ cands[c0:c1].T) * kt - t_lse[r0:r1, None])
+        if not t_lse:  # a pre-pass, only on paths without the in-sweep normaliser
+            t_lse.append(_teacher_lse(teacher, cands, kt, block))
+        return torch.exp((teacher[r0:r1] @ cands[c0:c1].T) * kt - t_lse[0][r0:r1, None])
 
     def row_fn(st: RowStatistics, sd: dict) -> Tensor:
         assert st.lse is not None and st.ce is not None and st.tgt is not None
         assert st.mass is not None  # asked for by soft targets / positive
-        # sum_j y_ij (lse_i - u_ij): the soft part from the sweep (mass = alpha), the one-hot
+        # sum_j y_ij (lse_i - u_ij): the soft part from the sweep (mass = 1), the one-hot
         # part as the cross-entropy read from the tile
-        return w * ((1.0 - alpha) * st.ce + st.mass * st.lse[0] - st.tgt)
+        return w * ((1.0 - alpha) * st.ce + alpha * (st.mass * st.lse[0] - st.tgt))
 
     spec = RowSpec(
-        terms=(LSETerm(),), soft_targets=SoftTargets(targets), row_fn=row_fn, positive=positive
+        terms=(LSETerm(),),
+        soft_targets=SoftTargets(targets, logits=logits),
+        row_fn=row_fn,
+        positive=positive,
     )
     return run(anchors, cands, spec, kap, reduction, eng, group=None)
 
@@ -178,11 +189,14 @@ class MomentumDistillation(nn.Module):
 
     The functional :func:`momentum_distillation` computes one step's loss from given queues.
     Both directions run on the engine as two row problems (anchors: this rank's ``v`` or
-    ``w``; columns: every momentum feature and the queue), the targets recomputed per tile
-    from the momentum features after a log-sum-exp pre-pass (no gradient), so neither the
-    student's nor the momentum model's N x (N + Q) matrix is stored: memory O((N + Q) d) plus a
-    tile, FLOPs about three passes over the logits (pre-pass, sweep, targets in the backward).
-    The one-hot part is the engine's cross-entropy with the positive read from the logit tile.
+    ``w``; columns: every momentum feature and the queue), the momentum model's logits
+    computed per chunk beside the student's and normalised in the same sweep (an online
+    softmax, no pre-pass; no gradient), so neither the student's nor the momentum model's
+    N x (N + Q) matrix is stored: memory O((N + Q) d) plus a tile. FLOPs per direction: the
+    student's and the momentum model's products (``2 x 2 N (N + Q) d``) and the anchors'
+    gradient (``2 N (N + Q) d``; the candidates carry none), the ``6 N (N + Q) d`` of one
+    InfoNCE. The one-hot part is the engine's cross-entropy with the positive read from the
+    logit tile.
     ``alpha = 0`` gives InfoNCE with a MoCo queue in each direction, where the positive's key
     is the momentum feature; ALBEF warms ``alpha`` up linearly over the first epoch
     (``alpha * min(1, step / steps_per_epoch)``: pass ``alpha=`` per call). The value is the
