@@ -167,7 +167,10 @@ def run_distributed(
     engine_kw: dict,
 ):
     if spec.soft_targets is not None and ctx.strategy == "ring":
-        raise _ops.not_supported("an objective with soft targets (CWCL) with strategy='ring'")
+        raise _ops.not_supported(
+            "an objective with soft targets (in-batch KL, momentum distillation, ConR) "
+            "with strategy='ring'"
+        )
     if spec.soft_targets is not None and spec.columns and spec.soft_targets.transposed is None:
         raise _ops.not_supported("a two-sided objective whose soft targets have no transpose")
     for t in spec.terms:

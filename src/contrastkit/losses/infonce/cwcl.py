@@ -1,7 +1,8 @@
 """CWCL: Continuously Weighted Contrastive Loss (Srinivasa et al., NeurIPS 2023, 2309.14580).
 
 ``p`` are the frozen modality's embeddings, ``q`` the trained modality's. Targets come from a
-frozen similarity, evaluated per tile (never an N x N matrix)::
+frozen similarity (never an N x N matrix: the target terms are linear in ``W``, so they are
+closed-form sums, and the engine sweeps only CLIP's two log-sum-exps)::
 
     W_ij = (<t_i, t_j> + 1) / 2      (t = target embeddings, by default p itself; no gradient)
     L_pq = -(1/N) sum_i (1 / sum_j W_ij) sum_j W_ij log softmax_j(<p_i, q_j> / tau)
@@ -15,22 +16,23 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
 from torch import Tensor
 
 from ..._validation import check_compatible, check_embeddings
 from ...engine import ColumnStatistics, RowSpec, RowStatistics
-from ...engine.gpu.coverage import EmbeddingSoftTargets
 from ...objective import (
     ScaledObjective,
     engine_args,
     exact_objective,
-    gather_rows,
+    global_total,
     half_path,
     kappa,
     objective_group,
     prepare,
     row_weight,
     run,
+    sum_across_ranks,
     wide,
 )
 
@@ -74,31 +76,37 @@ def cwcl(
     q = prepare(trained, normalize, keep)
     t = prepare(target_embeddings if target_embeddings is not None else frozen, True).detach()
     t = t.to(wide(p).dtype)  # the targets stay in the compute dtype (fp32 for fp16/bf16)
-    t_cols = gather_rows(t, "target embeddings", group=group)  # every rank's under a process group
-
-    def weights(r0: int, r1: int, c0: int, c1: int) -> Tensor:
-        return (t[r0:r1] @ t_cols[c0:c1].T + 1.0) * 0.5
+    pw, qw = wide(p), wide(q)
+    # The soft-target terms in closed form: with W_ij = (<t_i, t_j> + 1) / 2 and u_ij = k <p_i,
+    # q_j>, sum_j W_ij u_ij = k/2 <p_i, sum_j q_j + (sum_j q_j t_j^T) t_i>, its column twin
+    # likewise, and sum_j W_ij = (M + <t_i, sum_j t_j>) / 2: O((N + M) d d_t) work on sums over
+    # the global batch (one all-reduce of about 2 d d_t floats under a process group), so the
+    # engine only sweeps the two log-sum-exps of CLIP (the fused single sweep, 8 N M d FLOPs).
+    d, dt = qw.shape[1], t.shape[1]
+    count = torch.full((1,), float(N), dtype=t.dtype, device=t.device)
+    parts = [qw.sum(0), (t.t() @ qw).flatten(), pw.sum(0), (t.t() @ pw).flatten(), t.sum(0)]
+    sums = sum_across_ranks(torch.cat(parts + [count]), "CWCL target sums", group=group)
+    S_q, C_q, S_p, C_p, S_t, M = sums.split([d, dt * d, d, dt * d, dt, 1])
+    tgt = (pw @ S_q + ((t @ C_q.view(dt, d)) * pw).sum(1)) * 0.5  # / k
+    col_tgt = (qw @ S_p + ((t @ C_p.view(dt, d)) * qw).sum(1)) * 0.5  # / k
+    mass = (M + t @ S_t) * 0.5  # rows' and columns' (W is symmetric, N = M)
 
     w = row_weight(reduction, N, group=group) / 2
+    side = w * k * (tgt + col_tgt) / mass  # row i's and column i's target terms
 
     def row_fn(st: RowStatistics, sd: dict) -> Tensor:
-        assert st.lse is not None and st.tgt is not None and st.mass is not None  # asked for
-        return w * (st.lse[0] - st.tgt / st.mass)
+        assert st.lse is not None
+        return w * st.lse[0]
 
     def col_fn(st: ColumnStatistics, sd: dict) -> Tensor:
-        assert st.lse is not None and st.tgt is not None and st.mass is not None  # asked for
-        return w * (st.lse - st.tgt / st.mass)
+        assert st.lse is not None
+        return w * st.lse
 
-    # W = (<t_i, t_j> + 1) / 2 as embeddings: the torch paths evaluate it per tile, the Triton
-    # kernels use its closed-form linear terms; W is symmetric (the transposed problem's
-    # targets, for contrastkit.distributed, are the same function)
-    spec = RowSpec(
-        soft_targets=EmbeddingSoftTargets(t, t_cols, 0.5, 0.5, transposed=weights),
-        row_fn=row_fn,
-        columns=True,
-        col_fn=col_fn,
-    )
-    return run(p, q, spec, k, reduction, eng, group=group)
+    spec = RowSpec(row_fn=row_fn, columns=True, col_fn=col_fn)
+    out = run(p, q, spec, k, reduction, eng, group=group)
+    if reduction == "none":
+        return out - global_total(side, group=group)
+    return out - global_total(side.sum(), group=group)
 
 
 class CWCL(ScaledObjective, functional=cwcl, init_temperature=0.07):
@@ -108,9 +116,11 @@ class CWCL(ScaledObjective, functional=cwcl, init_temperature=0.07):
 
     ``frozen`` comes from the frozen pre-trained encoder (no gradient flows into it),
     ``trained`` from the encoder being trained. The targets ``W`` come from
-    ``target_embeddings`` (by default ``frozen``), are evaluated per tile (never an N x N
-    matrix) and carry no gradient. With ``W = I`` this is the CLIP loss. The module owns a
-    learnable logit scale (init 1/0.07, clamped at 100, as CLIP/LiT); the functional
+    ``target_embeddings`` (by default ``frozen``) and carry no gradient; they never form an
+    N x N matrix (the target terms ``sum_j W_ij u_ij`` and ``sum_j W_ij`` are closed-form
+    sums, linear in ``W``, and the engine sweeps CLIP's two log-sum-exps: CLIP's speed). With
+    ``W = I`` this is the CLIP loss. The module owns a learnable logit scale (init 1/0.07,
+    clamped at 100, as CLIP/LiT); the functional
     :func:`cwcl` takes ``temperature`` or ``scale``. No official code was found: the weight
     map and the two directions follow the paper. Exact under a process group.
 
