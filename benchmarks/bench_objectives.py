@@ -1,9 +1,10 @@
 """Peak memory and time of the catalogue's row-wise objectives, as ratios to InfoNCE and to the
 GEMM floor measured in the same run, and against the dense reference at the largest N it fits.
 
-Cases come from the per-family hooks (``objectives_adaptive``, ``objectives_multiview``,
-``objectives_structured``: ``CASES[name](n, d, gen)`` -> closure returning the scalar loss,
-``name + "-dense"`` its dense reference). Every (case, N) runs in a fresh process so that its
+Cases come from the per-family hooks (``FAMILIES``: ``objectives_adaptive``,
+``objectives_multiview``, ``objectives_structured``, ``objectives_core``, ...:
+``CASES[name](n, d, gen)`` -> closure returning the scalar loss, ``name + "-dense"`` its dense
+reference). Every (case, N) runs in a fresh process so that its
 peak RSS (``ru_maxrss``, whole process incl. the inputs) is its own; time is the best of
 ``--repeat`` forward + backward calls after imports (the first call included when 1).
 Two reference rows come first: ``info_nce`` (``ck.info_nce`` on ``N x N``, temperature 0.07,
@@ -35,14 +36,22 @@ FAMILIES = (
     "objectives_distillation3",
     "objectives_dense",
     "objectives_infonce3",
+    "objectives_core",
 )
 #: N x N contrasts per call (shapes in the hooks' docstrings); 1 when not listed
 SWEEPS = {
     "sogclr_bimodal": 2,  # image rows and text rows, n x n each
+    "isogclr_bimodal": 2,  # likewise
     "one_to_k": 0.5,  # n/2 images x n texts
     "mv_dhel": 4,  # 4 views of n: one n x n sweep per view
     "symile": 3,  # 3 modalities of n: one n x n sweep per anchor modality
     "whitened_cse": 2,  # two n x n InfoNCE sweeps
+    "momentum_distillation": 2,  # ALBEF: image-to-text and text-to-image rows, n x n each
+    "info_nce_i2t_t2i": 2,  # its one-hot twin: two InfoNCE calls
+    "neg_clip": 2,  # n images x (n captions + n hard captions); caption columns from the same tiles
+    "multiple_negatives_ranking": 2,  # n anchors x (n positives + n hard negatives)
+    "clip_align_uniform": 3,  # CLIP's n x n plus one n x n uniformity per modality
+    "matryoshka": 4,  # InfoNCE n x n at widths d, d/2, d/4, d/8 (GEMMs: 1.875 sweeps at d)
 }
 REFERENCES = ("info_nce", "floor")
 

@@ -61,7 +61,8 @@ def _supremix(backend):
         b = max(1, n // 2)
         f = _x(gen, b, 2, d)
         y = torch.randint(0, 50, (b,), generator=gen).float()
-        mix = torch.nn.functional.normalize(torch.randn(2 * b, 8, d, generator=gen), dim=-1)
+        mix = torch.randn(2 * b, 8, d, generator=gen)
+        mix /= mix.norm(dim=-1, keepdim=True)  # in place: one (n, 8, d) buffer, not two
         mask = torch.randint(-1, 2, (2 * b, 8), generator=gen)
         ml = 50 * torch.rand(2 * b, 8, generator=gen)
         return lambda: supremix(f, y, mix, mask, ml, backend=backend)

@@ -523,6 +523,23 @@ def test_supremix_gradcheck_module_and_bad_input():
         SupReMix(distance="cosine")(f, y)
 
 
+def test_supremix_mixtures_checked_in_blocks():
+    # the finite check of the mixtures runs in row blocks (2^14 rows): a bad value in a later
+    # block, and in the first, is still named with its count; integer mixtures are refused
+    f, y, mix, mm, ml = _supremix_inputs(B=3, d=3, Mx=2, seed=6)
+    big = torch.randn(f.shape[0] * 2, 1 << 13, f.shape[2], dtype=f.dtype)  # 3 blocks of rows
+    big_mm = torch.zeros(big.shape[:2], dtype=mm.dtype)
+    big_ml = torch.zeros(big.shape[:2], dtype=ml.dtype)
+    assert torch.isfinite(supremix(f, y, big, big_mm, big_ml))
+    for row, value in ((0, float("nan")), (-1, float("inf"))):
+        bad = big.clone()
+        bad[row, -1, 0] = value
+        with pytest.raises(ValueError, match=r"mixtures contains 1 NaN or Inf"):
+            supremix(f, y, bad, big_mm, big_ml)
+    with pytest.raises(ValueError, match="mixtures must be a floating-point"):
+        supremix(f, y, mix.to(torch.int64), mm, ml)
+
+
 @pytest.mark.parametrize("name", ["mlcd", "supremix", "conr"])
 def test_engine_objectives_fp32_and_reductions(name):
     """fp32, sizes not multiples of the tile: tiled == dense; "sum" and "none" consistent."""

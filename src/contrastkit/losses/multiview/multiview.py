@@ -96,16 +96,19 @@ def _scalar_kappa(Z: Tensor, temperature, group) -> Tensor:
     return k
 
 
-def positive_lse(Z: Tensor, k: Tensor, ordered: bool) -> Tensor:
-    """``log sum exp(u(z^a_i, z^b_i))`` over view pairs of each sample: (N,).
+def positive_lse(Z: Union[Tensor, Sequence[Tensor]], k: Tensor, ordered: bool) -> Tensor:
+    """``log sum exp(u(z^a_i, z^b_i))`` over view pairs of each sample: (N,), from ``Z``
+    (V, N, d) or its V views (N, d).
 
     ``ordered``: over a != b (MV-InfoNCE, twice the unordered sum); else over a < b (MV-DHEL).
-    Costs O(N V^2 d) with autograd.
+    Costs O(N V^2 d) with autograd, one (N, d) temporary at a time: the row dots of each
+    view pair (an einsum over all pairs copies ``Z`` twice into its batched layout and keeps
+    both copies for the backward).
     """
-    V = Z.shape[0]
-    G = torch.einsum("and,bnd->nab", Z, Z) * k
-    a, b = torch.triu_indices(V, V, offset=1, device=Z.device)
-    lse = torch.logsumexp(G[:, a, b], dim=1)
+    views = Z.unbind(0) if isinstance(Z, Tensor) else list(Z)
+    V = len(views)
+    G = torch.stack([(views[a] * views[b]).sum(-1) for a in range(V) for b in range(a + 1, V)], 1)
+    lse = torch.logsumexp(G * k, dim=1)
     if ordered:
         lse = lse + torch.log(torch.tensor(2.0, dtype=lse.dtype, device=lse.device))
     return lse
@@ -170,16 +173,18 @@ def mv_dhel(
     eng = engine_args(chunk_size, backend)
     check_reduction(reduction)
     Zs, V, N = stack_views(views, n_views, min_rows=2)
-    Z = prepare(Zs, normalize)
-    k = _scalar_kappa(Z, temperature, group)
+    # each view normalised on its own: the normalisation's backward then has (N, d)
+    # temporaries, not (V, N, d) ones (the sweeps never need the stacked views)
+    Z = [prepare(z, normalize) for z in Zs.unbind(0)]
+    k = _scalar_kappa(Z[0], temperature, group)
     w = row_weight(reduction, N, group=group)
     spec = RowSpec(
         terms=(LSETerm(exclude=PairMask(self_offset=0)),),
         row_fn=lambda st, sd: w * cast(Tensor, st.lse)[0],
     )
     neg = 0.0
-    for a in range(V):
-        neg = neg + run(Z[a], Z[a], spec, k, reduction, eng, group=group)
+    for za in Z:
+        neg = neg + run(za, za, spec, k, reduction, eng, group=group)
     return neg - reduce(positive_lse(Z, k, ordered=False), reduction, group=group)
 
 

@@ -93,6 +93,40 @@ def _permutations(permutations, M: int, N: int, generator, device) -> list:
     return [[p.to(device) for p in perms] for perms in permutations]
 
 
+class _RowProduct(torch.autograd.Function):
+    """``prod_o r_o[p_o]`` (elementwise; ``p_o = None``: the rows in order) of (N, d) tensors,
+    keeping only the factors (alive anyway) for the backward: the chain ``r_1[p_1] * r_2[p_2]
+    * ...`` in autograd keeps every gathered factor and partial product, O(M N d) per call."""
+
+    @staticmethod
+    def forward(ctx, perms, *rs):
+        out = None
+        for r, p in zip(rs, perms):
+            if out is None:
+                out = r.clone() if p is None else r[p]
+            else:
+                out.mul_(r if p is None else r[p])
+        ctx.perms = perms
+        ctx.save_for_backward(*rs)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        rs, perms = ctx.saved_tensors, ctx.perms
+        grads: list[Optional[Tensor]] = []
+        for o, (r, p) in enumerate(zip(rs, perms)):
+            if not ctx.needs_input_grad[o + 1]:
+                grads.append(None)
+                continue
+            prod = g.clone()
+            for q, (s, ps) in enumerate(zip(rs, perms)):
+                if q != o:
+                    prod.mul_(s if ps is None else s[ps])
+            # scatter back through the gather (index_add: correct for any index)
+            grads.append(prod if p is None else torch.zeros_like(r).index_add_(0, p, prod))
+        return (None, *grads)
+
+
 @exact_objective
 def symile(
     *representations: Union[Tensor, Sequence[Tensor]],
@@ -138,10 +172,8 @@ def symile(
             perms = [list(p.unbind(0)) for p in stacked.unbind(0)]
     elif permutations is not None:
         raise ValueError("permutations only apply to negative_sampling='n'")
-    full = R[0]
-    for r in R[1:]:
-        full = full * r
-    pos = full.sum(-1) * t  # the positive MIP of every row, shared by all anchor modalities
+    # the positive MIP of every row, shared by all anchor modalities
+    pos = _RowProduct.apply([None] * M, *R).sum(-1) * t
     # the rows of every anchor modality are reduced; "mean" and "sum" then average over the M
     # anchor modalities, "none" keeps the (M, N) rows
     w = row_weight(reduction, N, group=group) * (1.0 if reduction == "none" else 1.0 / M)
@@ -149,9 +181,7 @@ def symile(
     for m in range(M):
         others = [R_all[o] for o in range(M) if o != m]
         if negative_sampling == "n":
-            cands = torch.ones_like(R_all[m])
-            for r, p in zip(others, perms[m]):
-                cands = cands * r[p]
+            cands = _RowProduct.apply(list(perms[m]), *others)
             spec = RowSpec(
                 terms=(LSETerm(exclude=PairMask(self_offset=offset)),),
                 # log(exp(pos) + sum exp(u)) - pos, without cancellation when pos dominates

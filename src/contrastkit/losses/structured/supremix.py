@@ -109,7 +109,9 @@ def supremix(
         raise ValueError(f"features needs at least 2 vectors, got shape {tuple(features.shape)}")
     # regression targets: real numbers (integers are converted), finite
     check_tensor("labels", labels, kind="real", shape=(Bn,), ref=features)
-    Z = prepare(features.transpose(0, 1).reshape(n, d), normalize)
+    # normalised in the input's layout, then laid out view-major: the normalisation keeps the
+    # input itself for its backward, not a second (n, d) copy
+    Z = prepare(features, normalize).transpose(0, 1).reshape(n, d)
     y = labels.detach().to(Z.device, Z.dtype).repeat(V)
     if not bool(torch.isfinite(y).all()):
         raise ValueError("labels contain NaN or Inf values")
@@ -153,7 +155,11 @@ def supremix(
         mask = mixture_mask.to(Z.device)
         if not bool(((mask == 1) | (mask == 0) | (mask == -1)).all()):
             raise ValueError("mixture_mask entries must be 1 (positive), 0 (negative) or -1")
-        check_embeddings("mixtures", mixtures.reshape(-1, d))
+        # finite check in row blocks: at once its temporaries are 1.6x the (n, Mx, d) mixtures
+        flat = mixtures.reshape(-1, d)
+        check_tensor("mixtures", flat, kind="float", finite=False)
+        if not all(bool(torch.isfinite(part).all()) for part in flat.split(1 << 14)):
+            check_embeddings("mixtures", flat)  # raises, with the count of bad values
         X = mixtures.detach().to(Z.dtype)
         v = torch.einsum("nd,nmd->nm", Z, X) * k
         if reference_shift and Mx > 0:
