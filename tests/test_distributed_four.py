@@ -10,7 +10,6 @@ marked slow.
 from __future__ import annotations
 
 import pytest
-
 from test_distributed import FAMILY, FAST, MORE, _compare, _spawn, _worker
 
 NAMES = list(dict.fromkeys(FAST + MORE + FAMILY))

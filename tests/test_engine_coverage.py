@@ -90,9 +90,7 @@ def test_the_measurement_finds_engine_objectives(engine_objectives):
 def test_every_engine_objective_is_exact_under_a_group(engine_objectives):
     """Declared exact, so tests/test_objective_kit.py requires a distributed case for it (2
     ranks in tests/test_distributed.py, 4 in tests/test_distributed_four.py)."""
-    local = sorted(
-        n for n in engine_objectives if not getattr(REGISTRY[n].functional, "exact_under_group")
-    )
+    local = sorted(n for n in engine_objectives if not REGISTRY[n].functional.exact_under_group)
     assert not local, f"engine objectives still rank-local under a process group: {local}"
 
 
