@@ -5,6 +5,8 @@ sentence-transformers parity, half precision, module twins, reductions, bad inpu
 
 from __future__ import annotations
 
+import importlib
+import math
 import re
 import textwrap
 import warnings
@@ -1023,3 +1025,77 @@ def test_ensemble_teacher_scores_bad_input():
             ensemble_teacher_scores(bad)
     with pytest.raises(ValueError, match="scale"):
         ensemble_teacher_scores([t], scale=0.0)
+
+
+# ------------------------------------------------------------------------------------------
+# in-batch KL: the teacher pre-pass (base 2, chunked) and the in-sweep teacher softmax
+# ------------------------------------------------------------------------------------------
+def test_in_batch_kl_teacher_prepass_merges_chunks(monkeypatch):
+    """``_teacher_rows`` against float64 log-softmax rows, with column chunks of 1 to 3
+    candidates (chunk maxima far apart: a sharp cosine teacher spans about +-290 in base 2,
+    where an unshifted ``exp2`` would underflow)."""
+    mod = importlib.import_module("contrastkit.losses.distillation.in_batch_kl_distillation")
+
+    _, _, tq, tc = in_batch(n=6, m=11, seed=4)
+    tq, tc = F.normalize(tq, dim=-1), F.normalize(tc, dim=-1)
+    for tt, elems, rows in [(1.0, 1 << 20, 256), (0.005, 3, 1), (0.005, 4, 2), (0.3, 5, 4)]:
+        monkeypatch.setattr(mod, "_CHUNK_ELEMS", elems)
+        z = tq @ tc.T / tt
+        log_p = torch.log_softmax(z, dim=1)
+        want_lse2 = torch.logsumexp(z, dim=1) / math.log(2.0)
+        want_neg_h = (log_p.exp() * log_p).sum(1)
+        for dt, tol in ((torch.float64, 1e-12), (torch.float32, 2e-4)):
+            lse2, neg_h = mod._teacher_rows((tq / (tt * math.log(2.0))).to(dt), tc.to(dt), rows)
+            assert lse2.dtype == dt and neg_h.dtype == dt
+            torch.testing.assert_close(lse2.double(), want_lse2, rtol=tol, atol=tol)
+            torch.testing.assert_close(neg_h.double(), want_neg_h, rtol=tol, atol=tol)
+
+
+def test_in_batch_kl_sweep_normalises_teacher_logits(monkeypatch):
+    """The single sweep gets the teacher as base-2 logits (``SoftTargets.logits``, normalised
+    in the sweep) and never calls the per-tile ``fn``; the dense and recompute paths call
+    ``fn`` (normalised by the pre-pass). Every path matches the float64 reference, also with a
+    sharp teacher in float32."""
+    from contrastkit.engine import SoftTargets
+
+    mod = importlib.import_module("contrastkit.losses.distillation.in_batch_kl_distillation")
+
+    calls = {"fn": 0, "logits": 0}
+
+    def counting(fn, logits=None, **kw):
+        def fn2(*a):
+            calls["fn"] += 1
+            return fn(*a)
+
+        def logits2(*a):
+            calls["logits"] += 1
+            return logits(*a)
+
+        return SoftTargets(fn2, logits=None if logits is None else logits2, **kw)
+
+    monkeypatch.setattr(mod, "SoftTargets", counting)
+    q, c, tq, tc = in_batch(n=6, m=10, seed=7)
+    kw = {"temperature": 0.1, "teacher_temperature": 0.01, "normalize": True}
+    for eng, reduction, used, unused in [
+        ({"backend": "tiled", "chunk_size": 4}, "mean", "logits", "fn"),
+        ({"backend": "tiled"}, "sum", "logits", "fn"),
+        ({"backend": "dense"}, "mean", "fn", "logits"),
+        ({"backend": "tiled", "chunk_size": 4}, "none", "fn", "logits"),
+    ]:
+        calls.update(fn=0, logits=0)
+        assert_same(
+            lambda q, c, r=reduction, e=eng: in_batch_kl_distillation(
+                q, c, tq, tc, reduction=r, **kw, **e
+            ),
+            lambda q, c, r=reduction: ref_in_batch(q, c, tq, tc, reduction=r, **_ref_kw(kw)),
+            [q, c],
+        )
+        assert calls[used] > 0 and calls[unused] == 0, (eng, reduction, calls)
+    q32, c32 = (x.detach().float().requires_grad_() for x in (q, c))
+    got = in_batch_kl_distillation(q32, c32, tq.float(), tc.float(), backend="tiled", **kw)
+    gq, gc = torch.autograd.grad(got, (q32, c32))
+    want = ref_in_batch(q, c, tq, tc, reduction="mean", **_ref_kw(kw))
+    wq, wc = torch.autograd.grad(want, (q, c))
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gq.double(), wq, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gc.double(), wc, rtol=1e-4, atol=1e-5)

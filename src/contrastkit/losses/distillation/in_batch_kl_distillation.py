@@ -1,9 +1,11 @@
 """KL distillation over every in-batch candidate, teacher scores from teacher embeddings per
-tile: a teacher log-sum-exp pre-pass, then one engine sweep with soft targets (exact under a
-process group: the teacher's candidates are gathered without gradient)."""
+tile: a forward teacher sweep for the teacher's entropy, then one engine sweep with the teacher's
+softmax normalised in the sweep (exact under a process group: the teacher's candidates are
+gathered without gradient)."""
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Union
 
 import torch
@@ -26,20 +28,47 @@ from ...objective import (
 __all__ = ["in_batch_kl_distillation", "InBatchKLDistillation"]
 
 _PREPASS_ROWS = 256
+#: teacher logits per in-cache chunk of the pre-pass (4 MiB fp32)
+_CHUNK_ELEMS = 1 << 20
+LOG2E = 1.0 / math.log(2.0)
+LN2 = math.log(2.0)
 
 
-def _teacher_rows(tq: Tensor, tc: Tensor, inv_t: float, block: int) -> tuple[Tensor, Tensor]:
-    """Per anchor: ``L_i = LSE_j(t_ij / T_t)`` and ``sum_j p_ij log p_ij`` (no gradient), in
-    row blocks of ``block x M`` teacher logits."""
-    lse = torch.empty(tq.shape[0], dtype=tq.dtype, device=tq.device)
-    neg_h = torch.empty_like(lse)
-    for r0 in range(0, tq.shape[0], block):
-        u = (tq[r0 : r0 + block] @ tc.T) * inv_t
-        lse_b = torch.logsumexp(u, dim=1)
-        log_p = u - lse_b[:, None]
-        lse[r0 : r0 + block] = lse_b
-        neg_h[r0 : r0 + block] = (log_p.exp() * log_p).sum(1)
-    return lse, neg_h
+def _teacher_rows(tq2: Tensor, tc: Tensor, block: int) -> tuple[Tensor, Tensor]:
+    """Per anchor, from base-2 teacher logits ``t2_ij = <tq2_i, tc_j>`` (no gradient): the
+    base-2 row normaliser ``log2 sum_j 2^t2_ij`` and ``sum_j p_ij ln p_ij`` (natural log, the
+    negative entropy), with ``p_i = softmax_j``. One forward sweep: row blocks of ``block``
+    rows, column chunks that stay in cache (chunk maxima merged afterwards, as an online
+    softmax), two reused buffers."""
+    N, M = tq2.shape[0], tc.shape[0]
+    dt, dev = tq2.dtype, tq2.device
+    lse2 = torch.empty(N, dtype=dt, device=dev)
+    neg_h = torch.empty(N, dtype=dt, device=dev)
+    rows = max(1, min(block, N))
+    width = max(1, min(M, _CHUNK_ELEMS // rows))
+    ubuf = torch.empty(rows * width, dtype=dt, device=dev)
+    ebuf = torch.empty_like(ubuf)
+    n_chunks = -(-M // width)
+    for r0 in range(0, N, rows):
+        r1 = min(r0 + rows, N)
+        b = r1 - r0
+        ms = torch.empty(b, n_chunks, dtype=dt, device=dev)
+        ss, ts = torch.empty_like(ms), torch.empty_like(ms)
+        for ci, c0 in enumerate(range(0, M, width)):
+            c1 = min(c0 + width, M)
+            u = torch.mm(tq2[r0:r1], tc[c0:c1].T, out=ubuf[: b * (c1 - c0)].view(b, c1 - c0))
+            mc = u.amax(dim=1)
+            ms[:, ci] = mc
+            e = torch.sub(u, mc[:, None], out=ebuf[: u.numel()].view_as(u)).exp2_()
+            ss[:, ci] = e.sum(dim=1)
+            ts[:, ci] = e.mul_(u).sum(dim=1)  # sum_j 2^(t2 - m_c) t2
+        m = ms.amax(dim=1)
+        scale = torch.exp2(ms - m[:, None])
+        s = (ss * scale).sum(dim=1)
+        mom2 = (ts * scale).sum(dim=1) / s  # sum_j p_ij t2_ij
+        lse2[r0:r1] = torch.log2(s) + m
+        neg_h[r0:r1] = (mom2 - lse2[r0:r1]) * LN2
+    return lse2, neg_h
 
 
 @exact_objective
@@ -90,14 +119,18 @@ def in_batch_kl_distillation(
     n = query.shape[0]
     q, c = prepare(query, normalize), prepare(candidates, normalize)
     kap = kappa(q, temperature, group=group)  # 1 / T, replicated under a group
-    tq = prepare(teacher_query.detach(), normalize).to(q.dtype)
-    tc = prepare(teacher_candidates.detach(), normalize).to(q.dtype)
+    dt = torch.promote_types(q.dtype, torch.float32)  # the engine's compute dtype
+    inv_t2 = LOG2E / float(teacher_temperature)  # base-2 teacher logits t2 = tq2 @ tc^T
+    tq2 = prepare(teacher_query.detach(), normalize).to(dt) * inv_t2
+    tc = prepare(teacher_candidates.detach(), normalize).to(dt)
     tc_all = gather_rows(tc, "teacher_candidates", group=group)  # every rank's columns
-    inv_t = 1.0 / float(teacher_temperature)
-    t_lse, neg_h = _teacher_rows(tq, tc_all, inv_t, chunk_size or _PREPASS_ROWS)
+    t_lse2, neg_h = _teacher_rows(tq2, tc_all, chunk_size or _PREPASS_ROWS)
 
-    def targets(r0: int, r1: int, c0: int, c1: int) -> Tensor:
-        return torch.exp((tq[r0:r1] @ tc_all[c0:c1].T) * inv_t - t_lse[r0:r1, None])
+    def logits(r0: int, r1: int, c0: int, c1: int, out: Tensor) -> Tensor:
+        return torch.mm(tq2[r0:r1], tc_all[c0:c1].T, out=out)
+
+    def targets(r0: int, r1: int, c0: int, c1: int) -> Tensor:  # the paths without logits
+        return torch.exp2(tq2[r0:r1] @ tc_all[c0:c1].T - t_lse2[r0:r1, None])
 
     w = row_weight(reduction, n, group=group)
     factor = (1.0 / kap) ** 2 if temperature_squared else torch.ones_like(kap)
@@ -108,7 +141,7 @@ def in_batch_kl_distillation(
 
     spec = RowSpec(
         terms=(LSETerm(),),
-        soft_targets=SoftTargets(targets),
+        soft_targets=SoftTargets(targets, logits=logits),
         row_fn=row_fn,
         row_side={"neg_h": neg_h, "t2": factor.expand(n)},
     )
@@ -130,11 +163,14 @@ class InBatchKLDistillation(Objective, functional=in_batch_kl_distillation):
         l_i  = T^2 sum_j p_ij (log p_ij - log q_ij)
         loss = mean_i l_i
 
-    It is computed without the N x M matrices: a teacher pre-pass (row blocks, no gradient)
-    gives ``LSE_j(t_ij / T_t)`` and ``sum_j p_ij log p_ij`` per query, then one engine sweep
-    recomputes ``p_ij`` from the teacher embeddings in each tile (soft targets) next to the
-    student's log-sum-exp: ``l_i = T^2 (sum_j p log p + LSE_j(s_ij / T) - sum_j p_ij s_ij / T)``.
-    The gradient with respect to ``s_ij`` is ``T (q_ij - p_ij)``. Equals
+    It is computed without the N x M matrices: one forward teacher sweep (no gradient, base 2,
+    column chunks in cache) gives ``sum_j p_ij log p_ij`` per query, then one engine sweep
+    recomputes the teacher's logits ``t_ij / T_t`` in each chunk and normalises them in the
+    same sweep (online softmax, soft targets given as logits) next to the student's
+    log-sum-exp: ``l_i = T^2 (sum_j p log p + LSE_j(s_ij / T) - sum_j p_ij s_ij / T)``.
+    The gradient with respect to ``s_ij`` is ``T (q_ij - p_ij)``. FLOPs: the student's
+    ``6 N M d`` (as InfoNCE) plus the teacher's ``2 N M d_T`` twice; memory
+    O((N + M)(d + d_T)) plus two tiles. Equals
     :class:`KLDistillation` with every query listing every candidate and teacher scores
     ``t_ij``. Exact under a ``torch.distributed`` process group: each rank keeps its queries,
     sees every rank's candidates, and the teacher's candidate embeddings are gathered without
@@ -149,7 +185,7 @@ class InBatchKLDistillation(Objective, functional=in_batch_kl_distillation):
         normalize (bool): L2-normalise student and teacher embeddings first (cosine scores).
             Default ``False``.
         reduction (str): ``"mean"`` over queries (default), ``"sum"`` or ``"none"``.
-        chunk_size (int, optional): engine tile size (and pre-pass row block).
+        chunk_size (int, optional): engine tile size (and teacher sweep row block).
         backend (str): ``"auto"``, ``"dense"`` or ``"tiled"``.
 
     Inputs:
