@@ -773,3 +773,144 @@ def test_softmax_soft_targets_gradcheck():
             return contrast(a, b, spec, k, backend="tiled", chunk_size=chunk)
 
         assert torch.autograd.gradcheck(f, (A, B, kappa))
+
+
+def _no_full_tiles(*args, **kwargs):
+    raise AssertionError("full-width tile statistics instead of the in-cache route")
+
+
+@pytest.mark.parametrize("per_row_kappa", [False, True], ids=["scalar_kappa", "row_kappa"])
+def test_multi_term_route_is_in_cache_and_exact(monkeypatch, per_row_kappa):
+    """Several plain log-sum-exps with per-term r and one shared sparse exclusion (HCL's two
+    terms) take the in-cache multi-term route: values and gradients of anchors, candidates and
+    kappa equal a dense float64 reference, in one and in several column chunks and row blocks."""
+    g = torch.Generator().manual_seed(21)
+    N, M = 9, 600
+    A = torch.randn(N, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    B = torch.randn(M, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    shape = (N,) if per_row_kappa else ()
+    kappa = (torch.rand(shape, generator=g, dtype=torch.float64) + 1).requires_grad_()
+    ex = PairMask(self_offset=3, index=torch.randint(0, M, (N, 2), generator=g))
+    w = torch.randn(N, generator=g, dtype=torch.float64)
+    spec = RowSpec(
+        terms=(LSETerm(r=1.5, exclude=ex), LSETerm(r=0.5, exclude=ex), LSETerm(r=3.0, exclude=ex)),
+        row_fn=lambda st, sd: sd["w"] * st.lse[0] - 0.7 * st.lse[1] + 0.01 * st.lse[2] ** 2,
+        row_side={"w": w},
+    )
+    assert fused.multi_term(spec) and not fused.single_term(spec)
+    # independent reference: the dense logits, masked by hand
+    u = (A * (kappa if kappa.dim() == 0 else kappa[:, None])) @ B.t()
+    mask = torch.zeros(N, M, dtype=torch.bool)
+    mask[torch.arange(N), torch.arange(N) + 3] = True
+    mask[torch.arange(N)[:, None], ex.index] = True
+    lse = [torch.logsumexp((r * u).masked_fill(mask, -math.inf), dim=1) for r in (1.5, 0.5, 3.0)]
+    want = (w * lse[0] - 0.7 * lse[1] + 0.01 * lse[2] ** 2).sum()
+    gwant = torch.autograd.grad(want, [A, B, kappa])
+    monkeypatch.setattr(fused, "tile_stats", _no_full_tiles)
+    for chunk_elems, chunk_size in ((fused.CHUNK_ELEMS, None), (1000, None), (1000, 4)):
+        monkeypatch.setattr(fused, "CHUNK_ELEMS", chunk_elems)
+        got = contrast(A, B, spec, kappa, backend="tiled", chunk_size=chunk_size)
+        torch.testing.assert_close(got, want)
+        for a, b in zip(torch.autograd.grad(got, [A, B, kappa]), gwant):
+            torch.testing.assert_close(a, b)
+    # an empty row: every lse is -inf, and its gradient is 0 (not NaN)
+    lonely = RowSpec(
+        terms=(LSETerm(r=2.0, exclude=PairMask(self_offset=0)),) * 2,
+        row_fn=lambda st, sd: torch.where(torch.isinf(st.lse), 0.0, st.lse).sum(dim=0),
+    )
+    one = A[:1].detach().requires_grad_()
+    out = contrast(one, one, lonely, torch.tensor(2.0, dtype=torch.float64), backend="tiled")
+    (grad,) = torch.autograd.grad(out + 0 * one.sum(), [one])
+    assert torch.equal(grad, torch.zeros_like(grad))
+
+
+def test_multi_term_route_stable_at_large_kappa():
+    """fp32 at kappa = 100 with r = 2: the chunk shifts keep every term finite and equal to the
+    float64 reference."""
+    g = torch.Generator().manual_seed(22)
+    A = F.normalize(torch.randn(200, 8, generator=g), dim=1).requires_grad_()
+    B = F.normalize(torch.randn(300, 8, generator=g), dim=1).requires_grad_()
+    ex = PairMask(self_offset=0)
+    spec = RowSpec(
+        terms=(LSETerm(r=2.0, exclude=ex), LSETerm(r=1.0, exclude=ex)),
+        row_fn=lambda st, sd: st.lse[0] - st.lse[1],
+    )
+    kappa = torch.tensor(100.0)
+    A64, B64 = A.detach().double().requires_grad_(), B.detach().double().requires_grad_()
+    want = contrast(A64, B64, spec, kappa.double(), backend="dense")
+    gwant = torch.autograd.grad(want, [A64, B64])
+    dense = contrast(A, B, spec, kappa, backend="dense")  # fp32 on materialised logits
+    gdense = torch.autograd.grad(dense, [A, B])
+    got = contrast(A, B, spec, kappa, backend="tiled", chunk_size=64)
+    assert torch.isfinite(got)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-3)
+    for a, b, c in zip(torch.autograd.grad(got, [A, B]), gwant, gdense):
+        # |u| ~ 100: as exact as fp32 logits allow (within twice the dense path's error)
+        err, dense_err = (a.double() - b).abs().max(), (c.double() - b).abs().max()
+        assert err <= max(2 * dense_err, 1e-4), (err, dense_err)
+
+
+def test_multi_term_gradcheck():
+    g = torch.Generator().manual_seed(23)
+    A = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    B = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    ex = PairMask(index=torch.tensor([1, 2, 0, 6, 3]))
+    spec = RowSpec(
+        terms=(LSETerm(r=1.2, exclude=ex), LSETerm(r=0.3, exclude=ex)),
+        row_fn=lambda st, sd: st.lse[0] - 2.0 * st.lse[1] + 0.1 * st.lse[0] ** 2,
+    )
+    kappa = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+    for chunk in (2, None):
+
+        def f(a, b, k, chunk=chunk):
+            return contrast(a, b, spec, k, backend="tiled", chunk_size=chunk)
+
+        assert torch.autograd.gradcheck(f, (A, B, kappa))
+
+
+@pytest.mark.parametrize("per_row_kappa", [False, True], ids=["scalar_kappa", "row_kappa"])
+def test_softplus_route_is_in_cache_and_exact(monkeypatch, per_row_kappa):
+    """A softplus-only spec (SigLIP) takes the in-cache softplus route: values and gradients of
+    anchors, candidates, kappa and the bias equal a dense float64 reference, in one and in
+    several column chunks and row blocks."""
+    g = torch.Generator().manual_seed(24)
+    N, M = 9, 600
+    A = torch.randn(N, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    B = torch.randn(M, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    shape = (N,) if per_row_kappa else ()
+    kappa = (torch.rand(shape, generator=g, dtype=torch.float64) + 1).requires_grad_()
+    bias = torch.tensor(-2.5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(N, generator=g, dtype=torch.float64)
+    spec = RowSpec(
+        terms=(),
+        softplus_bias=bias,
+        row_fn=lambda st, sd: sd["w"] * st.phi + 0.01 * st.phi**2,
+        row_side={"w": w},
+    )
+    assert fused.softplus_only(spec)
+    u = (A * (kappa if kappa.dim() == 0 else kappa[:, None])) @ B.t()
+    phi = F.softplus(u + bias).sum(dim=1)
+    want = (w * phi + 0.01 * phi**2).sum()
+    gwant = torch.autograd.grad(want, [A, B, kappa, bias])
+    monkeypatch.setattr(fused, "tile_stats", _no_full_tiles)
+    for chunk_elems, chunk_size in ((fused.CHUNK_ELEMS, None), (1000, None), (1000, 4)):
+        monkeypatch.setattr(fused, "CHUNK_ELEMS", chunk_elems)
+        got = contrast(A, B, spec, kappa, backend="tiled", chunk_size=chunk_size)
+        torch.testing.assert_close(got, want)
+        for a, b in zip(torch.autograd.grad(got, [A, B, kappa, bias]), gwant):
+            torch.testing.assert_close(a, b)
+
+
+def test_softplus_gradcheck():
+    g = torch.Generator().manual_seed(25)
+    A = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    B = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    kappa = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+    bias = torch.tensor(-1.0, dtype=torch.float64, requires_grad=True)
+    for chunk in (2, None):
+
+        def f(a, b, k, bb, chunk=chunk):
+            spec = RowSpec(terms=(), softplus_bias=bb, row_fn=lambda st, sd: st.phi.sin())
+            return contrast(a, b, spec, k, backend="tiled", chunk_size=chunk)
+
+        assert torch.autograd.gradcheck(f, (A, B, kappa, bias))

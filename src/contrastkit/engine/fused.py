@@ -28,6 +28,12 @@ is called once per column chunk, its tile multiplies the exponentials in place (
 ``sum_j pi_ij u_ij`` is reduced from the chunk's logits beside its row sum. Soft targets given
 as a row softmax (``SoftTargets.logits``: a teacher's logits) are normalised in the same sweep
 (online softmax, no pre-pass); candidates without gradient skip ``du^T a``.
+Specs with several plain log-sum-exps (per-term ``r > 0``, one shared sparse exclusion: HCL's
+``r = 1 + beta`` and ``r = beta``) take the multi-term route (:func:`_multi_block`): one GEMM
+per chunk, each term's ``exp2(r_t u2 - r_t m_c)`` kept in its own buffer, and the gradient
+``sum_t G_t r_t softmax_t`` formed per chunk for one GEMM pair. Softplus-only specs (SigLIP)
+take the softplus route (:func:`_softplus_block`): per chunk the GEMM, ``softplus`` summed per
+row, ``sigmoid`` kept in place; ``G_phi`` folds into the gradient GEMMs.
 ``reduce=False`` on plain one-sided specs (rows combined after the sweep: MV-InfoNCE,
 uniformity) uses :class:`PlainRows`: the same route forward, and recomputed in backward.
 """
@@ -375,6 +381,128 @@ def _term_grad(gA, dB, a, B, chunks, stats, coef, rowsum, scale, E, U, T) -> Non
             dB.index_add_(0, p, gce * a, alpha=-1)
 
 
+def multi_term(spec: RowSpec) -> bool:
+    """Specs the in-cache multi-term route computes: several log-sum-exps with per-term
+    ``r > 0`` and one shared O(1)-per-row exclusion (the same :class:`PairMask` object), no
+    weights, soft targets, ``positive``, moment, softplus term or columns (HCL's two terms)."""
+    terms = spec.terms
+    if spec.plain or len(terms) < 2 or spec.columns or spec.moment:
+        return False
+    if spec.softplus_bias is not None or spec.soft_targets is not None:
+        return False
+    if spec.positive is not None:
+        return False
+    ex = terms[0].exclude
+    return (
+        all(t.exclude is ex and t.weights is None and float(t.r) > 0.0 for t in terms)
+        and ex.is_sparse
+    )
+
+
+def _multi_block(bufs, a2, B, spec, r0, r1, chunks):
+    """Statistics of a :func:`multi_term` spec on a full-width row block, chunk by chunk.
+
+    Each chunk's base-2 logits ``u2 = a2 @ B_c^T`` (one GEMM) are masked in ``bufs[0]``; with
+    the chunk's row maximum ``m_c`` over kept pairs, term ``t`` keeps
+    ``exp2(r_t u2 - r_t m_c)`` in ``bufs[t]`` (term 0 in place, last), so every pass runs while
+    the chunk is in cache. Chunk maxima are merged afterwards per term (online softmax).
+    Returns ``(lse (K, b), rowsum (K, b), scale (K, b, chunks), E)`` with ``E[t][c]`` the
+    chunk views of term ``t``.
+    """
+    b = r1 - r0
+    K = len(spec.terms)
+    rs = [float(t.r) for t in spec.terms]
+    ex = spec.terms[0].exclude
+    dev, dt = a2.device, a2.dtype
+    ms = torch.empty(K, b, len(chunks), dtype=dt, device=dev)
+    ss = torch.empty_like(ms)
+    E: list[list[Tensor]] = [[] for _ in range(K)]
+    for ci, (c0, c1) in enumerate(chunks):
+        n = b * (c1 - c0)
+        uc = bufs[0][b * c0 : b * c0 + n].view(b, c1 - c0)
+        torch.mm(a2, B[c0:c1].t(), out=uc)
+        rr, cc = ex.sparse_entries(r0, r1, c0, c1, dev)
+        if rr.numel():
+            uc[rr, cc] = NEG_INF
+        mx = uc.amax(dim=1)  # -inf for a chunk whose pairs are all excluded
+        mc = _finite_or_zero(mx)
+        for t in range(K - 1, -1, -1):  # term 0 last: it overwrites the logits
+            shift = (mc * -rs[t])[:, None]
+            et = uc if t == 0 else bufs[t][b * c0 : b * c0 + n].view(b, c1 - c0)
+            torch.add(shift, uc, alpha=rs[t], out=et).exp2_()  # exp2(r u2 - r m_c)
+            ms[t, :, ci] = mx * rs[t]
+            ss[t, :, ci] = et.sum(dim=1)
+            E[t].append(et)
+    m = _finite_or_zero(ms.amax(dim=2))
+    scale = torch.exp2(ms - m[:, :, None])
+    rowsum = (ss * scale).sum(dim=2)
+    lse = (torch.log2(rowsum) + m) * LN2  # -inf for an empty row
+    return lse, rowsum, scale, E
+
+
+def _multi_grad(gA, dB, a, B, chunks, spec, coef, rowsum, scale, E) -> None:
+    """Gradients of a :func:`multi_term` block from its chunk views (overwritten):
+    ``du = sum_t G_t r_t softmax_t``, ``softmax_t = E_t scale_t / rowsum_t``, formed per chunk
+    in term 0's views, then one GEMM pair per chunk."""
+    K = len(spec.terms)
+    rs = torch.tensor([float(t.r) for t in spec.terms], dtype=rowsum.dtype, device=rowsum.device)
+    inv = torch.where(rowsum > 0, 1.0 / rowsum, torch.zeros_like(rowsum))
+    f = (coef.lse * rs[:, None] * inv)[:, :, None] * scale  # (K, b, chunks)
+    grad_b = B.requires_grad
+    for ci, (c0, c1) in enumerate(chunks):
+        du = E[0][ci].mul_(f[0, :, ci : ci + 1])
+        for t in range(1, K):
+            du.addcmul_(E[t][ci], f[t, :, ci : ci + 1])
+        gA.addmm_(du, B[c0:c1])
+        if grad_b:
+            dB[c0:c1].addmm_(du.t(), a)
+
+
+def softplus_only(spec: RowSpec) -> bool:
+    """Specs the in-cache softplus route computes: ``phi_i = sum_j softplus(u_ij + bias)`` and
+    nothing else (no log-sum-exp terms, soft targets, ``positive`` or columns: SigLIP)."""
+    return (
+        spec.softplus_bias is not None
+        and len(spec.terms) == 0
+        and spec.soft_targets is None
+        and spec.positive is None
+        and not spec.moment
+        and not spec.columns
+    )
+
+
+def _softplus_block(buf, tmp, a, B, bias, r0, r1, chunks):
+    """``phi (b,)`` of a :func:`softplus_only` spec on a full-width row block, chunk by chunk:
+    per chunk one GEMM ``x = a @ B_c^T + bias`` into ``buf``, ``softplus(x)`` summed per row
+    from the scratch ``tmp``, and ``sigmoid(x)`` kept in place for the gradient. Returns
+    ``(phi, sigsum, S)``: ``sigsum_i = sum_j sigmoid(x_ij)`` and the chunk views."""
+    b = r1 - r0
+    phi = torch.zeros(b, dtype=a.dtype, device=a.device)
+    sig = torch.zeros_like(phi)
+    S = []
+    for c0, c1 in chunks:
+        n = b * (c1 - c0)
+        xc = buf[b * c0 : b * c0 + n].view(b, c1 - c0)
+        torch.mm(a, B[c0:c1].t(), out=xc)
+        xc.add_(bias)
+        sp = tmp[:n].view(b, c1 - c0)
+        torch.ops.aten.softplus.out(xc, 1, 20, out=sp)
+        phi.add_(sp.sum(dim=1))
+        sig.add_(xc.sigmoid_().sum(dim=1))
+        S.append(xc)
+    return phi, sig, S
+
+
+def _softplus_grad(gA, dB, a, B, chunks, coef, S) -> None:
+    """``du = G_phi sigmoid(u + bias)``: the row factor folds into the GEMMs (no pass)."""
+    g = coef.phi[:, None]
+    grad_b = B.requires_grad
+    for ci, (c0, c1) in enumerate(chunks):
+        gA.addcmul_(torch.mm(S[ci], B[c0:c1]), g)
+        if grad_b:
+            dB[c0:c1].addmm_(S[ci].t(), a * g)
+
+
 def _column_lse(A, B, kappa, spec, block) -> Tensor:
     """Forward-only sweep for the natural-log column log-sum-exps of a plain spec (M,).
 
@@ -486,9 +614,18 @@ class FusedRowLoss(torch.autograd.Function):
         buf2 = None  # second buffer of the exact symmetric route, allocated on first use
         chunks = column_chunks(M, min(block, N))
         single = single_term(spec)
+        multi = multi_term(spec)
+        softplus = softplus_only(spec)
         bufs = [buf, None]
         if single:  # the logits are kept for the moment
             bufs[1] = torch.empty_like(buf) if spec.moment else None
+        elif multi:  # one buffer of exponentials per term
+            mbufs = [buf] + [torch.empty_like(buf) for _ in spec.terms[1:]]
+        elif softplus:  # one chunk of scratch for the softplus values
+            rows = min(block, N)
+            tmp_sp = torch.empty(
+                max(rows * (c1 - c0) for c0, c1 in chunks), dtype=A.dtype, device=A.device
+            )
         # the shared exponential shifts rows by a global constant, not by their positive
         shared = spec.columns and (fold or not need_grad) and spec.positive is None
         if shared:
@@ -526,6 +663,16 @@ class FusedRowLoss(torch.autograd.Function):
                 stats, rowsum, scale, E, U, P = _term_block(
                     bufs, A[r0:r1] * (kb * LOG2E), B, spec, r0, r1, chunks
                 )
+            elif multi:
+                lse, rowsum, scale, E = _multi_block(
+                    mbufs, A[r0:r1] * (kb * LOG2E), B, spec, r0, r1, chunks
+                )
+                stats = RowStatistics(lse=lse)
+            elif softplus:
+                phi, sigsum, S = _softplus_block(
+                    buf, tmp_sp, A[r0:r1] * kb, B, spec.softplus_bias, r0, r1, chunks
+                )
+                stats = RowStatistics(phi=phi)
             else:
                 u = buf[: (r1 - r0) * M].view(r1 - r0, M)
                 torch.mm(A[r0:r1] * kb, Bt, out=u)
@@ -572,6 +719,15 @@ class FusedRowLoss(torch.autograd.Function):
             elif single:
                 gA = torch.zeros_like(a)
                 _term_grad(gA, dB, a, B, chunks, stats, coef, rowsum, scale, E, U, P)
+                gA.mul_(kb)
+            elif multi:
+                gA = torch.zeros_like(a)
+                _multi_grad(gA, dB, a, B, chunks, spec, coef, rowsum, scale, E)
+                gA.mul_(kb)
+            elif softplus:
+                gA = torch.zeros_like(a)
+                _softplus_grad(gA, dB, a, B, chunks, coef, S)
+                dbias += (coef.phi * sigsum).sum()
                 gA.mul_(kb)
             else:
                 du, db = tile_grad(u, spec, r0, r1, 0, M, stats, coef)
